@@ -1,0 +1,157 @@
+//! Message properties in RocketMQ's text encoding: `name\x01value\x02name\x01value\x02…`.
+//!
+//! Properties carry both user key/values and the system ones the broker acts on (tags, keys, the
+//! message id). The encoding cannot represent names or values that contain the two separator bytes,
+//! so [`encode`] refuses them instead of producing a string that decodes differently.
+
+use thiserror::Error;
+
+/// Separates a name from its value.
+pub const NAME_VALUE_SEPARATOR: u8 = 0x01;
+/// Ends one property.
+pub const PROPERTY_SEPARATOR: u8 = 0x02;
+
+/// The message's tag, used by TAG filters and hashed into the consume queue.
+pub const TAGS: &str = "TAGS";
+/// Business keys, separated by [`KEY_SEPARATOR`]; each is indexed.
+pub const KEYS: &str = "KEYS";
+/// The client-assigned message id; indexed.
+pub const UNIQ_KEY: &str = "UNIQ_KEY";
+/// Separates keys inside the [`KEYS`] value.
+pub const KEY_SEPARATOR: char = ' ';
+
+/// One decoded property.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Property<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PropertiesError {
+    #[error("property name {name:?} contains a reserved separator byte (0x01 or 0x02)")]
+    SeparatorInName { name: String },
+    #[error("the value of property {name:?} contains a reserved separator byte (0x01 or 0x02)")]
+    SeparatorInValue { name: String },
+    #[error("property name is empty")]
+    EmptyName,
+    #[error("encoded properties are not valid UTF-8")]
+    NotUtf8,
+    #[error("encoded property at byte {at} has no name/value separator")]
+    MissingSeparator { at: usize },
+}
+
+fn has_separator(s: &str) -> bool {
+    s.bytes().any(|b| b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR)
+}
+
+/// Appends the encoding of `properties` to `out`.
+pub fn encode<'a, I>(properties: I, out: &mut Vec<u8>) -> Result<(), PropertiesError>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    for (name, value) in properties {
+        if name.is_empty() {
+            return Err(PropertiesError::EmptyName);
+        }
+        if has_separator(name) {
+            return Err(PropertiesError::SeparatorInName { name: name.to_owned() });
+        }
+        if has_separator(value) {
+            return Err(PropertiesError::SeparatorInValue { name: name.to_owned() });
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(NAME_VALUE_SEPARATOR);
+        out.extend_from_slice(value.as_bytes());
+        out.push(PROPERTY_SEPARATOR);
+    }
+    Ok(())
+}
+
+/// Iterates over encoded properties, validating as it goes.
+pub fn decode(encoded: &[u8]) -> Decode<'_> {
+    Decode { rest: encoded, at: 0 }
+}
+
+/// Looks one property up by name; `None` when absent or when the encoding is invalid before it.
+pub fn get<'a>(encoded: &'a [u8], name: &str) -> Option<&'a str> {
+    decode(encoded).map_while(Result::ok).find(|p| p.name == name).map(|p| p.value)
+}
+
+/// Iterator returned by [`decode`].
+#[derive(Debug)]
+pub struct Decode<'a> {
+    rest: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Decode<'a> {
+    type Item = Result<Property<'a>, PropertiesError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = self.rest.iter().position(|&b| b == PROPERTY_SEPARATOR).unwrap_or(self.rest.len());
+        let (item, rest) = self.rest.split_at(end);
+        let at = self.at;
+        self.rest = rest.get(1..).unwrap_or_default();
+        self.at += end + 1;
+        let Some(split) = item.iter().position(|&b| b == NAME_VALUE_SEPARATOR) else {
+            self.rest = &[];
+            return Some(Err(PropertiesError::MissingSeparator { at }));
+        };
+        let (name, value) = (&item[..split], &item[split + 1..]);
+        match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+            (Ok(name), Ok(value)) => Some(Ok(Property { name, value })),
+            _ => {
+                self.rest = &[];
+                Some(Err(PropertiesError::NotUtf8))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(props: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(props.iter().copied(), &mut out).expect("valid properties");
+        out
+    }
+
+    #[test]
+    fn properties_round_trip_in_order() {
+        let props = [(TAGS, "TagA"), (KEYS, "k1 k2"), ("enterpriseId", "91350200"), ("empty", "")];
+        let bytes = encoded(&props);
+        assert_eq!(bytes, b"TAGS\x01TagA\x02KEYS\x01k1 k2\x02enterpriseId\x0191350200\x02empty\x01\x02");
+        let back: Vec<_> = decode(&bytes).collect::<Result<_, _>>().expect("decodes");
+        let back: Vec<_> = back.iter().map(|p| (p.name, p.value)).collect();
+        assert_eq!(back, props);
+        assert_eq!(get(&bytes, KEYS), Some("k1 k2"));
+        assert_eq!(get(&bytes, "missing"), None);
+    }
+
+    #[test]
+    fn separators_inside_names_or_values_are_refused() {
+        let mut out = Vec::new();
+        assert_eq!(
+            encode([("a\u{1}b", "v")], &mut out),
+            Err(PropertiesError::SeparatorInName { name: "a\u{1}b".into() })
+        );
+        assert_eq!(encode([("a", "v\u{2}")], &mut out), Err(PropertiesError::SeparatorInValue { name: "a".into() }));
+        assert_eq!(encode([("", "v")], &mut out), Err(PropertiesError::EmptyName));
+    }
+
+    #[test]
+    fn malformed_encodings_are_reported_not_skipped() {
+        let items: Vec<_> = decode(b"a\x01b\x02broken\x02c\x01d\x02").collect();
+        assert_eq!(items[0], Ok(Property { name: "a", value: "b" }));
+        assert_eq!(items[1], Err(PropertiesError::MissingSeparator { at: 4 }));
+        assert_eq!(items.len(), 2, "decoding stops at the first error");
+        let items: Vec<_> = decode(b"a\x01\xff\x02").collect();
+        assert_eq!(items, vec![Err(PropertiesError::NotUtf8)]);
+    }
+}

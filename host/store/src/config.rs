@@ -1,0 +1,135 @@
+//! Store settings: every limit and interval, with the defaults a single node runs on.
+
+use serde::Deserialize;
+
+use ferrymq_proto::record::{FILLER_BYTES_MIN, HEADER_BYTES};
+
+/// When an append is acknowledged relative to `fdatasync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// Acknowledge once the record is in the page cache; flush every `flush_interval_ms` or
+    /// `flush_min_bytes`. A machine crash can lose up to one interval of acknowledged records
+    /// (a process crash loses nothing).
+    #[default]
+    Async,
+    /// Acknowledge only after the record's batch is flushed; concurrent appends share one flush.
+    Sync,
+}
+
+/// Settings of the store. Sizes are in bytes, durations in milliseconds, unit last in every name.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Size of each commit-log segment file.
+    pub segment_bytes: u64,
+    /// Largest encoded record (header, topic, properties and body) the log accepts.
+    pub record_bytes_max: u32,
+    pub flush: FlushMode,
+    /// Async flush: flush at least this often while there is unflushed data.
+    pub flush_interval_ms: u64,
+    /// Async flush: flush early once this much data is unflushed.
+    pub flush_min_bytes: u64,
+    /// Appends waiting for the writer; further appends wait for room.
+    pub append_queue_max: usize,
+    /// Largest group of records the writer copies into the log at once.
+    pub write_batch_bytes_max: usize,
+    /// Entries per consume-queue file (20 bytes each).
+    pub queue_file_entries: u32,
+    /// Hash slots per index file.
+    pub index_slots: u32,
+    /// Entries per index file.
+    pub index_entries_max: u32,
+    /// How often consume queues and the index are flushed and a checkpoint written.
+    pub checkpoint_interval_ms: u64,
+    /// Segments whose last write is older than this are deleted.
+    pub retention_hours: u64,
+    /// Above this fraction of the disk in use, the oldest segments are deleted regardless of age.
+    pub disk_usage_max_ratio: f64,
+    /// Above this fraction of the disk in use, appends are refused until space returns.
+    pub disk_full_ratio: f64,
+    /// How often retention and disk usage are checked.
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            record_bytes_max: (4 << 20) + (64 << 10),
+            flush: FlushMode::Async,
+            flush_interval_ms: 500,
+            flush_min_bytes: 16 << 10,
+            append_queue_max: 16_384,
+            write_batch_bytes_max: 4 << 20,
+            queue_file_entries: 300_000,
+            index_slots: 5_000_000,
+            index_entries_max: 20_000_000,
+            checkpoint_interval_ms: 1_000,
+            retention_hours: 72,
+            disk_usage_max_ratio: 0.75,
+            disk_full_ratio: 0.90,
+            retention_check_interval_ms: 10_000,
+        }
+    }
+}
+
+/// Smallest segment: room for one minimal record and a filler.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+const _: () = assert!(SEGMENT_BYTES_MIN as usize >= HEADER_BYTES + FILLER_BYTES_MIN);
+
+impl StoreConfig {
+    /// Checks the relationships between settings; returns a sentence naming the first one broken.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < SEGMENT_BYTES_MIN {
+            return Err(format!("segment_bytes must be at least {SEGMENT_BYTES_MIN}"));
+        }
+        if (self.record_bytes_max as usize) < HEADER_BYTES {
+            return Err(format!("record_bytes_max must be at least {HEADER_BYTES}"));
+        }
+        if u64::from(self.record_bytes_max) + FILLER_BYTES_MIN as u64 > self.segment_bytes {
+            return Err(format!(
+                "record_bytes_max ({}) plus an {FILLER_BYTES_MIN}-byte filler must fit in segment_bytes ({})",
+                self.record_bytes_max, self.segment_bytes
+            ));
+        }
+        if self.append_queue_max == 0 || self.write_batch_bytes_max == 0 {
+            return Err("append_queue_max and write_batch_bytes_max must be positive".into());
+        }
+        if self.queue_file_entries == 0 || self.index_slots == 0 || self.index_entries_max < 2 {
+            return Err("queue_file_entries and index_slots must be positive, index_entries_max at least 2".into());
+        }
+        if self.flush_interval_ms == 0 || self.checkpoint_interval_ms == 0 || self.retention_check_interval_ms == 0 {
+            return Err("flush, checkpoint and retention intervals must be positive".into());
+        }
+        let ratio_ok = |r: f64| r > 0.0 && r <= 1.0;
+        if !ratio_ok(self.disk_usage_max_ratio) || !ratio_ok(self.disk_full_ratio) {
+            return Err("disk ratios must be in (0, 1]".into());
+        }
+        if self.disk_full_ratio < self.disk_usage_max_ratio {
+            return Err("disk_full_ratio must not be below disk_usage_max_ratio".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_reference_limits() {
+        let config = StoreConfig::default();
+        config.validate().expect("defaults validate");
+        assert_eq!(config.segment_bytes, 1 << 30);
+        assert!(config.record_bytes_max as usize > 4 * 1024 * 1024 + 16 * 1024 + HEADER_BYTES);
+    }
+
+    #[test]
+    fn broken_relationships_are_named() {
+        let config = StoreConfig { segment_bytes: 8192, record_bytes_max: 8190, ..StoreConfig::default() };
+        assert!(config.validate().expect_err("too big").contains("record_bytes_max"));
+        let config = StoreConfig { disk_full_ratio: 0.5, ..StoreConfig::default() };
+        assert!(config.validate().expect_err("ratios").contains("disk_full_ratio"));
+    }
+}

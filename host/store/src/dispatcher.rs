@@ -1,0 +1,205 @@
+//! The dispatcher thread: follows the log and builds the consume queues and the index from it, and
+//! writes checkpoints.
+//!
+//! It reads only up to the visible position (see `Shared::visible`), so consumers never see a record
+//! that is not yet as durable as its producer was promised. Because every record carries its own queue
+//! offset, dispatching a record twice rewrites the same entry: recovery relies on that.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrymq_proto::properties::{self, KEY_SEPARATOR, KEYS, TAGS, UNIQ_KEY};
+use ferrymq_proto::record::{self, Entry, Verify};
+use ferrymq_proto::tag::tag_hash;
+
+use crate::checkpoint::{Checkpoint, Mark};
+use crate::error::{Result, StoreError};
+use crate::index::{Index, business_key_hash, message_id_hash};
+use crate::queue::{ConsumeQueue, ConsumeQueues};
+use crate::shared::Shared;
+
+/// Called after each dispatched batch with a queue that grew and its new end offset.
+pub type DispatchHook = Arc<dyn Fn(&str, u32, u64) + Send + Sync>;
+
+/// Most log bytes dispatched before entries are published and progress reported.
+const DISPATCH_BATCH_BYTES: u64 = 4 << 20;
+/// Pause before retrying after the disk was full.
+const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
+
+pub(crate) struct Dispatcher {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) queues: Arc<ConsumeQueues>,
+    pub(crate) index: Arc<Index>,
+    checkpoint: Checkpoint,
+    /// Every record below this is in the queues and the index.
+    dispatched: Arc<AtomicU64>,
+    /// Lowest offset the last checkpoint needs for recovery; retention keeps it.
+    pub(crate) recovery_floor: Arc<AtomicU64>,
+    on_dispatch: Option<DispatchHook>,
+    touched: Vec<Arc<ConsumeQueue>>,
+    /// Keys that could not be indexed (e.g. the disk was full); the log still holds the records.
+    pub(crate) index_skipped: Arc<AtomicU64>,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        queues: Arc<ConsumeQueues>,
+        index: Arc<Index>,
+        checkpoint: Checkpoint,
+        dispatched: Arc<AtomicU64>,
+        recovery_floor: Arc<AtomicU64>,
+        index_skipped: Arc<AtomicU64>,
+        on_dispatch: Option<DispatchHook>,
+    ) -> Self {
+        Self {
+            shared,
+            queues,
+            index,
+            checkpoint,
+            dispatched,
+            recovery_floor,
+            on_dispatch,
+            touched: Vec::new(),
+            index_skipped,
+        }
+    }
+
+    fn position(&self) -> u64 {
+        self.dispatched.load(Ordering::Acquire)
+    }
+
+    /// Dispatches records from the current position up to `end` (at most one batch per call).
+    pub(crate) fn dispatch_batch(&mut self, end: u64) -> Result<()> {
+        let mut pos = self.position();
+        let stop = end.min(pos.saturating_add(DISPATCH_BATCH_BYTES));
+        let result = loop {
+            if pos >= stop {
+                break Ok(());
+            }
+            let (segment, len, filler) = match self.shared.log.entry_len_at(pos) {
+                Ok(found) => found,
+                Err(err) => break Err(err),
+            };
+            if filler {
+                pos = segment.end();
+                continue;
+            }
+            // SAFETY: the record lies below `written`.
+            let bytes = unsafe { segment.slice(pos, len) };
+            let rec = match record::decode(bytes, pos, Verify::Structure) {
+                Ok(Entry::Record { record, .. }) => record,
+                Ok(Entry::Filler { .. }) => break Err(StoreError::Inconsistent(format!("unexpected filler at {pos}"))),
+                Err(source) => break Err(StoreError::Corrupt { offset: pos, source }),
+            };
+            if let Err(err) = self.dispatch_record(&rec, pos, len as u32) {
+                break Err(err);
+            }
+            pos += len as u64;
+        };
+        // Publish what was done even when the batch stopped early.
+        for cq in self.touched.drain(..) {
+            cq.publish();
+            if let Some(hook) = &self.on_dispatch {
+                hook(&cq.topic, cq.queue_id, cq.max());
+            }
+        }
+        self.dispatched.store(pos, Ordering::Release);
+        self.shared.progress.notify();
+        result
+    }
+
+    fn dispatch_record(&mut self, rec: &record::RecordRef<'_>, offset: u64, len: u32) -> Result<()> {
+        let mut tag = 0;
+        let mut keys = None;
+        let mut id = None;
+        for prop in properties::decode(rec.properties).map_while(|p| p.ok()) {
+            match prop.name {
+                TAGS => tag = tag_hash(prop.value),
+                KEYS => keys = Some(prop.value),
+                UNIQ_KEY => id = Some(prop.value),
+                _ => {}
+            }
+        }
+        let cq = self.queues.get_or_create(rec.topic, rec.meta.queue_id)?;
+        cq.put(rec.meta.queue_offset, offset, len, tag)?;
+        if !self.touched.iter().any(|t| Arc::ptr_eq(t, &cq)) {
+            self.touched.push(cq);
+        }
+        let key_hashes = keys
+            .into_iter()
+            .flat_map(|k| k.split(KEY_SEPARATOR))
+            .filter(|k| !k.is_empty())
+            .map(|k| business_key_hash(rec.topic, k))
+            .chain(id.map(message_id_hash));
+        for hash in key_hashes {
+            if let Err(err) = self.index.put(hash, offset, len)
+                && self.index_skipped.fetch_add(1, Ordering::Relaxed) == 0
+            {
+                tracing::warn!(%err, "a record could not be indexed; lookups by key will miss it");
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the queues and the index, then durably records how far they and the log are safe.
+    pub(crate) fn checkpoint(&mut self, clean: bool) -> Result<()> {
+        for cq in self.queues.all() {
+            cq.sync()?;
+        }
+        let index = self.index.sync()?;
+        let mark = Mark { log_flushed: self.shared.log.flushed(), dispatched: self.position(), index, clean };
+        self.checkpoint.write(&mark)?;
+        self.recovery_floor.store(mark.log_flushed.min(mark.dispatched), Ordering::Release);
+        Ok(())
+    }
+
+    /// Follows the log until the store closes.
+    pub(crate) fn run(mut self) {
+        let interval = Duration::from_millis(self.shared.config.checkpoint_interval_ms);
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let seen = self.shared.progress.generation();
+            let visible = self.shared.visible();
+            if self.position() < visible {
+                match self.dispatch_batch(visible) {
+                    Ok(()) => {}
+                    Err(StoreError::DiskFull(reason)) => {
+                        tracing::warn!(%reason, "dispatch paused: disk full");
+                        self.shared.progress.wait(seen, DISK_FULL_RETRY);
+                        continue;
+                    }
+                    Err(err) => {
+                        self.shared.set_fatal(format!("dispatch failed: {err}"));
+                        break;
+                    }
+                }
+            }
+            if self.shared.fatal().is_some() {
+                break;
+            }
+            if last_checkpoint.elapsed() >= interval {
+                if let Err(err) = self.checkpoint(false) {
+                    self.shared.set_fatal(format!("checkpoint failed: {err}"));
+                    break;
+                }
+                last_checkpoint = Instant::now();
+            }
+            let writers_done =
+                self.shared.writer_done.load(Ordering::Acquire) && self.shared.flusher_done.load(Ordering::Acquire);
+            if writers_done && self.position() >= self.shared.visible() {
+                if let Err(err) = self.checkpoint(true) {
+                    tracing::error!(%err, "final checkpoint failed; the next start will recover");
+                }
+                break;
+            }
+            if self.position() < self.shared.visible() {
+                continue;
+            }
+            let wait = interval.saturating_sub(last_checkpoint.elapsed()).max(Duration::from_millis(1));
+            self.shared.progress.wait(seen, wait);
+        }
+    }
+}

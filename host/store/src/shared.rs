@@ -1,0 +1,123 @@
+//! State shared by the store's threads: the log, the flags that stop appends, and the acknowledgements
+//! that wait for a flush.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::clock::Clock;
+use crate::config::{FlushMode, StoreConfig};
+use crate::error::StoreError;
+use crate::log::CommitLog;
+use crate::sync::{Event, lock};
+use crate::writer::Ack;
+
+/// Called once, from a store thread, when the store stops after a fatal I/O error.
+pub type FatalHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub(crate) struct Shared {
+    pub(crate) config: StoreConfig,
+    pub(crate) log: CommitLog,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) store_host: SocketAddr,
+    /// Set once, on the first failed flush; appends fail from then on.
+    fatal: OnceLock<String>,
+    on_fatal: Option<FatalHook>,
+    /// Set by the retention thread while the disk is above `disk_full_ratio`.
+    pub(crate) disk_full: AtomicBool,
+    /// Set when the store is closing.
+    pub(crate) closing: AtomicBool,
+    /// Set when the writer thread has drained its queue and stopped.
+    pub(crate) writer_done: AtomicBool,
+    /// Set when the flusher thread has flushed everything and stopped.
+    pub(crate) flusher_done: AtomicBool,
+    /// Notified whenever `written` or `flushed` moves, or a thread finishes.
+    pub(crate) progress: Event,
+    /// Notified when the store starts closing.
+    pub(crate) stop: Event,
+    /// Sync flush: acknowledgements waiting for `flushed` to pass their end offset, in offset order.
+    pub(crate) waiters: Mutex<VecDeque<(u64, Ack)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("log", &self.log).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: StoreConfig,
+        log: CommitLog,
+        clock: Arc<dyn Clock>,
+        store_host: SocketAddr,
+        on_fatal: Option<FatalHook>,
+    ) -> Self {
+        Self {
+            config,
+            log,
+            clock,
+            store_host,
+            fatal: OnceLock::new(),
+            on_fatal,
+            disk_full: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            writer_done: AtomicBool::new(false),
+            flusher_done: AtomicBool::new(false),
+            progress: Event::default(),
+            stop: Event::default(),
+            waiters: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// How far consumers may read: flushed data under sync flush, written data under async flush.
+    /// Consumers never see a record whose producer could still be told it failed.
+    pub(crate) fn visible(&self) -> u64 {
+        match self.config.flush {
+            FlushMode::Sync => self.log.flushed(),
+            FlushMode::Async => self.log.written(),
+        }
+    }
+
+    pub(crate) fn fatal(&self) -> Option<&str> {
+        self.fatal.get().map(String::as_str)
+    }
+
+    pub(crate) fn fatal_error(&self) -> Option<StoreError> {
+        self.fatal().map(|reason| StoreError::Fatal(reason.to_owned()))
+    }
+
+    /// Stops the store after an I/O error that may have lost data: every waiting and future append
+    /// fails, and the fatal hook runs. Recovery on the next open restores a consistent state.
+    pub(crate) fn set_fatal(&self, reason: String) {
+        if self.fatal.set(reason.clone()).is_err() {
+            return;
+        }
+        tracing::error!(%reason, "store stopped: a flush failed, data may not be durable; restart to recover");
+        let waiting = std::mem::take(&mut *lock(&self.waiters));
+        for (_, ack) in waiting {
+            ack.fail(StoreError::Fatal(reason.clone()));
+        }
+        self.progress.notify();
+        if let Some(hook) = &self.on_fatal {
+            hook(&reason);
+        }
+    }
+
+    /// Completes every waiting acknowledgement whose record ends at or below `flushed`.
+    pub(crate) fn complete_waiters(&self, flushed: u64) {
+        let ready: Vec<Ack> = {
+            let mut waiters = lock(&self.waiters);
+            let n = waiters.iter().take_while(|(end, _)| *end <= flushed).count();
+            waiters.drain(..n).map(|(_, ack)| ack).collect()
+        };
+        for ack in ready {
+            ack.succeed();
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,447 @@
+//! The store's front door: open (with recovery), append, read, look up, close.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ferrymq_proto::properties::{self, KEY_SEPARATOR, KEYS, UNIQ_KEY};
+use ferrymq_proto::record::{Entry, Verify};
+
+use crate::checkpoint::Checkpoint;
+use crate::clock::{Clock, SystemClock};
+use crate::config::StoreConfig;
+use crate::dispatcher::{DispatchHook, Dispatcher};
+use crate::error::{Result, StoreError};
+use crate::index::{Index, business_key_hash, message_id_hash};
+use crate::io::{FsStorage, Storage};
+use crate::log::{CommitLog, StoredRecord};
+use crate::queue::{ConsumeQueues, QueueEntry};
+use crate::retention::Retention;
+use crate::shared::{FatalHook, Shared};
+use crate::sync::{lock, read, write};
+use crate::writer::{AppendDone, Appended, NewMessage, RawDone, Request, Writer};
+use crate::{flusher, retention};
+
+/// Everything [`Store::open`] needs.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Data directory; holds `checkpoint`, `commitlog/`, `consumequeue/`, `index/`.
+    pub dir: PathBuf,
+    pub config: StoreConfig,
+    pub storage: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    /// Address recorded as the store host of every record.
+    pub store_host: SocketAddr,
+    /// Runs once if the store stops after a fatal I/O error.
+    pub on_fatal: Option<FatalHook>,
+    /// Runs after each dispatched batch for every queue that grew.
+    pub on_dispatch: Option<DispatchHook>,
+}
+
+impl StoreOptions {
+    /// Real files in `dir`, the system clock, default settings.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            config: StoreConfig::default(),
+            storage: Arc::new(FsStorage),
+            clock: Arc::new(SystemClock),
+            store_host: SocketAddr::from(([127, 0, 0, 1], 0)),
+            on_fatal: None,
+            on_dispatch: None,
+        }
+    }
+}
+
+/// A point-in-time view of the store's positions and health.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreStats {
+    /// First commit-log offset still stored.
+    pub min_offset: u64,
+    /// End of the written log.
+    pub written: u64,
+    /// End of the durable log.
+    pub flushed: u64,
+    /// End of what consumers can read.
+    pub visible: u64,
+    /// End of what the queues and index cover.
+    pub dispatched: u64,
+    pub segments: usize,
+    pub queues: usize,
+    pub disk_full: bool,
+    /// Why the store stopped, if it did.
+    pub fatal: Option<String>,
+    pub index_skipped: u64,
+}
+
+/// What [`Store::open`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The previous run closed cleanly, so nothing was scanned or repaired.
+    pub clean: bool,
+    /// Log bytes verified from the checkpoint to the end of the valid log.
+    pub scanned_bytes: u64,
+    /// End of the valid log.
+    pub log_end: u64,
+    /// Queues and index were rebuilt from this log offset on.
+    pub rebuilt_from: u64,
+}
+
+/// Bounds of one consume queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub topic: String,
+    pub queue_id: u32,
+    pub min: u64,
+    pub max: u64,
+}
+
+/// The commit-log store. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Store {
+    shared: Arc<Shared>,
+    queues: Arc<ConsumeQueues>,
+    index: Arc<Index>,
+    dispatched: Arc<AtomicU64>,
+    index_skipped: Arc<AtomicU64>,
+    recovery: RecoveryReport,
+    sender: RwLock<Option<SyncSender<Request>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("stats", &self.stats()).finish()
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map_err(StoreError::io(format!("start thread {name}")))
+}
+
+impl Store {
+    /// Opens the store in `options.dir`, recovering from a crash if the last run did not close
+    /// cleanly, and starts its threads.
+    pub fn open(options: StoreOptions) -> Result<Self> {
+        let StoreOptions { dir, config, storage, clock, store_host, on_fatal, on_dispatch } = options;
+        config.validate().map_err(|e| StoreError::Inconsistent(format!("invalid store config: {e}")))?;
+        storage.create_dir_all(&dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
+        let started = Instant::now();
+
+        let (checkpoint, mark) = Checkpoint::open(storage.as_ref(), &dir)?;
+        let log = CommitLog::open(storage.clone(), &dir.join("commitlog"), config.segment_bytes)?;
+        let clean = mark.is_some_and(|m| m.clean);
+        let log_min = log.min_offset();
+        let (scan_from, dispatched_mark) = match mark {
+            Some(m) if m.clean => (m.log_flushed, m.dispatched),
+            Some(m) => (m.log_flushed.min(m.dispatched), m.dispatched),
+            None => (log_min, log_min),
+        };
+        let end = log.recover_tail(scan_from, !clean)?;
+        if let Some(m) = mark
+            && end < m.log_flushed
+        {
+            tracing::error!(
+                flushed = m.log_flushed,
+                valid_to = end,
+                "the log was durable further than its valid records reach: media corruption lost data"
+            );
+        }
+        // Queue entries are trusted only when they were durable at the checkpoint and point at records
+        // that survived.
+        let vouched = dispatched_mark.min(end).max(log_min);
+        let queues = Arc::new(ConsumeQueues::open(
+            storage.clone(),
+            &dir.join("consumequeue"),
+            config.queue_file_entries,
+            vouched,
+        )?);
+        let repair_index = if clean { None } else { Some(mark.map(|m| m.index).unwrap_or_default()) };
+        let index = Arc::new(Index::open(
+            storage.clone(),
+            &dir.join("index"),
+            config.index_slots,
+            config.index_entries_max,
+            repair_index,
+        )?);
+
+        let shared = Arc::new(Shared::new(config, log, clock, store_host, on_fatal));
+        let dispatched = Arc::new(AtomicU64::new(vouched));
+        let recovery_floor = Arc::new(AtomicU64::new(scan_from.min(vouched)));
+        let index_skipped = Arc::new(AtomicU64::new(0));
+        let mut dispatcher = Dispatcher::new(
+            shared.clone(),
+            queues.clone(),
+            index.clone(),
+            checkpoint,
+            dispatched.clone(),
+            recovery_floor.clone(),
+            index_skipped.clone(),
+            on_dispatch,
+        );
+        while dispatched.load(Ordering::Acquire) < end {
+            dispatcher.dispatch_batch(end)?;
+        }
+        dispatcher.checkpoint(false)?;
+        let recovery = RecoveryReport {
+            clean,
+            scanned_bytes: if clean { 0 } else { end.saturating_sub(scan_from.max(log_min)) },
+            log_end: end,
+            rebuilt_from: vouched,
+        };
+        tracing::info!(dir = %dir.display(), ?recovery, ms = started.elapsed().as_millis() as u64, "store opened");
+
+        let writer = Writer::new(shared.clone(), queues.next_offsets());
+        let (sender, requests) = sync_channel(shared.config.append_queue_max);
+        let retention =
+            Retention { shared: shared.clone(), queues: queues.clone(), index: index.clone(), recovery_floor };
+        let flusher_shared = shared.clone();
+        let threads = vec![
+            spawn("ferrymq-writer", move || writer.run(requests))?,
+            spawn("ferrymq-flusher", move || flusher::run(flusher_shared))?,
+            spawn("ferrymq-dispatch", move || dispatcher.run())?,
+            spawn("ferrymq-retention", move || retention.run())?,
+        ];
+        Ok(Self {
+            shared,
+            queues,
+            index,
+            dispatched,
+            index_skipped,
+            recovery,
+            sender: RwLock::new(Some(sender)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Appends a message; `done` runs once, on a store thread, when it is acknowledged (per the flush
+    /// mode) or has failed. Blocks while the append queue is full.
+    pub fn append(&self, message: NewMessage, done: AppendDone) {
+        self.submit(Request::Append(message, done), |request| match request {
+            Request::Append(_, done) => done(Err(StoreError::Closed)),
+            Request::Raw { done, .. } => done(Err(StoreError::Closed)),
+        });
+    }
+
+    /// Appends and waits for the acknowledgement.
+    pub fn append_wait(&self, message: NewMessage) -> Result<Appended> {
+        let (tx, rx) = sync_channel(1);
+        self.append(
+            message,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Appends a master's log bytes verbatim at `offset` (replication); `done` gets the new log end.
+    pub fn append_raw(&self, offset: u64, bytes: Vec<u8>, done: RawDone) {
+        self.submit(Request::Raw { offset, bytes, done }, |request| match request {
+            Request::Append(_, done) => done(Err(StoreError::Closed)),
+            Request::Raw { done, .. } => done(Err(StoreError::Closed)),
+        });
+    }
+
+    /// [`Store::append_raw`], waiting for the outcome.
+    pub fn append_raw_wait(&self, offset: u64, bytes: Vec<u8>) -> Result<u64> {
+        let (tx, rx) = sync_channel(1);
+        self.append_raw(
+            offset,
+            bytes,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn submit(&self, request: Request, closed: impl FnOnce(Request)) {
+        let sender = read(&self.sender);
+        match sender.as_ref() {
+            Some(sender) => {
+                if let Err(returned) = sender.send(request) {
+                    closed(returned.0);
+                }
+            }
+            None => closed(request),
+        }
+    }
+
+    /// Whole log entries from `offset`, up to about `max_bytes` (at least one entry), for a slave to
+    /// append with [`Store::append_raw`]. Only visible (durable per the flush mode) bytes are served.
+    pub fn read_raw(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>> {
+        let visible = self.shared.visible();
+        let mut out = Vec::new();
+        let mut pos = offset;
+        while pos < visible && (out.is_empty() || out.len() < max_bytes) {
+            let (segment, len, filler) = self.shared.log.entry_len_at(pos)?;
+            if filler {
+                // SAFETY: below `written`.
+                out.extend_from_slice(unsafe { segment.slice(pos, ferrymq_proto::record::FILLER_BYTES_MIN) });
+                break;
+            }
+            if !out.is_empty() && out.len() + len > max_bytes {
+                break;
+            }
+            // SAFETY: below `written`.
+            out.extend_from_slice(unsafe { segment.slice(pos, len) });
+            pos += len as u64;
+        }
+        if out.is_empty() && offset > visible {
+            return Err(StoreError::OffsetOutOfRange { offset, min: self.shared.log.min_offset(), max: visible });
+        }
+        Ok(out)
+    }
+
+    /// The record at `offset` of `len` bytes (as given by a queue entry or an index hit).
+    pub fn record(&self, offset: u64, len: u32) -> Result<StoredRecord> {
+        let visible = self.shared.visible();
+        if offset.saturating_add(u64::from(len)) > visible {
+            return Err(StoreError::OffsetOutOfRange { offset, min: self.shared.log.min_offset(), max: visible });
+        }
+        self.shared.log.record(offset, len as usize)
+    }
+
+    /// `(min, max)` queue offsets of a queue: entries `min..max` are readable.
+    pub fn queue_bounds(&self, topic: &str, queue_id: u32) -> Option<(u64, u64)> {
+        let cq = self.queues.get(topic, queue_id)?;
+        Some((cq.min(), cq.max()))
+    }
+
+    /// Up to `max_count` entries of a queue from `from`.
+    pub fn read_queue(&self, topic: &str, queue_id: u32, from: u64, max_count: usize) -> Vec<QueueEntry> {
+        self.queues.get(topic, queue_id).map(|cq| cq.read(from, max_count)).unwrap_or_default()
+    }
+
+    /// Every queue with its bounds.
+    pub fn queues(&self) -> Vec<QueueInfo> {
+        let mut out: Vec<QueueInfo> = self
+            .queues
+            .all()
+            .into_iter()
+            .map(|cq| QueueInfo { topic: cq.topic.clone(), queue_id: cq.queue_id, min: cq.min(), max: cq.max() })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+        out
+    }
+
+    /// Records of `topic` carrying business key `key`, newest first.
+    pub fn lookup_key(&self, topic: &str, key: &str, max: usize) -> Vec<StoredRecord> {
+        self.lookup(business_key_hash(topic, key), max, |rec| {
+            rec.topic == topic
+                && properties::get(rec.properties, KEYS).is_some_and(|keys| keys.split(KEY_SEPARATOR).any(|k| k == key))
+        })
+    }
+
+    /// Records with message id `id`, newest first (more than one only if a producer reused an id).
+    pub fn lookup_message_id(&self, id: &str, max: usize) -> Vec<StoredRecord> {
+        self.lookup(message_id_hash(id), max, |rec| properties::get(rec.properties, UNIQ_KEY) == Some(id))
+    }
+
+    fn lookup(
+        &self,
+        hash: u32,
+        max: usize,
+        matches: impl Fn(&ferrymq_proto::RecordRef<'_>) -> bool,
+    ) -> Vec<StoredRecord> {
+        let mut out: Vec<StoredRecord> = Vec::new();
+        // Ask for extra candidates: collisions and stale entries are filtered below.
+        for (offset, len) in self.index.candidates(hash, max.saturating_mul(4).max(16)) {
+            if out.len() >= max || out.iter().any(|r| r.offset() == offset) {
+                continue;
+            }
+            let Ok(stored) = self.record(offset, len) else { continue };
+            let keep = matches!(ferrymq_proto::record::decode(stored.bytes(), offset, Verify::Full),
+                Ok(Entry::Record { record, .. }) if matches(&record));
+            if keep {
+                out.push(stored);
+            }
+        }
+        out
+    }
+
+    /// Waits until every record below `offset` is in the queues and index, or `timeout` passes;
+    /// returns whether it happened.
+    pub fn wait_dispatched(&self, offset: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.shared.progress.generation();
+            if self.dispatched.load(Ordering::Acquire) >= offset {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.shared.fatal().is_some() {
+                return false;
+            }
+            self.shared.progress.wait(seen, deadline - now);
+        }
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let log = &self.shared.log;
+        StoreStats {
+            min_offset: log.min_offset(),
+            written: log.written(),
+            flushed: log.flushed(),
+            visible: self.shared.visible(),
+            dispatched: self.dispatched.load(Ordering::Acquire),
+            segments: log.segments().len(),
+            queues: self.queues.all().len(),
+            disk_full: self.shared.disk_full.load(Ordering::Acquire),
+            fatal: self.shared.fatal().map(str::to_owned),
+            index_skipped: self.index_skipped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What opening the store found and did.
+    pub fn recovery(&self) -> RecoveryReport {
+        self.recovery
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// Stops accepting appends, flushes everything, writes a clean checkpoint and stops the threads.
+    /// Appends already queued complete first. Idempotent.
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.stop.notify();
+        drop(write(&self.sender).take());
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for thread in threads {
+            let name = thread.thread().name().unwrap_or("store thread").to_owned();
+            if thread.join().is_err() {
+                tracing::error!(thread = %name, "store thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Runs retention once, now (for tests and for an operator's "clean up now").
+impl Store {
+    pub fn run_retention(&self) -> Result<()> {
+        retention::Retention {
+            shared: self.shared.clone(),
+            queues: self.queues.clone(),
+            index: self.index.clone(),
+            recovery_floor: Arc::new(AtomicU64::new(
+                self.dispatched.load(Ordering::Acquire).min(self.shared.log.flushed()),
+            )),
+        }
+        .check()
+    }
+}

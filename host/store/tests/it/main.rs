@@ -1,0 +1,11 @@
+//! Integration tests of the store: one binary, one module per behaviour.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+mod basic;
+mod crash;
+mod disk_full;
+mod raw;
+mod recovery;
+mod retention;
