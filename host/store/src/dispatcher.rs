@@ -135,10 +135,15 @@ impl Dispatcher {
             .map(|k| business_key_hash(rec.topic, k))
             .chain(id.map(message_id_hash));
         for hash in key_hashes {
-            if let Err(err) = self.index.put(hash, offset, len)
-                && self.index_skipped.fetch_add(1, Ordering::Relaxed) == 0
-            {
-                tracing::warn!(%err, "a record could not be indexed; lookups by key will miss it");
+            match self.index.put(hash, offset, len) {
+                Ok(()) => {}
+                // A full disk only costs lookups; the queues, which consumers need, keep going.
+                Err(StoreError::DiskFull(reason)) => {
+                    if self.index_skipped.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(%reason, "a record could not be indexed; lookups by key will miss it");
+                    }
+                }
+                Err(err) => return Err(err),
             }
         }
         Ok(())

@@ -99,7 +99,8 @@ impl ConsumeQueue {
         (queue_offset < base + self.entries_per_file).then(|| (base, file.clone()))
     }
 
-    /// Reads one entry without bounds against `max`: for recovery and for writers.
+    /// Reads one entry without checking it against `max`: for recovery, for the dispatcher (the only
+    /// writer), and for entries known to be below `max`.
     fn entry_unpublished(&self, queue_offset: u64) -> Option<QueueEntry> {
         let (base, file) = self.file_for(queue_offset)?;
         // SAFETY: called by the dispatcher thread (the only writer) or during recovery.
@@ -222,8 +223,17 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// Removes files whose every entry points below `log_min`, keeping the newest file.
-    pub(crate) fn remove_before(&self, log_min: u64) -> Result<()> {
+    /// Forgets entries that point below `log_min` (their records were deleted): moves `min` to the
+    /// first entry at or above it and removes files holding only older entries, keeping the newest.
+    pub(crate) fn trim_to(&self, log_min: u64) -> Result<()> {
+        let max = self.max();
+        let below = |q: u64| self.entry_unpublished(q).is_none_or(|e| e.offset < log_min);
+        let (mut lo, mut hi) = (self.min(), max);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(mid) { lo = mid + 1 } else { hi = mid }
+        }
+        self.min.fetch_max(lo, Ordering::AcqRel);
         loop {
             let (base, next_base) = {
                 let files = read(&self.files);
@@ -233,14 +243,10 @@ impl ConsumeQueue {
                     _ => return Ok(()),
                 }
             };
-            // Offsets grow along a queue, so the oldest file is obsolete when its last entry is.
-            let last = next_base - 1;
-            let obsolete = last < self.max() && self.entry_unpublished(last).is_some_and(|e| e.offset < log_min);
-            if !obsolete {
+            if next_base > self.min() {
                 return Ok(());
             }
             write(&self.files).remove(&base);
-            self.min.fetch_max(next_base, Ordering::AcqRel);
             let path = self.dir.join(file_name(base));
             self.storage.remove_file(&path).map_err(StoreError::io(format!("remove {}", path.display())))?;
         }

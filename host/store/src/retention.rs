@@ -64,7 +64,7 @@ impl Retention {
         if removed {
             let min = log.min_offset();
             for cq in self.queues.all() {
-                cq.remove_before(min)?;
+                cq.trim_to(min)?;
             }
             self.index.remove_before(min)?;
         }

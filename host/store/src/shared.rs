@@ -95,13 +95,27 @@ impl Shared {
             return;
         }
         tracing::error!(%reason, "store stopped: a flush failed, data may not be durable; restart to recover");
+        // The hook runs first, so that whoever sees a failed append can already see the store stopped.
+        if let Some(hook) = &self.on_fatal {
+            hook(&reason);
+        }
         let waiting = std::mem::take(&mut *lock(&self.waiters));
         for (_, ack) in waiting {
             ack.fail(StoreError::Fatal(reason.clone()));
         }
         self.progress.notify();
-        if let Some(hook) = &self.on_fatal {
-            hook(&reason);
+    }
+
+    /// Queues acknowledgements until the flush that covers them. If the store has gone fatal, the
+    /// flusher is gone: fail them (and anything else waiting) instead.
+    pub(crate) fn park_acks(&self, acks: Vec<(u64, Ack)>) {
+        lock(&self.waiters).extend(acks);
+        // `set_fatal` sets the reason before draining, so either it drained these or this sees it.
+        if let Some(reason) = self.fatal() {
+            let waiting = std::mem::take(&mut *lock(&self.waiters));
+            for (_, ack) in waiting {
+                ack.fail(StoreError::Fatal(reason.to_owned()));
+            }
         }
     }
 

@@ -162,6 +162,9 @@ impl Store {
             config.queue_file_entries,
             vouched,
         )?);
+        for cq in queues.all() {
+            cq.trim_to(log_min)?;
+        }
         let repair_index = if clean { None } else { Some(mark.map(|m| m.index).unwrap_or_default()) };
         let index = Arc::new(Index::open(
             storage.clone(),

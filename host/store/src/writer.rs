@@ -18,7 +18,6 @@ use crate::config::FlushMode;
 use crate::error::{Result, StoreError};
 use crate::log::Segment;
 use crate::shared::Shared;
-use crate::sync::lock;
 
 /// Longest topic name, and the characters allowed in one (RocketMQ's rule; it also keeps topic names
 /// safe as directory names).
@@ -225,13 +224,13 @@ impl Writer {
     fn make_room(&mut self, len: u64) -> Result<()> {
         let filler = FILLER_BYTES_MIN as u64;
         let Some(segment) = self.segment.clone() else {
-            self.segment = Some(self.shared.log.create_segment(self.pos)?);
+            self.segment = Some(self.create_segment(self.pos)?);
             return Ok(());
         };
         if self.pos + len + filler <= segment.end() {
             return Ok(());
         }
-        let next = self.shared.log.create_segment(segment.end())?;
+        let next = self.create_segment(segment.end())?;
         self.write_filler(&segment)?;
         self.segment = Some(next);
         Ok(())
@@ -272,7 +271,7 @@ impl Writer {
                     let segment = match self.segment.clone() {
                         Some(segment) => segment,
                         None => {
-                            let segment = self.shared.log.create_segment(self.pos)?;
+                            let segment = self.create_segment(self.pos)?;
                             self.segment = Some(segment.clone());
                             segment
                         }
@@ -301,7 +300,7 @@ impl Writer {
                             segment.end()
                         )));
                     }
-                    let next = self.shared.log.create_segment(segment.end())?;
+                    let next = self.create_segment(segment.end())?;
                     self.write_filler(&segment)?;
                     self.segment = Some(next);
                     at += FILLER_BYTES_MIN;
@@ -309,6 +308,18 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Creates a segment. A full disk is an error for this append only; any other failure (a failed
+    /// directory flush above all) stops the store.
+    fn create_segment(&self, base: u64) -> Result<Arc<Segment>> {
+        self.shared.log.create_segment(base).map_err(|err| match err {
+            StoreError::DiskFull(_) => err,
+            other => {
+                self.shared.set_fatal(other.to_string());
+                StoreError::Fatal(other.to_string())
+            }
+        })
     }
 
     fn write_or_fatal(&self, segment: &Segment, at: u64, bytes: &[u8]) -> Result<()> {
@@ -348,7 +359,7 @@ impl Writer {
         match self.shared.config.flush {
             FlushMode::Sync => {
                 // Queue the acknowledgements before publishing, so a flush that covers them finds them.
-                lock(&self.shared.waiters).extend(acks);
+                self.shared.park_acks(acks);
                 self.shared.log.publish_written(self.pos);
                 // A filler may have published part of this batch already and a flush may have covered it.
                 self.shared.complete_waiters(self.shared.log.flushed());
