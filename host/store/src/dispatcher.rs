@@ -133,7 +133,7 @@ impl Dispatcher {
             .flat_map(|k| k.split(KEY_SEPARATOR))
             .filter(|k| !k.is_empty())
             .map(|k| business_key_hash(rec.topic, k))
-            .chain(id.map(message_id_hash));
+            .chain(id.filter(|id| !id.is_empty()).map(message_id_hash));
         for hash in key_hashes {
             match self.index.put(hash, offset, len) {
                 Ok(()) => {}

@@ -1,1 +1,86 @@
-//! placeholder
+//! Replication readiness: a slave appends the master's bytes verbatim and ends up with the same log.
+
+use std::sync::Arc;
+
+use ferrymq_store::clock::SystemClock;
+use ferrymq_store::io::FsStorage;
+use ferrymq_store::{FlushMode, Store, StoreError};
+
+use crate::support::{message, options, queue_bodies, small_config, wait_dispatched};
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(options(dir, small_config(FlushMode::Sync), Arc::new(FsStorage), Arc::new(SystemClock))).expect("open")
+}
+
+/// Copies the master's log to the slave in chunks of about `chunk` bytes; returns the slave's end.
+fn replicate(master: &Store, slave: &Store, from: u64, chunk: usize) -> u64 {
+    let mut end = from;
+    while end < master.stats().visible {
+        let bytes = master.read_raw(end, chunk).expect("read raw");
+        assert!(!bytes.is_empty());
+        end = slave.append_raw_wait(end, bytes).expect("append raw");
+    }
+    end
+}
+
+#[test]
+fn a_slave_appending_the_masters_bytes_gets_an_identical_log_and_queues() {
+    let (mdir, sdir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let master = open(mdir.path());
+    let slave = open(sdir.path());
+    for i in 0..400u32 {
+        let body = format!("{i}-").repeat(1 + i as usize % 300).into_bytes();
+        master
+            .append_wait(message(["a", "b"][i as usize % 2], i % 3, &body, "", &format!("k{i}"), &format!("id{i}")))
+            .expect("append");
+    }
+    let end = replicate(&master, &slave, 0, 8 * 1024);
+    assert_eq!(end, master.stats().written);
+    wait_dispatched(&slave);
+    for topic in ["a", "b"] {
+        for q in 0..3 {
+            assert_eq!(queue_bodies(&slave, topic, q), queue_bodies(&master, topic, q), "{topic}/{q}");
+        }
+    }
+    assert_eq!(slave.lookup_message_id("id321", 2).len(), 1);
+    master.close();
+    slave.close();
+    let names = |d: &std::path::Path| {
+        let mut v: Vec<_> =
+            std::fs::read_dir(d.join("commitlog")).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(mdir.path()), names(sdir.path()));
+    for name in names(mdir.path()) {
+        let m = std::fs::read(mdir.path().join("commitlog").join(&name)).expect("read");
+        let s = std::fs::read(sdir.path().join("commitlog").join(&name)).expect("read");
+        assert!(m == s, "segment {name:?} differs");
+    }
+}
+
+#[test]
+fn misplaced_or_damaged_raw_bytes_are_refused_and_change_nothing() {
+    let (mdir, sdir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let master = open(mdir.path());
+    let slave = open(sdir.path());
+    for i in 0..20u32 {
+        master.append_wait(message("a", 0, &[i as u8; 500], "", "", "")).expect("append");
+    }
+    let end = replicate(&master, &slave, 0, 2048);
+    let next_bytes = {
+        master.append_wait(message("a", 0, b"one more", "", "", "")).expect("append");
+        master.read_raw(end, 4096).expect("read raw")
+    };
+    let wrong = slave.append_raw_wait(end + 1, next_bytes.clone());
+    assert!(
+        matches!(wrong, Err(StoreError::RawOffsetMismatch { expected, got }) if expected == end && got == end + 1),
+        "{wrong:?}"
+    );
+    let mut damaged = next_bytes.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    assert!(matches!(slave.append_raw_wait(end, damaged), Err(StoreError::RawMalformed(_))));
+    assert_eq!(slave.stats().written, end, "nothing was appended");
+    assert_eq!(slave.append_raw_wait(end, next_bytes).expect("the intact bytes apply"), master.stats().written);
+}
