@@ -8,9 +8,9 @@ use ferrymq_proto::record::{FILLER_BYTES_MIN, HEADER_BYTES};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushMode {
-    /// Acknowledge once the record is in the page cache; flush every `flush_interval_ms` or
-    /// `flush_min_bytes`. A machine crash can lose up to one interval of acknowledged records
-    /// (a process crash loses nothing).
+    /// Acknowledge once the record is in the page cache; flush every `flush_interval_ms`. A machine
+    /// crash (power, kernel) can lose the acknowledged records of about one interval; a crash of the
+    /// process alone loses nothing.
     #[default]
     Async,
     /// Acknowledge only after the record's batch is flushed; concurrent appends share one flush.
@@ -26,10 +26,8 @@ pub struct StoreConfig {
     /// Largest encoded record (header, topic, properties and body) the log accepts.
     pub record_bytes_max: u32,
     pub flush: FlushMode,
-    /// Async flush: flush at least this often while there is unflushed data.
+    /// Async flush: how often written data is flushed.
     pub flush_interval_ms: u64,
-    /// Async flush: flush early once this much data is unflushed.
-    pub flush_min_bytes: u64,
     /// Appends waiting for the writer; further appends wait for room.
     pub append_queue_max: usize,
     /// Largest group of records the writer copies into the log at once.
@@ -59,7 +57,6 @@ impl Default for StoreConfig {
             record_bytes_max: (4 << 20) + (64 << 10),
             flush: FlushMode::Async,
             flush_interval_ms: 500,
-            flush_min_bytes: 16 << 10,
             append_queue_max: 16_384,
             write_batch_bytes_max: 4 << 20,
             queue_file_entries: 300_000,

@@ -107,7 +107,7 @@ impl Dispatcher {
             }
         }
         self.dispatched.store(pos, Ordering::Release);
-        self.shared.progress.notify();
+        self.shared.dispatched.notify();
         result
     }
 
@@ -166,14 +166,14 @@ impl Dispatcher {
         let interval = Duration::from_millis(self.shared.config.checkpoint_interval_ms);
         let mut last_checkpoint = Instant::now();
         loop {
-            let seen = self.shared.progress.generation();
+            let seen = self.shared.visible_event().generation();
             let visible = self.shared.visible();
             if self.position() < visible {
                 match self.dispatch_batch(visible) {
                     Ok(()) => {}
                     Err(StoreError::DiskFull(reason)) => {
                         tracing::warn!(%reason, "dispatch paused: disk full");
-                        self.shared.progress.wait(seen, DISK_FULL_RETRY);
+                        self.shared.stop.wait(self.shared.stop.generation(), DISK_FULL_RETRY);
                         continue;
                     }
                     Err(err) => {
@@ -204,7 +204,7 @@ impl Dispatcher {
                 continue;
             }
             let wait = interval.saturating_sub(last_checkpoint.elapsed()).max(Duration::from_millis(1));
-            self.shared.progress.wait(seen, wait);
+            self.shared.visible_event().wait(seen, wait);
         }
     }
 }

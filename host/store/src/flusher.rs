@@ -1,54 +1,47 @@
 //! The flusher thread: makes written log bytes durable and releases the acknowledgements waiting for it.
 //!
 //! Under sync flush it flushes as soon as anything is written; appends that arrive while a flush is
-//! under way are written meanwhile and share the next one. Under async flush it flushes every
-//! `flush_interval_ms`, or sooner once `flush_min_bytes` are waiting. A failed flush stops the store.
+//! under way are written meanwhile and share the next one (group commit). Under async flush it wakes
+//! every `flush_interval_ms` and flushes whatever was written since. A failed flush stops the store.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::FlushMode;
 use crate::shared::Shared;
 
-/// How long an idle flusher sleeps before looking again (it is woken on every write).
+/// How long an idle sync-mode flusher sleeps before looking again (it is woken on every write).
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 pub(crate) fn run(shared: Arc<Shared>) {
     let interval = Duration::from_millis(shared.config.flush_interval_ms);
-    let mut last_flush = Instant::now();
     loop {
-        let seen = shared.progress.generation();
+        // Sync flush follows every write; async flush wakes on its interval or when the store stops.
+        let (event, wait) = match shared.config.flush {
+            FlushMode::Sync => (&shared.written, IDLE_WAIT),
+            FlushMode::Async => (&shared.stop, interval),
+        };
+        let seen = event.generation();
         if shared.fatal().is_some() {
             break;
         }
-        let (written, flushed) = (shared.log.written(), shared.log.flushed());
         let writer_done = shared.writer_done.load(Ordering::Acquire);
-        let due = match shared.config.flush {
-            FlushMode::Sync => true,
-            FlushMode::Async => {
-                written - flushed >= shared.config.flush_min_bytes || last_flush.elapsed() >= interval || writer_done
-            }
-        };
-        if written > flushed && due {
+        let (written, flushed) = (shared.log.written(), shared.log.flushed());
+        if written > flushed {
             if !flush(&shared, flushed, written) {
                 break;
             }
-            last_flush = Instant::now();
-            continue;
-        }
-        if writer_done && written == flushed {
+            if shared.config.flush == FlushMode::Sync {
+                continue;
+            }
+        } else if writer_done {
             break;
         }
-        let wait = match shared.config.flush {
-            FlushMode::Sync => IDLE_WAIT,
-            FlushMode::Async if written > flushed => interval.saturating_sub(last_flush.elapsed()),
-            FlushMode::Async => IDLE_WAIT,
-        };
-        shared.progress.wait(seen, wait.max(Duration::from_millis(1)));
+        event.wait(seen, wait);
     }
     shared.flusher_done.store(true, Ordering::Release);
-    shared.progress.notify();
+    shared.notify_all();
 }
 
 /// Flushes the segments holding `[from, to)`; returns false when the store has gone fatal.
@@ -61,6 +54,6 @@ fn flush(shared: &Shared, from: u64, to: u64) -> bool {
     }
     shared.log.publish_flushed(to);
     shared.complete_waiters(to);
-    shared.progress.notify();
+    shared.flushed.notify();
     true
 }

@@ -32,9 +32,13 @@ pub(crate) struct Shared {
     pub(crate) writer_done: AtomicBool,
     /// Set when the flusher thread has flushed everything and stopped.
     pub(crate) flusher_done: AtomicBool,
-    /// Notified whenever `written` or `flushed` moves, or a thread finishes.
-    pub(crate) progress: Event,
-    /// Notified when the store starts closing.
+    /// Notified when `written` moves.
+    pub(crate) written: Event,
+    /// Notified when `flushed` moves.
+    pub(crate) flushed: Event,
+    /// Notified when the dispatched position moves.
+    pub(crate) dispatched: Event,
+    /// Notified when the store starts closing, a thread stops, or the store goes fatal.
     pub(crate) stop: Event,
     /// Sync flush: acknowledgements waiting for `flushed` to pass their end offset, in offset order.
     pub(crate) waiters: Mutex<VecDeque<(u64, Ack)>>,
@@ -65,7 +69,9 @@ impl Shared {
             closing: AtomicBool::new(false),
             writer_done: AtomicBool::new(false),
             flusher_done: AtomicBool::new(false),
-            progress: Event::default(),
+            written: Event::default(),
+            flushed: Event::default(),
+            dispatched: Event::default(),
             stop: Event::default(),
             waiters: Mutex::new(VecDeque::new()),
         }
@@ -77,6 +83,21 @@ impl Shared {
         match self.config.flush {
             FlushMode::Sync => self.log.flushed(),
             FlushMode::Async => self.log.written(),
+        }
+    }
+
+    /// The event that moves `visible`.
+    pub(crate) fn visible_event(&self) -> &Event {
+        match self.config.flush {
+            FlushMode::Sync => &self.flushed,
+            FlushMode::Async => &self.written,
+        }
+    }
+
+    /// Wakes every thread, whatever it waits for (a thread stopped, the store is closing or fatal).
+    pub(crate) fn notify_all(&self) {
+        for event in [&self.written, &self.flushed, &self.dispatched, &self.stop] {
+            event.notify();
         }
     }
 
@@ -103,7 +124,7 @@ impl Shared {
         for (_, ack) in waiting {
             ack.fail(StoreError::Fatal(reason.clone()));
         }
-        self.progress.notify();
+        self.notify_all();
     }
 
     /// Queues acknowledgements until the flush that covers them. If the store has gone fatal, the

@@ -375,7 +375,7 @@ impl Store {
     pub fn wait_dispatched(&self, offset: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let seen = self.shared.progress.generation();
+            let seen = self.shared.dispatched.generation();
             if self.dispatched.load(Ordering::Acquire) >= offset {
                 return true;
             }
@@ -383,7 +383,7 @@ impl Store {
             if now >= deadline || self.shared.fatal().is_some() {
                 return false;
             }
-            self.shared.progress.wait(seen, deadline - now);
+            self.shared.dispatched.wait(seen, deadline - now);
         }
     }
 
