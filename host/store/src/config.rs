@@ -1,11 +1,11 @@
 //! Store settings: every limit and interval, with the defaults a single node runs on.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use ferrymq_proto::record::{FILLER_BYTES_MIN, HEADER_BYTES};
 
 /// When an append is acknowledged relative to `fdatasync`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushMode {
     /// Acknowledge once the record is in the page cache; flush every `flush_interval_ms`. A machine
@@ -18,7 +18,7 @@ pub enum FlushMode {
 }
 
 /// Settings of the store. Sizes are in bytes, durations in milliseconds, unit last in every name.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Size of each commit-log segment file.

@@ -27,6 +27,8 @@ pub enum StoreError {
     RawOffsetMismatch { expected: u64, got: u64 },
     #[error("raw append is not a sequence of whole records: {0}")]
     RawMalformed(String),
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(String),
     #[error("unrecoverable store state: {0}")]
     Inconsistent(String),
     #[error("{context}: {source}")]

@@ -130,7 +130,7 @@ impl Store {
     /// cleanly, and starts its threads.
     pub fn open(options: StoreOptions) -> Result<Self> {
         let StoreOptions { dir, config, storage, clock, store_host, on_fatal, on_dispatch } = options;
-        config.validate().map_err(|e| StoreError::Inconsistent(format!("invalid store config: {e}")))?;
+        config.validate().map_err(StoreError::InvalidConfig)?;
         storage.create_dir_all(&dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
         let started = Instant::now();
 

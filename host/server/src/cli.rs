@@ -1,0 +1,81 @@
+//! The command line: `ferrymq <command> [options]`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ferrymq — a message broker that speaks RocketMQ.
+#[derive(Debug, Parser)]
+#[command(name = "ferrymq", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a single-node broker. With no options: data in ./data, admin HTTP (/healthz, /metrics) on
+    /// 127.0.0.1:8082, async flush. Stops cleanly on SIGTERM or Ctrl-C.
+    Standalone(StandaloneArgs),
+    /// Print or check configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// TOML configuration file; every field is optional (see `ferrymq config default`).
+    #[arg(long, short, env = "FERRYMQ_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin HTTP listen address, e.g. 0.0.0.0:8082; port 0 picks a free port (overrides `admin.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// When a send is acknowledged: after the page cache (async) or after fdatasync (sync)
+    /// (overrides `store.flush`).
+    #[arg(long, value_enum)]
+    pub flush: Option<FlushArg>,
+    /// Log filter such as `info` or `debug,hyper=info` (overrides `log.level`; RUST_LOG wins over both).
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FlushArg {
+    Async,
+    Sync,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the default configuration as TOML: a starting point for your own file.
+    Default,
+    /// Check a configuration file and print it with every default filled in.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn standalone_takes_overrides() {
+        let cli =
+            Cli::try_parse_from(["ferrymq", "standalone", "--data-dir", "/tmp/x", "--flush", "sync"]).expect("parses");
+        let Command::Standalone(args) = cli.command else { panic!("standalone") };
+        assert_eq!(args.data_dir, Some(PathBuf::from("/tmp/x")));
+        assert!(matches!(args.flush, Some(FlushArg::Sync)));
+    }
+}

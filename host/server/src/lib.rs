@@ -1,0 +1,34 @@
+//! The `ferrymq` binary's library: command line, configuration, admin HTTP and the standalone node.
+//!
+//! This crate is the edge: it owns the async runtime, sockets, signals and process exit codes, and
+//! wires the store (and later the broker and plugin crates) together. Errors here are `anyhow` with
+//! context; the crates below keep typed errors.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod data_dir;
+pub mod logging;
+pub mod metrics;
+pub mod standalone;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command, ConfigCommand};
+use config::ServerConfig;
+
+/// Runs one command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Standalone(args) => standalone::run(args),
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", ServerConfig::default_toml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let config = ServerConfig::load(Some(&file))?;
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

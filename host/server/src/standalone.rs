@@ -1,0 +1,101 @@
+//! `ferrymq standalone`: one process running the whole broker on one data directory.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use ferrymq_store::{FlushMode, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::cli::{FlushArg, StandaloneArgs};
+use crate::config::ServerConfig;
+use crate::data_dir::DataDirLock;
+use crate::logging;
+
+/// Exit code after the store stopped on a fatal I/O error (EX_IOERR): restart to recover.
+const EXIT_FATAL_IO: u8 = 74;
+
+/// The configuration after the command line's overrides.
+pub fn effective_config(args: &StandaloneArgs) -> anyhow::Result<ServerConfig> {
+    let mut config = ServerConfig::load(args.config.as_deref())?;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(listen) = args.admin_listen {
+        config.admin.listen = listen;
+    }
+    if let Some(flush) = args.flush {
+        config.store.flush = match flush {
+            FlushArg::Async => FlushMode::Async,
+            FlushArg::Sync => FlushMode::Sync,
+        };
+    }
+    if let Some(level) = &args.log_level {
+        config.log.level = level.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
+    let config = effective_config(&args)?;
+    logging::init(&config.log)?;
+    let started = Instant::now();
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+
+    let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
+    let mut options = StoreOptions::new(config.data_dir.clone());
+    options.config = config.store.clone();
+    options.store_host = SocketAddr::from(([0, 0, 0, 0], 0));
+    options.on_fatal = Some(Arc::new(move |reason: &str| {
+        let _ = fatal_tx.send(Some(reason.to_owned()));
+    }));
+    let store =
+        Arc::new(Store::open(options).with_context(|| format!("open the store in {}", config.data_dir.display()))?);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferrymq-rt")
+        .build()
+        .context("start the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let listener = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("bind admin HTTP on {}", config.admin.listen))?;
+        let admin_addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = Arc::new(AdminState { store: store.clone(), started });
+        let admin_task = tokio::spawn(admin::serve(listener, state, config.admin.clone(), stop_rx));
+        tracing::info!(addr = %admin_addr, "admin HTTP listening");
+        tracing::info!(data_dir = %config.data_dir.display(), flush = ?config.store.flush,
+            ms = started.elapsed().as_millis() as u64, "ferrymq standalone ready");
+
+        let mut sigterm = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+        let code = tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM received, shutting down"); ExitCode::SUCCESS }
+            _ = sigint.recv() => { tracing::info!("SIGINT received, shutting down"); ExitCode::SUCCESS }
+            _ = fatal_rx.changed() => {
+                let reason = fatal_rx.borrow().clone().unwrap_or_default();
+                tracing::error!(%reason, "stopping after a fatal store error; restart to recover");
+                ExitCode::from(EXIT_FATAL_IO)
+            }
+        };
+        let _ = stop_tx.send(true);
+        let _ = admin_task.await;
+        anyhow::Ok(code)
+    });
+    runtime.shutdown_background();
+    let code = outcome?;
+    // Flush, write the clean checkpoint, stop the store's threads.
+    store.close();
+    if store.stats().fatal.is_none() {
+        tracing::info!("ferrymq stopped cleanly");
+    }
+    Ok(code)
+}

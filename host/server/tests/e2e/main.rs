@@ -1,0 +1,7 @@
+//! Cross-process tests: the real `ferrymq` binary this build produced, on loopback ports it picks.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+mod cli;
+mod standalone;

@@ -1,0 +1,139 @@
+//! Starting and stopping real `ferrymq` processes, and talking HTTP to them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+pub fn ferrymq() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrymq"))
+}
+
+/// A running `ferrymq standalone`, killed on drop if still alive.
+pub struct Node {
+    child: Child,
+    pub admin: SocketAddr,
+    log: Receiver<String>,
+    pub log_lines: Vec<String>,
+}
+
+impl Node {
+    /// Starts a node on `data_dir` with the admin endpoint on a free loopback port, and waits until
+    /// it is ready.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut child = ferrymq()
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferrymq");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = Node { child, admin: SocketAddr::from(([127, 0, 0, 1], 0)), log, log_lines: Vec::new() };
+        let line = node.wait_for_log("admin HTTP listening", Duration::from_secs(30));
+        let addr =
+            line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("address in log line");
+        node.admin = addr.parse().expect("admin address");
+        node.wait_for_log("ferrymq standalone ready", Duration::from_secs(30));
+        node
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(line) = self.log_lines.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.log_lines.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log_lines.join("\n"));
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing from:\n{body}"))
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill with a PID this test started and still owns.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "signal the node");
+    }
+
+    /// Waits for the process to exit and collects the rest of its log.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                while let Ok(line) = self.log.recv_timeout(Duration::from_millis(200)) {
+                    self.log_lines.push(line);
+                }
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Runs `ferrymq` with `args` to completion: exit code, stdout, stderr.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = ferrymq().args(args).env_remove("RUST_LOG").output().expect("run ferrymq");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every test prerequisite and runs ferrymq's whole test suite. CI runs exactly this script.
+#
+# Long variants are opt-in through environment variables:
+#   FERRYMQ_CRASH_POINTS=N   seeded crash points per flush mode in the store crash test (default 1000 sync / 300 async)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '== %s\n' "$*" >&2; }
+
+# System tools the tests drive: mkfs.ext4 and mount for the real disk-full test.
+missing=()
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v mount >/dev/null 2>&1 || missing+=(mount)
+command -v losetup >/dev/null 2>&1 || missing+=(util-linux)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"; fi
+fi
+
+# rust-toolchain.toml pins the toolchain; rustup installs it (with rustfmt and clippy) on first use.
+say "toolchain: $(rustc --version)"
+
+say "format"
+cargo fmt --all -- --check
+
+say "lint"
+cargo clippy --profile ci --workspace --all-targets -- -D warnings
+
+say "tests"
+cargo test --profile ci --workspace --all-targets
+
+say "all tests passed"
