@@ -8,9 +8,9 @@ use ferrymq_proto::record::{FILLER_BYTES_MIN, HEADER_BYTES};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushMode {
-    /// Acknowledge once the record is in the page cache; flush every `flush_interval_ms`. A machine
-    /// crash (power, kernel) can lose the acknowledged records of about one interval; a crash of the
-    /// process alone loses nothing.
+    /// Acknowledge once the record is in the page cache; flush every `flush_interval_ms` or once
+    /// `flush_dirty_bytes_max` are unflushed. A machine crash (power, kernel) can lose the acknowledged
+    /// records of about one interval; a crash of the process alone loses nothing.
     #[default]
     Async,
     /// Acknowledge only after the record's batch is flushed; concurrent appends share one flush.
@@ -28,6 +28,8 @@ pub struct StoreConfig {
     pub flush: FlushMode,
     /// Async flush: how often written data is flushed.
     pub flush_interval_ms: u64,
+    /// Async flush: flush early once this much written data is unflushed.
+    pub flush_dirty_bytes_max: u64,
     /// Appends waiting for the writer; further appends wait for room.
     pub append_queue_max: usize,
     /// Largest group of records the writer copies into the log at once.
@@ -57,6 +59,7 @@ impl Default for StoreConfig {
             record_bytes_max: (4 << 20) + (64 << 10),
             flush: FlushMode::Async,
             flush_interval_ms: 500,
+            flush_dirty_bytes_max: 64 << 20,
             append_queue_max: 16_384,
             write_batch_bytes_max: 4 << 20,
             queue_file_entries: 300_000,
@@ -89,6 +92,9 @@ impl StoreConfig {
                 "record_bytes_max ({}) plus an {FILLER_BYTES_MIN}-byte filler must fit in segment_bytes ({})",
                 self.record_bytes_max, self.segment_bytes
             ));
+        }
+        if self.flush_dirty_bytes_max == 0 {
+            return Err("flush_dirty_bytes_max must be positive".into());
         }
         if self.append_queue_max == 0 || self.write_batch_bytes_max == 0 {
             return Err("append_queue_max and write_batch_bytes_max must be positive".into());

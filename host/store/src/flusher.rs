@@ -2,7 +2,8 @@
 //!
 //! Under sync flush it flushes as soon as anything is written; appends that arrive while a flush is
 //! under way are written meanwhile and share the next one (group commit). Under async flush it wakes
-//! every `flush_interval_ms` and flushes whatever was written since. A failed flush stops the store.
+//! every `flush_interval_ms`, or when the writer finds `flush_dirty_bytes_max` unflushed, and flushes
+//! whatever was written since. A failed flush stops the store.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,7 +21,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         // Sync flush follows every write; async flush wakes on its interval or when the store stops.
         let (event, wait) = match shared.config.flush {
             FlushMode::Sync => (&shared.written, IDLE_WAIT),
-            FlushMode::Async => (&shared.stop, interval),
+            FlushMode::Async => (&shared.flush_request, interval),
         };
         let seen = event.generation();
         if shared.fatal().is_some() {

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) flushed: Event,
     /// Notified when the dispatched position moves.
     pub(crate) dispatched: Event,
+    /// Async flush: notified when unflushed data reaches `flush_dirty_bytes_max`.
+    pub(crate) flush_request: Event,
     /// Notified when the store starts closing, a thread stops, or the store goes fatal.
     pub(crate) stop: Event,
     /// Sync flush: acknowledgements waiting for `flushed` to pass their end offset, in offset order.
@@ -72,6 +74,7 @@ impl Shared {
             written: Event::default(),
             flushed: Event::default(),
             dispatched: Event::default(),
+            flush_request: Event::default(),
             stop: Event::default(),
             waiters: Mutex::new(VecDeque::new()),
         }
@@ -96,7 +99,7 @@ impl Shared {
 
     /// Wakes every thread, whatever it waits for (a thread stopped, the store is closing or fatal).
     pub(crate) fn notify_all(&self) {
-        for event in [&self.written, &self.flushed, &self.dispatched, &self.stop] {
+        for event in [&self.written, &self.flushed, &self.dispatched, &self.flush_request, &self.stop] {
             event.notify();
         }
     }

@@ -388,6 +388,9 @@ impl Writer {
                 for (_, ack) in acks {
                     ack.succeed();
                 }
+                if self.pos - self.shared.log.flushed() >= self.shared.config.flush_dirty_bytes_max {
+                    self.shared.flush_request.notify();
+                }
             }
         }
         self.shared.written.notify();

@@ -116,3 +116,23 @@ fn callbacks_report_every_append_and_closing_fails_later_ones() {
     store.close();
     assert!(matches!(store.append_wait(message("t", 0, b"late", "", "", "")), Err(StoreError::Closed)));
 }
+
+#[test]
+fn async_flush_starts_early_once_enough_is_unflushed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = small_config(FlushMode::Async);
+    config.flush_interval_ms = 3_600_000;
+    config.flush_dirty_bytes_max = 32 * 1024;
+    let store = Store::open(options(dir.path(), config, Arc::new(FsStorage), Arc::new(SystemClock))).expect("open");
+    store.append_wait(message("t", 0, &[1; 1000], "", "", "")).expect("append");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(store.stats().flushed, 0, "a small amount waits for the interval");
+    for _ in 0..40 {
+        store.append_wait(message("t", 0, &[1; 1000], "", "", "")).expect("append");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.stats().flushed < 32 * 1024 {
+        assert!(std::time::Instant::now() < deadline, "no early flush: {:?}", store.stats());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -51,3 +51,34 @@ fn segments_older_than_the_retention_time_are_deleted_and_readers_follow() {
     let reopened = open();
     assert_eq!(reopened.queue_bounds("t", 0), Some((min, max)));
 }
+
+#[test]
+fn a_disk_fuller_than_the_usage_ratio_loses_its_oldest_segments_first() {
+    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    let storage = FaultStorage::new(FaultPlan { capacity_bytes: 1 << 20, ..FaultPlan::default() }, clock.clone());
+    let mut config = small_config(FlushMode::Sync);
+    config.disk_usage_max_ratio = 0.5;
+    config.disk_full_ratio = 0.99;
+    let store =
+        Store::open(options(Path::new("/data"), config, Arc::new(storage.clone()), clock.clone())).expect("open");
+    // About 12 segments of 64 KiB: roughly 80% of the 1 MiB disk.
+    for i in 0..700u32 {
+        store.append_wait(message("t", 0, &[b'x'; 1000], "", "", &format!("id{i}"))).expect("append");
+    }
+    wait_dispatched(&store);
+    let used = |s: &FaultStorage| {
+        let space = ferrymq_store::io::Storage::space(s, Path::new("/data")).expect("space");
+        space.used_ratio()
+    };
+    assert!(used(&storage) > 0.7, "{}", used(&storage));
+    let before = store.stats();
+    store.run_retention().expect("retention");
+    let after = store.stats();
+    assert!(used(&storage) <= 0.5, "usage after retention: {}", used(&storage));
+    assert!(after.min_offset > before.min_offset);
+    assert_eq!(after.written, before.written, "the newest data stays");
+    let bodies = queue_bodies(&store, "t", 0);
+    assert!(!bodies.is_empty() && bodies.len() < 700);
+    assert_eq!(store.lookup_message_id("id699", 1).len(), 1);
+    assert!(store.lookup_message_id("id0", 1).is_empty());
+}
