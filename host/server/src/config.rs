@@ -129,7 +129,7 @@ mod tests {
         let err = ServerConfig::parse("[store]\nsegmnt_bytes = 5\n").expect_err("unknown field").to_string();
         assert!(err.contains("segmnt_bytes"), "{err}");
         let err = format!("{:#}", ServerConfig::parse("[store]\nsegment_bytes = 100\n").expect_err("too small"));
-        assert!(err.contains("segment_bytes must be at least"), "{err}");
+        assert!(err.contains("segment_bytes must be between 4096 and"), "{err}");
         let err = format!("{:#}", ServerConfig::parse("[admin]\nlisten = \"nowhere\"\n").expect_err("bad address"));
         assert!(err.contains("listen"), "{err}");
     }

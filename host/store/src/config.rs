@@ -76,13 +76,15 @@ impl Default for StoreConfig {
 
 /// Smallest segment: room for one minimal record and a filler.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Largest segment: a filler records the rest of its segment in 32 bits.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 const _: () = assert!(SEGMENT_BYTES_MIN as usize >= HEADER_BYTES + FILLER_BYTES_MIN);
 
 impl StoreConfig {
     /// Checks the relationships between settings; returns a sentence naming the first one broken.
     pub fn validate(&self) -> Result<(), String> {
-        if self.segment_bytes < SEGMENT_BYTES_MIN {
-            return Err(format!("segment_bytes must be at least {SEGMENT_BYTES_MIN}"));
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return Err(format!("segment_bytes must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}"));
         }
         if (self.record_bytes_max as usize) < HEADER_BYTES {
             return Err(format!("record_bytes_max must be at least {HEADER_BYTES}"));

@@ -62,7 +62,7 @@ fn configuration_mistakes_are_reported_with_the_field_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
         ("[store]\nsegmnt_bytes = 5\n", "segmnt_bytes"),
-        ("[store]\nsegment_bytes = 100\n", "segment_bytes must be at least"),
+        ("[store]\nsegment_bytes = 100\n", "segment_bytes must be between"),
         ("[store]\nflush = \"sometimes\"\n", "sometimes"),
         ("data_dir = 5\n", "data_dir"),
     ];

@@ -113,12 +113,12 @@ fn eio() -> io::Error {
     io::Error::from_raw_os_error(libc::EIO)
 }
 
-/// SplitMix64: small, seedable, good enough to pick faults.
+/// SplitMix64: small, seedable, good enough to pick faults and test workloads.
 #[derive(Debug)]
-struct Rng(u64);
+pub struct SeededRng(pub u64);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
+impl SeededRng {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -126,8 +126,9 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 
@@ -177,7 +178,7 @@ impl FaultStorage {
     /// durable data plus a seeded choice of pending writes (whole, torn or lost).
     pub fn crash_image(&self, seed: u64) -> FaultStorage {
         self.crash_now();
-        let mut rng = Rng(seed ^ self.inner.seed.rotate_left(17));
+        let mut rng = SeededRng(seed ^ self.inner.seed.rotate_left(17));
         let image = FaultStorage::new(
             FaultPlan {
                 seed,
@@ -222,7 +223,7 @@ impl Inner {
 }
 
 /// Applies all, none, or some sectors of one pending write.
-fn apply_some(bytes: &mut [u8], pending: &Pending, rng: &mut Rng) {
+fn apply_some(bytes: &mut [u8], pending: &Pending, rng: &mut SeededRng) {
     let (offset, len) = match pending {
         Pending::Data { offset, bytes } => (*offset, bytes.len() as u64),
         Pending::Zero { offset, len } => (*offset, *len),

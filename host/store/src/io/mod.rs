@@ -21,7 +21,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use fault::{FaultPlan, FaultStorage};
+pub use fault::{FaultPlan, FaultStorage, SeededRng};
 pub use fs::FsStorage;
 
 /// Disk space of the file system a directory lives on.

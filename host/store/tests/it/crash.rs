@@ -19,27 +19,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use ferrymq_proto::properties::{self, UNIQ_KEY};
-use ferrymq_store::io::{FaultPlan, FaultStorage};
+use ferrymq_store::io::{FaultPlan, FaultStorage, SeededRng as Rng};
 use ferrymq_store::{FlushMode, Store, StoreConfig, StoreError};
 
 use crate::support::{message, open_fault, small_config};
-
-/// SplitMix64, for choosing workloads from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Acked {
