@@ -4,6 +4,8 @@
 //! record (written by the store, shipped verbatim by replication) and the message property encoding.
 //! Nothing here touches files, sockets or clocks.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod properties;
 pub mod record;
 pub mod tag;

@@ -19,6 +19,64 @@ pub const KEYS: &str = "KEYS";
 pub const UNIQ_KEY: &str = "UNIQ_KEY";
 /// Separates keys inside the [`KEYS`] value.
 pub const KEY_SEPARATOR: char = ' ';
+/// The FIFO message group.
+pub const MESSAGE_GROUP: &str = "__SHARDINGKEY";
+/// When a delay/timer message becomes deliverable, in milliseconds since the Unix epoch.
+pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+/// Topic and queue a message is headed for while it waits in a system topic (timer, retry).
+pub const REAL_TOPIC: &str = "REAL_TOPIC";
+pub const REAL_QUEUE_ID: &str = "REAL_QID";
+/// Original topic of a message in a retry or dead-letter topic.
+pub const RETRY_TOPIC: &str = "RETRY_TOPIC";
+/// The topic a dead-lettered message came from.
+pub const DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
+/// The id of the message a dead-lettered message was.
+pub const DLQ_ORIGIN_MESSAGE_ID: &str = "DLQ_ORIGIN_MESSAGE_ID";
+/// The message type the producer declared (ferrymq's own, so consumers see it back).
+pub const MESSAGE_TYPE: &str = "__FERRY_MSG_TYPE";
+
+/// Property names the broker sets or reads itself; producers may not use them as user properties.
+/// RocketMQ's reserved names are included so that messages mean the same to RocketMQ tools.
+pub const RESERVED: &[&str] = &[
+    TAGS,
+    KEYS,
+    UNIQ_KEY,
+    MESSAGE_GROUP,
+    TIMER_DELIVER_MS,
+    REAL_TOPIC,
+    REAL_QUEUE_ID,
+    RETRY_TOPIC,
+    DLQ_ORIGIN_TOPIC,
+    DLQ_ORIGIN_MESSAGE_ID,
+    MESSAGE_TYPE,
+    "WAIT",
+    "DELAY",
+    "TIMER_DELAY_SEC",
+    "TIMER_DELAY_MS",
+    "TIMER_OUT_MS",
+    "TRAN_MSG",
+    "PGROUP",
+    "RECONSUME_TIME",
+    "MAX_RECONSUME_TIMES",
+    "ORIGIN_MESSAGE_ID",
+    "TRANSACTION_CHECK_TIMES",
+    "CHECK_IMMUNITY_TIME_IN_SECONDS",
+    "__transactionId__",
+    "TRAN_PREPARED_QUEUE_OFFSET",
+    "MSG_REGION",
+    "TRACE_ON",
+    "CLUSTER",
+    "POP_CK",
+    "BORN_TIMESTAMP",
+    "__BORNHOST",
+    "INNER_MULTI_DISPATCH",
+    "INNER_MULTI_QUEUE_OFFSET",
+];
+
+/// Whether `name` is reserved for the broker.
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED.contains(&name)
+}
 
 /// One decoded property.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
