@@ -1,0 +1,222 @@
+//! The broker: topics, groups, sending, delivery and timers over one store, with the background
+//! thread that redelivers expired messages, delivers due timer messages and saves consumer progress.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ferrymq_store::clock::Clock;
+use ferrymq_store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::delivery::Delivery;
+use crate::metadata::{Metadata, MetadataError};
+use crate::offsets::Offsets;
+use crate::send::{Outgoing, SendLimits, SendRejection, place};
+use crate::timer::Timer;
+
+/// Broker settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub send: SendLimits,
+    /// Create a consumer group with default settings the first time a client uses it.
+    pub auto_create_groups: bool,
+    /// How often expired deliveries and due timer messages are handled.
+    pub tick_ms: u64,
+    /// How often consumer progress is written to disk.
+    pub offsets_persist_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self { send: SendLimits::default(), auto_create_groups: true, tick_ms: 100, offsets_persist_ms: 1_000 }
+    }
+}
+
+impl BrokerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tick_ms == 0 || self.offsets_persist_ms == 0 {
+            return Err("tick_ms and offsets_persist_ms must be positive".into());
+        }
+        if self.send.body_bytes_max == 0 {
+            return Err("send.body_bytes_max must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("consumer progress: {0}")]
+    Offsets(std::io::Error),
+    #[error("start the broker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What a successful send reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendReceipt {
+    pub message_id: String,
+    pub queue_id: u32,
+    /// Queue offset of the stored message (in the timer topic while a delayed message waits).
+    pub queue_offset: u64,
+    /// Commit-log offset of the stored record.
+    pub log_offset: u64,
+}
+
+/// Why a send failed.
+#[derive(Debug, Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Rejected(#[from] SendRejection),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Called once with the outcome of a send, on a store thread.
+pub type SendDone = Box<dyn FnOnce(Result<SendReceipt, SendError>) + Send>;
+
+pub struct Broker {
+    store: Arc<Store>,
+    metadata: Arc<Metadata>,
+    offsets: Arc<Offsets>,
+    delivery: Arc<Delivery>,
+    timer: Arc<Timer>,
+    clock: Arc<dyn Clock>,
+    config: BrokerConfig,
+    round_robin: AtomicU64,
+    stopping: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the broker's metadata and progress in `dir` over `store`, and starts its thread.
+    pub fn open(
+        store: Arc<Store>,
+        dir: &Path,
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BrokerError> {
+        let metadata = Arc::new(Metadata::open(dir)?);
+        let offsets = Arc::new(Offsets::open(dir).map_err(BrokerError::Offsets)?);
+        let delivery = Arc::new(Delivery::new(store.clone(), metadata.clone(), offsets.clone(), clock.clone()));
+        let timer = Arc::new(Timer::new(store.clone(), offsets.clone(), clock.clone()));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (delivery, timer, offsets, stopping) =
+                (delivery.clone(), timer.clone(), offsets.clone(), stopping.clone());
+            let tick = Duration::from_millis(config.tick_ms);
+            let persist_every = (config.offsets_persist_ms / config.tick_ms).max(1);
+            std::thread::Builder::new()
+                .name("ferrymq-broker".into())
+                .spawn(move || {
+                    let mut ticks = 0u64;
+                    while !stopping.load(Ordering::Acquire) {
+                        delivery.revive();
+                        timer.tick();
+                        ticks += 1;
+                        if ticks.is_multiple_of(persist_every)
+                            && let Err(err) = offsets.persist()
+                        {
+                            tracing::error!(%err, "could not save consumer progress; will retry");
+                        }
+                        std::thread::park_timeout(tick);
+                    }
+                })
+                .map_err(BrokerError::Thread)?
+        };
+        Ok(Self {
+            store,
+            metadata,
+            offsets,
+            delivery,
+            timer,
+            clock,
+            config,
+            round_robin: AtomicU64::new(0),
+            stopping,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn metadata(&self) -> &Arc<Metadata> {
+        &self.metadata
+    }
+
+    pub fn delivery(&self) -> &Arc<Delivery> {
+        &self.delivery
+    }
+
+    pub fn timer(&self) -> &Arc<Timer> {
+        &self.timer
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Checks and stores a message; `done` runs once when it is stored as durably as the store's flush
+    /// mode promises, or has failed.
+    pub fn send(&self, message: &Outgoing, done: SendDone) {
+        let rr = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        let placed = match place(message, &self.metadata, &self.config.send, self.clock.now_ms(), rr) {
+            Ok(placed) => placed,
+            Err(rejection) => return done(Err(rejection.into())),
+        };
+        let message_id = message.message_id.clone();
+        let queue_id = placed.queue_id;
+        self.store.append(
+            placed.message,
+            Box::new(move |result| {
+                done(
+                    result
+                        .map(|a| SendReceipt {
+                            message_id,
+                            queue_id,
+                            queue_offset: a.queue_offset,
+                            log_offset: a.offset,
+                        })
+                        .map_err(SendError::from),
+                )
+            }),
+        );
+    }
+
+    /// Stops the background thread and saves consumer progress. The store is closed by its owner.
+    pub fn close(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        if let Err(err) = self.offsets.persist() {
+            tracing::error!(%err, "could not save consumer progress at shutdown");
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,22 @@
+//! ferrymq's messaging domain, above the store and below the protocols.
+//!
+//! * [`metadata`] — topics (type, queues) and consumer groups (FIFO, attempts, broadcast).
+//! * [`send`] — the limits on produced messages and where each message goes.
+//! * [`delivery`] — receive with an invisible time, ack, redelivery, retry and dead-letter topics.
+//! * [`timer`] — delay and timer messages.
+//! * [`filter`] — TAG and SQL92 filters.
+//! * [`offsets`] — consumer progress.
+//! * [`broker`] — the whole, with its background thread.
+//!
+//! No async runtime, no network protocol: the server translates RocketMQ's protocols to these calls.
+
+pub mod broker;
+pub mod delivery;
+pub mod durable_file;
+pub mod filter;
+pub mod metadata;
+pub mod offsets;
+pub mod send;
+pub mod timer;
+
+pub use broker::{Broker, BrokerConfig, BrokerError, SendDone, SendError, SendReceipt};

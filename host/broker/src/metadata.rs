@@ -1,0 +1,391 @@
+//! Topics and consumer groups: what an administrator creates, kept in `<data_dir>/metadata.json`.
+//!
+//! Changes are written to a temporary file, flushed, and renamed over the old one, so a crash leaves
+//! either the old or the new catalog, never a torn one. System topics (retry, dead-letter, timer) are
+//! not stored: they exist implicitly with one queue.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::durable_file;
+
+/// Most queues a topic may have.
+pub const TOPIC_QUEUES_MAX: u32 = 1024;
+/// Longest consumer-group name (RocketMQ's limit).
+pub const GROUP_NAME_BYTES_MAX: usize = 255;
+/// Most delivery attempts a group may allow.
+pub const MAX_ATTEMPTS_MAX: u32 = 1000;
+
+/// Prefix of a group's retry topic: `%RETRY%<group>_<topic>`.
+pub const RETRY_TOPIC_PREFIX: &str = "%RETRY%";
+/// Prefix of a group's dead-letter topic: `%DLQ%<group>`.
+pub const DLQ_TOPIC_PREFIX: &str = "%DLQ%";
+/// Prefix of the broker's own topics.
+pub const SYSTEM_TOPIC_PREFIX: &str = "rmq_sys_";
+/// Where delay/timer messages wait until they are due.
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
+
+/// The retry topic of `group` for messages of `topic`.
+pub fn retry_topic(group: &str, topic: &str) -> String {
+    format!("{RETRY_TOPIC_PREFIX}{group}_{topic}")
+}
+
+/// The dead-letter topic of `group`.
+pub fn dlq_topic(group: &str) -> String {
+    format!("{DLQ_TOPIC_PREFIX}{group}")
+}
+
+/// Topics the broker creates and names itself.
+pub fn is_system_topic(topic: &str) -> bool {
+    topic.starts_with(RETRY_TOPIC_PREFIX)
+        || topic.starts_with(DLQ_TOPIC_PREFIX)
+        || topic.starts_with(SYSTEM_TOPIC_PREFIX)
+}
+
+/// What kinds of message a topic takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicType {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+    /// All four kinds.
+    Mixed,
+}
+
+/// The kind of one message, as its producer declared it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+}
+
+impl TopicType {
+    pub fn accepts(self, kind: MessageKind) -> bool {
+        matches!(
+            (self, kind),
+            (TopicType::Mixed, _)
+                | (TopicType::Normal, MessageKind::Normal)
+                | (TopicType::Fifo, MessageKind::Fifo)
+                | (TopicType::Delay, MessageKind::Delay)
+                | (TopicType::Transaction, MessageKind::Transaction)
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicType::Normal => "normal",
+            TopicType::Fifo => "fifo",
+            TopicType::Delay => "delay",
+            TopicType::Transaction => "transaction",
+            TopicType::Mixed => "mixed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub name: String,
+    pub message_type: TopicType,
+    pub queues: u32,
+}
+
+/// Where a group without a committed offset starts reading a queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumeFrom {
+    /// The oldest message still stored: nothing sent before the group's first read is missed.
+    #[default]
+    Earliest,
+    /// Messages stored after the group's first read of that queue.
+    Latest,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupConfig {
+    pub name: String,
+    /// Deliver each message group in order, one message of a group in flight at a time.
+    pub fifo: bool,
+    /// Deliveries before a message goes to the group's dead-letter topic.
+    pub max_attempts: u32,
+    /// Delay before the n-th redelivery, for clients that nack (sent to them in Settings).
+    pub retry_backoff_ms: Vec<u64>,
+    /// Every consumer of the group gets every message (instead of each message once per group).
+    pub broadcast: bool,
+    pub consume_from: ConsumeFrom,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            fifo: false,
+            max_attempts: 17,
+            retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS.to_vec(),
+            broadcast: false,
+            consume_from: ConsumeFrom::Earliest,
+        }
+    }
+}
+
+/// RocketMQ's default retry schedule: 1s 5s 10s 30s 1m … 2h.
+pub const DEFAULT_RETRY_BACKOFF_MS: [u64; 18] = [
+    1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000, 480_000, 540_000,
+    600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+
+#[derive(Debug, Error)]
+pub enum MetadataError {
+    #[error("topic {0:?} already exists with a different type or fewer queues")]
+    TopicConflict(String),
+    #[error("topic {0:?} does not exist")]
+    TopicNotFound(String),
+    #[error("group {0:?} does not exist")]
+    GroupNotFound(String),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic { name: String, reason: String },
+    #[error("invalid group {name:?}: {reason}")]
+    InvalidGroup { name: String, reason: String },
+    #[error("a topic needs 1 to {TOPIC_QUEUES_MAX} queues, not {0}")]
+    InvalidQueues(u32),
+    #[error("{0}")]
+    Persist(String),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Catalog {
+    topics: BTreeMap<String, TopicConfig>,
+    groups: BTreeMap<String, GroupConfig>,
+}
+
+/// The catalog of topics and groups.
+#[derive(Debug)]
+pub struct Metadata {
+    path: PathBuf,
+    catalog: RwLock<Catalog>,
+    /// Serialises writers so that the file always holds the latest catalog.
+    write: Mutex<()>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Checks a group name: 1 to 255 bytes of `[A-Za-z0-9%|_-]`.
+pub fn validate_group(name: &str) -> Result<(), MetadataError> {
+    let invalid = |reason: &str| Err(MetadataError::InvalidGroup { name: name.to_owned(), reason: reason.to_owned() });
+    if name.is_empty() {
+        return invalid("empty");
+    }
+    if name.len() > GROUP_NAME_BYTES_MAX {
+        return invalid("longer than 255 bytes");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-')) {
+        return invalid("only letters, digits and % | _ - are allowed");
+    }
+    Ok(())
+}
+
+fn validate_user_topic(name: &str) -> Result<(), MetadataError> {
+    if let Err(err) = ferrymq_store::validate_topic(name) {
+        return Err(MetadataError::InvalidTopic { name: name.to_owned(), reason: err.to_string() });
+    }
+    if is_system_topic(name) {
+        return Err(MetadataError::InvalidTopic {
+            name: name.to_owned(),
+            reason: "names starting with %RETRY%, %DLQ% or rmq_sys_ are reserved".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Metadata {
+    /// Loads `<dir>/metadata.json`, or starts empty.
+    pub fn open(dir: &Path) -> Result<Self, MetadataError> {
+        let path = dir.join("metadata.json");
+        let catalog = match durable_file::read(&path).map_err(|e| MetadataError::Persist(e.to_string()))? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| MetadataError::Persist(format!("{} is not a valid catalog: {e}", path.display())))?,
+            None => Catalog::default(),
+        };
+        Ok(Self { path, catalog: RwLock::new(catalog), write: Mutex::new(()) })
+    }
+
+    fn persist(&self, catalog: &Catalog) -> Result<(), MetadataError> {
+        let bytes = serde_json::to_vec_pretty(catalog).map_err(|e| MetadataError::Persist(e.to_string()))?;
+        durable_file::write(&self.path, &bytes).map_err(|e| MetadataError::Persist(e.to_string()))
+    }
+
+    /// Applies `change` to a copy of the catalog, persists it, then publishes it.
+    fn update<T>(&self, change: impl FnOnce(&mut Catalog) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
+        let _writer = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = {
+            let current = read(&self.catalog);
+            Catalog { topics: current.topics.clone(), groups: current.groups.clone() }
+        };
+        let out = change(&mut next)?;
+        self.persist(&next)?;
+        *write(&self.catalog) = next;
+        Ok(out)
+    }
+
+    /// Creates a topic; creating it again with the same type is allowed and may add queues.
+    pub fn create_topic(&self, topic: TopicConfig) -> Result<TopicConfig, MetadataError> {
+        validate_user_topic(&topic.name)?;
+        if topic.queues == 0 || topic.queues > TOPIC_QUEUES_MAX {
+            return Err(MetadataError::InvalidQueues(topic.queues));
+        }
+        self.update(|c| {
+            if let Some(existing) = c.topics.get(&topic.name)
+                && (existing.message_type != topic.message_type || existing.queues > topic.queues)
+            {
+                return Err(MetadataError::TopicConflict(topic.name.clone()));
+            }
+            c.topics.insert(topic.name.clone(), topic.clone());
+            Ok(topic)
+        })
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
+        self.update(|c| c.topics.remove(name).map(drop).ok_or_else(|| MetadataError::TopicNotFound(name.to_owned())))
+    }
+
+    /// A topic by name, including the implicit one-queue system topics.
+    pub fn topic(&self, name: &str) -> Option<TopicConfig> {
+        if let Some(topic) = read(&self.catalog).topics.get(name) {
+            return Some(topic.clone());
+        }
+        is_system_topic(name).then(|| TopicConfig { name: name.to_owned(), message_type: TopicType::Normal, queues: 1 })
+    }
+
+    pub fn topics(&self) -> Vec<TopicConfig> {
+        read(&self.catalog).topics.values().cloned().collect()
+    }
+
+    /// Creates or replaces a group's settings.
+    pub fn put_group(&self, group: GroupConfig) -> Result<GroupConfig, MetadataError> {
+        validate_group(&group.name)?;
+        if group.max_attempts == 0 || group.max_attempts > MAX_ATTEMPTS_MAX {
+            return Err(MetadataError::InvalidGroup {
+                name: group.name.clone(),
+                reason: format!("max_attempts must be between 1 and {MAX_ATTEMPTS_MAX}"),
+            });
+        }
+        self.update(|c| {
+            c.groups.insert(group.name.clone(), group.clone());
+            Ok(group)
+        })
+    }
+
+    pub fn group(&self, name: &str) -> Option<GroupConfig> {
+        read(&self.catalog).groups.get(name).cloned()
+    }
+
+    /// The group, created with default settings if it does not exist yet.
+    pub fn group_or_default(&self, name: &str) -> Result<GroupConfig, MetadataError> {
+        if let Some(group) = self.group(name) {
+            return Ok(group);
+        }
+        validate_group(name)?;
+        self.update(|c| {
+            Ok(c.groups
+                .entry(name.to_owned())
+                .or_insert_with(|| GroupConfig { name: name.to_owned(), ..GroupConfig::default() })
+                .clone())
+        })
+    }
+
+    pub fn groups(&self) -> Vec<GroupConfig> {
+        read(&self.catalog).groups.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, message_type: TopicType, queues: u32) -> TopicConfig {
+        TopicConfig { name: name.into(), message_type, queues }
+    }
+
+    #[test]
+    fn topics_and_groups_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let meta = Metadata::open(dir.path()).expect("open");
+            meta.create_topic(topic("orders", TopicType::Fifo, 8)).expect("create");
+            meta.put_group(GroupConfig {
+                name: "billing".into(),
+                fifo: true,
+                max_attempts: 5,
+                ..GroupConfig::default()
+            })
+            .expect("group");
+        }
+        let meta = Metadata::open(dir.path()).expect("reopen");
+        assert_eq!(meta.topic("orders"), Some(topic("orders", TopicType::Fifo, 8)));
+        let group = meta.group("billing").expect("group");
+        assert!(group.fifo);
+        assert_eq!(group.max_attempts, 5);
+    }
+
+    #[test]
+    fn recreating_a_topic_may_add_queues_but_not_change_its_type() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Metadata::open(dir.path()).expect("open");
+        meta.create_topic(topic("t", TopicType::Normal, 4)).expect("create");
+        meta.create_topic(topic("t", TopicType::Normal, 8)).expect("grow");
+        assert!(matches!(meta.create_topic(topic("t", TopicType::Normal, 2)), Err(MetadataError::TopicConflict(_))));
+        assert!(matches!(meta.create_topic(topic("t", TopicType::Fifo, 8)), Err(MetadataError::TopicConflict(_))));
+    }
+
+    #[test]
+    fn bad_names_and_counts_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Metadata::open(dir.path()).expect("open");
+        for bad in ["", "a/b", "%DLQ%x", "rmq_sys_mine", "with space"] {
+            assert!(
+                matches!(meta.create_topic(topic(bad, TopicType::Normal, 1)), Err(MetadataError::InvalidTopic { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(meta.create_topic(topic("t", TopicType::Normal, 0)), Err(MetadataError::InvalidQueues(0))));
+        assert!(matches!(
+            meta.create_topic(topic("t", TopicType::Normal, 1025)),
+            Err(MetadataError::InvalidQueues(1025))
+        ));
+        assert!(meta.group_or_default("bad group").is_err());
+        let zero = GroupConfig { name: "g".into(), max_attempts: 0, ..GroupConfig::default() };
+        assert!(meta.put_group(zero).is_err());
+    }
+
+    #[test]
+    fn system_topics_exist_implicitly_with_one_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Metadata::open(dir.path()).expect("open");
+        assert_eq!(meta.topic(&dlq_topic("g")).map(|t| t.queues), Some(1));
+        assert_eq!(meta.topic(&retry_topic("g", "t")).map(|t| t.queues), Some(1));
+        assert_eq!(meta.topic("unknown"), None);
+    }
+
+    #[test]
+    fn topic_types_accept_their_kind_and_mixed_accepts_all() {
+        assert!(TopicType::Fifo.accepts(MessageKind::Fifo));
+        assert!(!TopicType::Fifo.accepts(MessageKind::Normal));
+        for kind in [MessageKind::Normal, MessageKind::Fifo, MessageKind::Delay, MessageKind::Transaction] {
+            assert!(TopicType::Mixed.accepts(kind));
+        }
+    }
+}
