@@ -1,0 +1,7 @@
+//! Integration tests of the broker domain over a real store.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+mod delivery;
+mod timer;
