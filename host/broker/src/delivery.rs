@@ -35,6 +35,8 @@ use crate::offsets::{OffsetKey, Offsets};
 pub const IN_PLACE_SCAN_MAX: usize = 2048;
 /// Most messages in one receive.
 pub const RECEIVE_BATCH_MAX: usize = 32;
+/// How long an auto-renewed delivery stays invisible, at most, while its client lives.
+pub const AUTO_RENEW_MAX_MS: i64 = 3 * 3_600_000;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DeliveryError {
@@ -77,6 +79,9 @@ pub struct Receive<'a> {
     pub filter: &'a Filter,
     pub batch: usize,
     pub invisible_ms: i64,
+    /// Keep extending the invisible time (by `invisible_ms` each time) until the message is acked,
+    /// the client is released, or [`AUTO_RENEW_MAX_MS`] passes: for push consumers.
+    pub auto_renew: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,6 +97,15 @@ struct Inflight {
     deadline_ms: i64,
     attempt: u32,
     message_group: Option<String>,
+    /// Auto-renewal: the client it was delivered to, the renewal step, and when renewal stops.
+    renew: Option<Renew>,
+}
+
+#[derive(Debug, Clone)]
+struct Renew {
+    client_id: String,
+    step_ms: i64,
+    until_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -308,8 +322,13 @@ impl Delivery {
     ) -> Delivered {
         let (generation, receipt_handle) = self.next_handle(key, offset);
         let deadline_ms = now.saturating_add(req.invisible_ms);
+        let renew = req.auto_renew.then(|| Renew {
+            client_id: req.client_id.to_owned(),
+            step_ms: req.invisible_ms,
+            until_ms: now.saturating_add(AUTO_RENEW_MAX_MS),
+        });
         if let Some(cursor) = state.cursors.get_mut(key) {
-            cursor.inflight.insert(offset, Inflight { generation, deadline_ms, attempt, message_group });
+            cursor.inflight.insert(offset, Inflight { generation, deadline_ms, attempt, message_group, renew });
         }
         state.deadlines.insert((deadline_ms, generation), (key.clone(), offset));
         Delivered {
@@ -460,7 +479,10 @@ impl Delivery {
             CursorKey { subscriber: subscriber(group, client_id), topic: handle.topic, queue_id: handle.queue_id };
         let cursor = state.cursors.get_mut(&key).ok_or(DeliveryError::InvalidHandle)?;
         match cursor.inflight.get(&handle.offset) {
-            Some(inflight) if inflight.generation == handle.generation && inflight.deadline_ms > now => {
+            // An auto-renewed delivery stays valid between its deadline and the renewal that follows.
+            Some(inflight)
+                if inflight.generation == handle.generation && (inflight.deadline_ms > now || inflight.renew.is_some()) =>
+            {
                 Ok((key, handle.offset, cursor))
             }
             _ => Err(DeliveryError::InvalidHandle),
@@ -499,6 +521,8 @@ impl Delivery {
         let old = (inflight.deadline_ms, inflight.generation);
         inflight.generation = generation;
         inflight.deadline_ms = deadline_ms;
+        // An explicit new invisible time (a nack) ends auto-renewal.
+        inflight.renew = None;
         let handle = Handle { epoch: self.epoch, generation, queue_id: key.queue_id, offset, topic: key.topic.clone() };
         state.deadlines.remove(&old);
         state.deadlines.insert((deadline_ms, generation), (key, offset));
@@ -544,6 +568,7 @@ impl Delivery {
                 let split = state.deadlines.split_off(&(now.saturating_add(1), 0));
                 std::mem::replace(&mut state.deadlines, split).into_iter().collect()
             };
+            let mut renewed = Vec::new();
             for (_, (key, offset)) in &due {
                 let group_name = key.subscriber.split('@').next().unwrap_or_default().to_owned();
                 let group = self
@@ -552,6 +577,13 @@ impl Delivery {
                     .unwrap_or(GroupConfig { name: group_name.clone(), ..GroupConfig::default() });
                 let in_place = group.fifo || group.broadcast;
                 let Some(cursor) = state.cursors.get_mut(key) else { continue };
+                if let Some(inflight) = cursor.inflight.get_mut(offset) {
+                    if let Some(renew) = inflight.renew.as_ref().filter(|r| r.until_ms > now) {
+                        inflight.deadline_ms = now.saturating_add(renew.step_ms).min(renew.until_ms);
+                        renewed.push(((inflight.deadline_ms, inflight.generation), (key.clone(), *offset)));
+                        continue;
+                    }
+                }
                 let Some(inflight) = cursor.inflight.remove(offset) else { continue };
                 if in_place && inflight.attempt < group.max_attempts {
                     cursor.attempts.insert(*offset, inflight.attempt);
@@ -573,6 +605,7 @@ impl Delivery {
                     Move::Retry { key, offset, record, attempt, group: group.name.clone() }
                 });
             }
+            state.deadlines.extend(renewed);
             due.len()
         };
         for m in moves {
@@ -615,7 +648,7 @@ impl Delivery {
                 if let Some(cursor) = state.cursors.get_mut(&key) {
                     cursor.moving.remove(&offset);
                     let attempt = cursor.attempts.get(&offset).copied().unwrap_or(1);
-                    cursor.inflight.insert(offset, Inflight { generation, deadline_ms, attempt, message_group: None });
+                    cursor.inflight.insert(offset, Inflight { generation, deadline_ms, attempt, message_group: None, renew: None });
                     state.deadlines.insert((deadline_ms, generation), (key, offset));
                 }
             }
@@ -666,6 +699,28 @@ impl Delivery {
             properties: encoded,
             body: rec.body.to_vec(),
         })
+    }
+
+    /// Stops auto-renewing what was delivered to `client_id` (it went away): those messages become due
+    /// for redelivery at the next [`Delivery::revive`].
+    pub fn release_client(&self, client_id: &str) -> usize {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let mut moved = Vec::new();
+        for (key, cursor) in state.cursors.iter_mut() {
+            for (&offset, inflight) in cursor.inflight.iter_mut() {
+                if inflight.renew.as_ref().is_some_and(|r| r.client_id == client_id) {
+                    inflight.renew = None;
+                    moved.push(((inflight.deadline_ms, inflight.generation), (now, inflight.generation), key.clone(), offset));
+                    inflight.deadline_ms = now;
+                }
+            }
+        }
+        for (old, new, key, offset) in &moved {
+            state.deadlines.remove(old);
+            state.deadlines.insert(*new, (key.clone(), *offset));
+        }
+        moved.len()
     }
 
     /// Committed offset, end of queue and messages in flight for every queue `group` has read.

@@ -7,7 +7,7 @@ use ferrymq_broker::metadata::{GroupConfig, TopicType, dlq_topic};
 use crate::support::{Fixture, body, message, tag};
 
 fn receive(f: &Fixture, group: &GroupConfig, client: &str, topic: &str, filter: &Filter, batch: usize) -> Vec<Delivered> {
-    let request = Receive { group, client_id: client, topic, filter, batch, invisible_ms: 30_000 };
+    let request = Receive { group, client_id: client, topic, filter, batch, invisible_ms: 30_000, auto_renew: false };
     f.broker.delivery().receive(&request).expect("receive")
 }
 
@@ -190,4 +190,26 @@ fn a_restart_loses_nothing_and_redelivers_what_was_in_flight() {
     let mut expected: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
     expected.retain(|b| !bodies(&got).contains(b));
     assert_eq!(bodies(&rest), expected);
+}
+
+#[test]
+fn auto_renewed_deliveries_stay_invisible_with_the_same_handle_until_the_client_is_released() {
+    let f = Fixture::new();
+    f.topic("t", TopicType::Normal, 1);
+    let g = f.group("g", |_| {});
+    f.send(message("t", "slow"));
+    let filter = Filter::all();
+    let request = Receive { group: &g, client_id: "push-1", topic: "t", filter: &filter, batch: 1, invisible_ms: 60_000, auto_renew: true };
+    let got = f.broker.delivery().receive(&request).expect("receive");
+    for _ in 0..5 {
+        f.advance(60_001);
+        f.revive();
+        assert!(receive(&f, &g, "other", "t", &Filter::all(), 1).is_empty(), "renewed, still invisible");
+    }
+    assert_eq!(f.broker.delivery().release_client("push-1"), 1);
+    f.revive();
+    let again = receive(&f, &g, "other", "t", &Filter::all(), 1);
+    assert_eq!(bodies(&again), ["slow"]);
+    assert_eq!(again[0].delivery_attempt, 2);
+    assert_eq!(f.broker.delivery().ack(&g, "push-1", &got[0].receipt_handle), Err(DeliveryError::InvalidHandle));
 }
