@@ -481,7 +481,8 @@ impl Delivery {
         match cursor.inflight.get(&handle.offset) {
             // An auto-renewed delivery stays valid between its deadline and the renewal that follows.
             Some(inflight)
-                if inflight.generation == handle.generation && (inflight.deadline_ms > now || inflight.renew.is_some()) =>
+                if inflight.generation == handle.generation
+                    && (inflight.deadline_ms > now || inflight.renew.is_some()) =>
             {
                 Ok((key, handle.offset, cursor))
             }
@@ -577,12 +578,12 @@ impl Delivery {
                     .unwrap_or(GroupConfig { name: group_name.clone(), ..GroupConfig::default() });
                 let in_place = group.fifo || group.broadcast;
                 let Some(cursor) = state.cursors.get_mut(key) else { continue };
-                if let Some(inflight) = cursor.inflight.get_mut(offset) {
-                    if let Some(renew) = inflight.renew.as_ref().filter(|r| r.until_ms > now) {
-                        inflight.deadline_ms = now.saturating_add(renew.step_ms).min(renew.until_ms);
-                        renewed.push(((inflight.deadline_ms, inflight.generation), (key.clone(), *offset)));
-                        continue;
-                    }
+                if let Some(inflight) = cursor.inflight.get_mut(offset)
+                    && let Some(renew) = inflight.renew.as_ref().filter(|r| r.until_ms > now)
+                {
+                    inflight.deadline_ms = now.saturating_add(renew.step_ms).min(renew.until_ms);
+                    renewed.push(((inflight.deadline_ms, inflight.generation), (key.clone(), *offset)));
+                    continue;
                 }
                 let Some(inflight) = cursor.inflight.remove(offset) else { continue };
                 if in_place && inflight.attempt < group.max_attempts {
@@ -648,7 +649,10 @@ impl Delivery {
                 if let Some(cursor) = state.cursors.get_mut(&key) {
                     cursor.moving.remove(&offset);
                     let attempt = cursor.attempts.get(&offset).copied().unwrap_or(1);
-                    cursor.inflight.insert(offset, Inflight { generation, deadline_ms, attempt, message_group: None, renew: None });
+                    cursor.inflight.insert(
+                        offset,
+                        Inflight { generation, deadline_ms, attempt, message_group: None, renew: None },
+                    );
                     state.deadlines.insert((deadline_ms, generation), (key, offset));
                 }
             }
@@ -711,7 +715,12 @@ impl Delivery {
             for (&offset, inflight) in cursor.inflight.iter_mut() {
                 if inflight.renew.as_ref().is_some_and(|r| r.client_id == client_id) {
                     inflight.renew = None;
-                    moved.push(((inflight.deadline_ms, inflight.generation), (now, inflight.generation), key.clone(), offset));
+                    moved.push((
+                        (inflight.deadline_ms, inflight.generation),
+                        (now, inflight.generation),
+                        key.clone(),
+                        offset,
+                    ));
                     inflight.deadline_ms = now;
                 }
             }
@@ -762,6 +771,26 @@ impl Delivery {
         out.into_values().collect()
     }
 
+    /// The committed offset of a subscriber in a queue.
+    pub fn offset(&self, key: &OffsetKey) -> Option<u64> {
+        let cursor_key =
+            CursorKey { subscriber: key.subscriber.clone(), topic: key.topic.clone(), queue_id: key.queue_id };
+        self.lock().cursors.get(&cursor_key).map(|c| c.commit).or_else(|| self.offsets.get(key))
+    }
+
+    /// Sets a subscriber's committed offset in a queue, forgetting what is in flight there.
+    pub fn set_offset(&self, key: OffsetKey, offset: u64) {
+        let mut state = self.lock();
+        let cursor_key =
+            CursorKey { subscriber: key.subscriber.clone(), topic: key.topic.clone(), queue_id: key.queue_id };
+        if let Some(cursor) = state.cursors.remove(&cursor_key) {
+            for inflight in cursor.inflight.values() {
+                state.deadlines.remove(&(inflight.deadline_ms, inflight.generation));
+            }
+        }
+        self.offsets.set(key, offset);
+    }
+
     /// Moves `group`'s position in every queue of `topic` to `offset_of(queue)`, forgetting what is in
     /// flight there.
     pub fn reset(
@@ -771,17 +800,10 @@ impl Delivery {
         offset_of: impl Fn(u32) -> u64,
     ) -> Result<Vec<(u32, u64)>, DeliveryError> {
         let config = self.metadata.topic(topic).ok_or_else(|| DeliveryError::TopicNotFound(topic.to_owned()))?;
-        let mut state = self.lock();
         let mut out = Vec::new();
         for queue_id in 0..config.queues {
             let offset = offset_of(queue_id);
-            let key = CursorKey { subscriber: group.to_owned(), topic: topic.to_owned(), queue_id };
-            if let Some(cursor) = state.cursors.remove(&key) {
-                for inflight in cursor.inflight.values() {
-                    state.deadlines.remove(&(inflight.deadline_ms, inflight.generation));
-                }
-            }
-            self.offsets.set(OffsetKey { subscriber: group.to_owned(), topic: topic.to_owned(), queue_id }, offset);
+            self.set_offset(OffsetKey { subscriber: group.to_owned(), topic: topic.to_owned(), queue_id }, offset);
             out.push((queue_id, offset));
         }
         Ok(out)

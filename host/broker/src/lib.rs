@@ -16,6 +16,7 @@ pub mod durable_file;
 pub mod filter;
 pub mod metadata;
 pub mod offsets;
+pub mod search;
 pub mod send;
 pub mod timer;
 

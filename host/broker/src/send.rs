@@ -54,6 +54,8 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     pub born_timestamp_ms: i64,
     pub born_host: Option<SocketAddr>,
+    /// The body is gzip-compressed by the producer; consumers are told so.
+    pub compressed: bool,
 }
 
 /// Why a message was refused; each maps to one RocketMQ status code.
@@ -156,7 +158,7 @@ pub fn place(
         topic: store_topic,
         queue_id: store_queue,
         flag: 0,
-        sys_flag: 0,
+        sys_flag: if msg.compressed { ferrymq_proto::record::sys_flag::COMPRESSED } else { 0 },
         born_timestamp_ms: msg.born_timestamp_ms,
         born_host: msg.born_host.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         reconsume_times: 0,

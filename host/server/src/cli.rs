@@ -15,8 +15,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a single-node broker. With no options: data in ./data, admin HTTP (/healthz, /metrics) on
-    /// 127.0.0.1:8082, async flush. Stops cleanly on SIGTERM or Ctrl-C.
+    /// Run a single-node broker. With no options: RocketMQ 5 gRPC clients on 0.0.0.0:8081, admin HTTP
+    /// (/healthz, /metrics, /v1/…) on 127.0.0.1:8082, data in ./data, async flush. Stops cleanly on
+    /// SIGTERM or Ctrl-C.
     Standalone(StandaloneArgs),
     /// Print or check configuration files.
     #[command(subcommand)]
@@ -31,6 +32,9 @@ pub struct StandaloneArgs {
     /// Data directory (overrides `data_dir`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// RocketMQ gRPC listen address, e.g. 0.0.0.0:8081; port 0 picks a free port (overrides `grpc.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
     /// Admin HTTP listen address, e.g. 0.0.0.0:8082; port 0 picks a free port (overrides `admin.listen`).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use ferrymq_broker::BrokerConfig;
 use ferrymq_store::StoreConfig;
+
+use crate::grpc::GrpcConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -14,8 +17,10 @@ use serde::{Deserialize, Serialize};
 pub struct ServerConfig {
     /// Where the store keeps its files.
     pub data_dir: PathBuf,
+    pub grpc: GrpcConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub broker: BrokerConfig,
     pub store: StoreConfig,
 }
 
@@ -23,8 +28,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
+            grpc: GrpcConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            broker: BrokerConfig::default(),
             store: StoreConfig::default(),
         }
     }
@@ -87,6 +94,12 @@ impl ServerConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Err(reason) = self.store.validate() {
             bail!("[store] {reason}");
+        }
+        if let Err(reason) = self.broker.validate() {
+            bail!("[broker] {reason}");
+        }
+        if let Err(reason) = self.grpc.validate() {
+            bail!("[grpc] {reason}");
         }
         if self.admin.connections_max == 0 {
             bail!("[admin] connections_max must be positive");

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
+pub mod grpc;
 pub mod logging;
 pub mod metrics;
 pub mod standalone;

@@ -11,6 +11,12 @@ pub struct Snapshot {
     pub store: StoreStats,
     pub recovery: RecoveryReport,
     pub uptime: Duration,
+    pub clients: usize,
+    pub in_flight: usize,
+    pub timer_pending: usize,
+    pub filter_errors: u64,
+    pub topics: usize,
+    pub groups: usize,
 }
 
 struct Writer(String);
@@ -61,6 +67,12 @@ pub fn render(s: &Snapshot) -> String {
         "Keys not indexed for lack of disk space.",
         st.index_skipped,
     );
+    w.metric("ferrymq_clients", "gauge", "RocketMQ clients known to the broker.", s.clients);
+    w.metric("ferrymq_topics", "gauge", "Topics created.", s.topics);
+    w.metric("ferrymq_groups", "gauge", "Consumer groups.", s.groups);
+    w.metric("ferrymq_deliveries_in_flight", "gauge", "Messages delivered and not yet acknowledged.", s.in_flight);
+    w.metric("ferrymq_timer_pending", "gauge", "Delay messages waiting for their delivery time.", s.timer_pending);
+    w.metric("ferrymq_filter_errors_total", "counter", "SQL92 filter evaluations that failed.", s.filter_errors);
     let r = &s.recovery;
     w.metric("ferrymq_store_recovery_clean", "gauge", "1 if the last start found a clean shutdown.", u8::from(r.clean));
     w.metric("ferrymq_store_recovery_scanned_bytes", "gauge", "Log bytes verified at the last start.", r.scanned_bytes);
@@ -88,6 +100,12 @@ mod tests {
             },
             recovery: RecoveryReport { clean: true, scanned_bytes: 0, log_end: 0, rebuilt_from: 0 },
             uptime: Duration::from_millis(1500),
+            clients: 2,
+            in_flight: 5,
+            timer_pending: 1,
+            filter_errors: 0,
+            topics: 3,
+            groups: 1,
         };
         let text = render(&snapshot);
         assert!(text.contains("\nferrymq_store_written_bytes 4096\n"), "{text}");

@@ -6,7 +6,14 @@ use ferrymq_broker::metadata::{GroupConfig, TopicType, dlq_topic};
 
 use crate::support::{Fixture, body, message, tag};
 
-fn receive(f: &Fixture, group: &GroupConfig, client: &str, topic: &str, filter: &Filter, batch: usize) -> Vec<Delivered> {
+fn receive(
+    f: &Fixture,
+    group: &GroupConfig,
+    client: &str,
+    topic: &str,
+    filter: &Filter,
+    batch: usize,
+) -> Vec<Delivered> {
     let request = Receive { group, client_id: client, topic, filter, batch, invisible_ms: 30_000, auto_renew: false };
     f.broker.delivery().receive(&request).expect("receive")
 }
@@ -51,14 +58,29 @@ fn an_expired_message_comes_back_with_the_next_attempt_and_its_old_handle_is_voi
     f.send(message("t", "late"));
     let first = receive(&f, &g, "c", "t", &Filter::all(), 1);
     f.advance(30_001);
-    assert_eq!(f.broker.delivery().ack(&g, "c", &first[0].receipt_handle), Err(DeliveryError::InvalidHandle), "expired");
+    assert_eq!(
+        f.broker.delivery().ack(&g, "c", &first[0].receipt_handle),
+        Err(DeliveryError::InvalidHandle),
+        "expired"
+    );
     f.revive();
     let second = receive(&f, &g, "c", "t", &Filter::all(), 1);
     assert_eq!(bodies(&second), ["late"]);
     assert_eq!(second[0].delivery_attempt, 2);
     assert_eq!(second[0].topic, "t");
-    assert_eq!(second[0].record.decode().expect("intact").properties, first[0].record.decode().expect("intact").properties
-        .iter().copied().chain(b"RETRY_TOPIC\x01t\x02".iter().copied()).collect::<Vec<u8>>().as_slice());
+    assert_eq!(
+        second[0].record.decode().expect("intact").properties,
+        first[0]
+            .record
+            .decode()
+            .expect("intact")
+            .properties
+            .iter()
+            .copied()
+            .chain(b"RETRY_TOPIC\x01t\x02".iter().copied())
+            .collect::<Vec<u8>>()
+            .as_slice()
+    );
 }
 
 #[test]
@@ -199,7 +221,15 @@ fn auto_renewed_deliveries_stay_invisible_with_the_same_handle_until_the_client_
     let g = f.group("g", |_| {});
     f.send(message("t", "slow"));
     let filter = Filter::all();
-    let request = Receive { group: &g, client_id: "push-1", topic: "t", filter: &filter, batch: 1, invisible_ms: 60_000, auto_renew: true };
+    let request = Receive {
+        group: &g,
+        client_id: "push-1",
+        topic: "t",
+        filter: &filter,
+        batch: 1,
+        invisible_ms: 60_000,
+        auto_renew: true,
+    };
     let got = f.broker.delivery().receive(&request).expect("receive");
     for _ in 0..5 {
         f.advance(60_001);

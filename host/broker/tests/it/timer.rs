@@ -21,7 +21,15 @@ fn a_delayed_message_is_delivered_once_due_even_after_a_restart() {
     // Receives and acknowledges everything available.
     let request = |f: &Fixture| {
         let filter = Filter::all();
-        let r = Receive { group: &g, client_id: "c", topic: "later", filter: &filter, batch: 32, invisible_ms: 30_000, auto_renew: false };
+        let r = Receive {
+            group: &g,
+            client_id: "c",
+            topic: "later",
+            filter: &filter,
+            batch: 32,
+            invisible_ms: 30_000,
+            auto_renew: false,
+        };
         let got = f.broker.delivery().receive(&r).expect("receive");
         for d in &got {
             f.broker.delivery().ack(&g, "c", &d.receipt_handle).expect("ack");

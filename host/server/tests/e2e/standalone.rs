@@ -39,8 +39,15 @@ fn a_killed_node_restarts_and_reports_a_recovery() {
 fn a_second_node_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = Node::start(dir.path(), &[]);
-    let (code, _, stderr) =
-        run(&["standalone", "--data-dir", dir.path().to_str().expect("utf-8 path"), "--admin-listen", "127.0.0.1:0"]);
+    let (code, _, stderr) = run(&[
+        "standalone",
+        "--data-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("in use by another ferrymq process"), "{stderr}");
     assert_eq!(first.get("/healthz").0, 200, "the first node is unaffected");
@@ -51,8 +58,15 @@ fn a_busy_admin_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (code, _, stderr) =
-        run(&["standalone", "--data-dir", dir.path().to_str().expect("utf-8 path"), "--admin-listen", &addr]);
+    let (code, _, stderr) = run(&[
+        "standalone",
+        "--data-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--admin-listen",
+        &addr,
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains(&format!("bind admin HTTP on {addr}")), "{stderr}");
 }

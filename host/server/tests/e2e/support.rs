@@ -27,7 +27,7 @@ impl Node {
             .arg("standalone")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())

@@ -1,0 +1,252 @@
+//! The admin HTTP endpoint: health, metrics, and the JSON API (`/v1/…`) behind `ferrymq admin`.
+//!
+//! [`respond`] is a plain function from a request (method, path, query, body) to a response, tested
+//! without sockets; [`serve`] puts it on a listener with bounds on connections, header time and body
+//! size.
+
+mod api;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use ferrymq_broker::Broker;
+
+use crate::config::AdminConfig;
+use crate::grpc::GrpcState;
+use crate::metrics::{self, Snapshot};
+
+/// Largest request body the admin API reads.
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+
+/// What the admin endpoint reads and changes.
+#[derive(Debug)]
+pub struct AdminState {
+    pub broker: Arc<Broker>,
+    pub grpc: Arc<GrpcState>,
+    pub started: Instant,
+}
+
+impl AdminState {
+    fn snapshot(&self) -> Snapshot {
+        let store = self.broker.store();
+        let delivery = self.broker.delivery();
+        Snapshot {
+            store: store.stats(),
+            recovery: store.recovery(),
+            uptime: self.started.elapsed(),
+            clients: self.grpc.client_count(),
+            in_flight: delivery.in_flight(),
+            timer_pending: self.broker.timer().pending(),
+            filter_errors: delivery.filter_errors(),
+            topics: self.broker.metadata().topics().len(),
+            groups: self.broker.metadata().groups().len(),
+        }
+    }
+}
+
+/// One request as the router sees it.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+pub fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": message.to_string() }))
+}
+
+fn method_not_allowed(path: &str, allowed: &'static str) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers {allowed}"));
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
+    response
+}
+
+/// Answers one request.
+pub fn respond(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
+    let get = call.method == Method::GET || call.method == Method::HEAD;
+    match call.path {
+        "/healthz" if get => {
+            let snapshot = state.snapshot();
+            match &snapshot.store.fatal {
+                None => {
+                    json(StatusCode::OK, serde_json::json!({ "status": "ok", "disk_full": snapshot.store.disk_full }))
+                }
+                Some(reason) => {
+                    json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "failed", "reason": reason }))
+                }
+            }
+        }
+        "/metrics" if get => {
+            let mut response = Response::new(Full::new(Bytes::from(metrics::render(&state.snapshot()))));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            response
+        }
+        "/healthz" | "/metrics" => method_not_allowed(call.path, "GET, HEAD"),
+        path if path.starts_with("/v1/") => api::route(call, state),
+        path => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown` turns true.
+///
+/// # Cancel safety
+/// Meant to run as its own task; dropping it stops accepting and abandons open connections.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    config: AdminConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(config.connections_max));
+    let header_timeout = Duration::from_millis(config.header_timeout_ms);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(%err, "admin HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(request, &state).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, %err, "admin HTTP connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, BODY_BYTES_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {BODY_BYTES_MAX} bytes")),
+    };
+    let call = Call { method: &parts.method, path: parts.uri.path(), query: parts.uri.query(), body: &body };
+    // Some API calls wait for the store (offset search); keep them off the async workers' critical path.
+    tokio::task::block_in_place(|| respond(&call, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrymq_broker::BrokerConfig;
+    use ferrymq_store::clock::SystemClock;
+    use ferrymq_store::{Store, StoreOptions};
+
+    use crate::grpc::{Arrivals, GrpcConfig};
+
+    fn state() -> (tempfile::TempDir, AdminState) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = StoreOptions::new(dir.path());
+        options.config.segment_bytes = 8 << 20;
+        options.config.index_entries_max = 1024;
+        options.config.index_slots = 64;
+        let store = Arc::new(Store::open(options).expect("store"));
+        let broker =
+            Arc::new(Broker::open(store, dir.path(), BrokerConfig::default(), Arc::new(SystemClock)).expect("broker"));
+        let grpc = Arc::new(GrpcState::new(
+            broker.clone(),
+            Arc::new(Arrivals::default()),
+            GrpcConfig::default(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], 8081)),
+        ));
+        (dir, AdminState { broker, grpc, started: Instant::now() })
+    }
+
+    fn call(state: &AdminState, method: Method, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        let response = respond(&Call { method: &method, path, query, body: body.as_bytes() }, state);
+        let status = response.status();
+        let bytes = futures_body(response);
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn futures_body(response: Response<Full<Bytes>>) -> Bytes {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(async { response.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default() })
+    }
+
+    #[test]
+    fn healthz_and_metrics_answer_get_only() {
+        let (_dir, state) = state();
+        let health = respond(&Call { method: &Method::GET, path: "/healthz", query: None, body: b"" }, &state);
+        assert_eq!(health.status(), StatusCode::OK);
+        let metrics = respond(&Call { method: &Method::GET, path: "/metrics", query: None, body: b"" }, &state);
+        assert_eq!(metrics.headers()[CONTENT_TYPE], "text/plain; version=0.0.4");
+        let post = respond(&Call { method: &Method::POST, path: "/metrics", query: None, body: b"" }, &state);
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[ALLOW], "GET, HEAD");
+        assert_eq!(call(&state, Method::GET, "/nope", "").0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn topics_are_created_listed_refused_and_deleted() {
+        let (_dir, state) = state();
+        let (status, topic) = call(&state, Method::POST, "/v1/topics", r#"{"name":"orders","type":"fifo","queues":8}"#);
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(topic["queues"], 8);
+        let (_, list) = call(&state, Method::GET, "/v1/topics", "");
+        assert_eq!(list[0]["type"], "fifo");
+        let (status, err) = call(&state, Method::POST, "/v1/topics", r#"{"name":"orders","type":"normal","queues":8}"#);
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        let (status, err) = call(&state, Method::POST, "/v1/topics", r#"{"name":"x","type":"weird","queues":1}"#);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(err["error"].as_str().unwrap_or_default().contains("weird"), "{err}");
+        assert_eq!(call(&state, Method::DELETE, "/v1/topics/orders", "").0, StatusCode::OK);
+        assert_eq!(call(&state, Method::DELETE, "/v1/topics/orders", "").0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn groups_are_saved_with_defaults_and_unknown_groups_have_no_lag() {
+        let (_dir, state) = state();
+        let (status, group) =
+            call(&state, Method::POST, "/v1/groups", r#"{"name":"billing","fifo":true,"max_attempts":5}"#);
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!((group["fifo"].as_bool(), group["max_attempts"].as_u64()), (Some(true), Some(5)));
+        assert_eq!(call(&state, Method::GET, "/v1/groups/billing/lag", "").0, StatusCode::OK);
+        assert_eq!(call(&state, Method::GET, "/v1/groups/nobody/lag", "").0, StatusCode::NOT_FOUND);
+        assert_eq!(call(&state, Method::GET, "/v1/messages", "").0, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&state, Method::GET, "/v1/messages?id=none", "").1, serde_json::json!([]));
+    }
+}

@@ -1,0 +1,106 @@
+//! The clients the broker knows: their Settings, their kind, and the Telemetry stream that carries
+//! commands from the broker to them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ferrymq_proto::grpc::v2::{Settings, TelemetryCommand, settings::PubSub};
+use tokio::sync::mpsc;
+
+/// Commands queued to one client; a client that does not read them gets no more.
+pub const TELEMETRY_QUEUE_MAX: usize = 64;
+
+pub type TelemetrySender = mpsc::Sender<Result<TelemetryCommand, tonic::Status>>;
+
+#[derive(Debug)]
+struct Client {
+    settings: Option<Settings>,
+    telemetry: Option<TelemetrySender>,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Clients {
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl Clients {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Client>> {
+        self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn entry<'a>(map: &'a mut HashMap<String, Client>, client_id: &str) -> &'a mut Client {
+        map.entry(client_id.to_owned()).or_insert_with(|| Client {
+            settings: None,
+            telemetry: None,
+            last_seen: Instant::now(),
+        })
+    }
+
+    /// Records that the client was heard from.
+    pub fn touch(&self, client_id: &str) {
+        Self::entry(&mut self.lock(), client_id).last_seen = Instant::now();
+    }
+
+    pub fn set_settings(&self, client_id: &str, settings: Settings) {
+        let mut map = self.lock();
+        let client = Self::entry(&mut map, client_id);
+        client.settings = Some(settings);
+        client.last_seen = Instant::now();
+    }
+
+    pub fn attach_telemetry(&self, client_id: &str, sender: TelemetrySender) {
+        let mut map = self.lock();
+        let client = Self::entry(&mut map, client_id);
+        client.telemetry = Some(sender);
+        client.last_seen = Instant::now();
+    }
+
+    /// Forgets the telemetry stream `sender` belongs to, if it is still the client's current one.
+    pub fn detach_telemetry(&self, client_id: &str, sender: &TelemetrySender) {
+        if let Some(client) = self.lock().get_mut(client_id)
+            && client.telemetry.as_ref().is_some_and(|t| t.same_channel(sender))
+        {
+            client.telemetry = None;
+        }
+    }
+
+    pub fn remove(&self, client_id: &str) {
+        self.lock().remove(client_id);
+    }
+
+    /// Clients neither streaming telemetry nor heard from within `timeout`; they are removed.
+    pub fn take_idle(&self, timeout: Duration) -> Vec<String> {
+        let mut map = self.lock();
+        let idle: Vec<String> = map
+            .iter()
+            .filter(|(_, c)| c.telemetry.as_ref().is_none_or(|t| t.is_closed()) && c.last_seen.elapsed() > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &idle {
+            map.remove(id);
+        }
+        idle
+    }
+
+    /// Live telemetry streams of producers that announced `topic`.
+    pub fn producers_of(&self, topic: &str) -> Vec<(String, TelemetrySender)> {
+        self.lock()
+            .iter()
+            .filter_map(|(id, c)| {
+                let publishing = match c.settings.as_ref()?.pub_sub.as_ref()? {
+                    PubSub::Publishing(p) => p,
+                    PubSub::Subscription(_) => return None,
+                };
+                let announced = publishing.topics.iter().any(|t| t.name == topic);
+                let telemetry = c.telemetry.as_ref().filter(|t| !t.is_closed())?;
+                announced.then(|| (id.clone(), telemetry.clone()))
+            })
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+}

@@ -1,0 +1,156 @@
+//! The RocketMQ 5 gRPC front end (`apache.rocketmq.v2.MessagingService`, port 8081 by default).
+//!
+//! `service.rs` maps each RPC onto a `GrpcState` method in the module for its concern: `route`
+//! (QueryRoute, QueryAssignment), `produce` (SendMessage), `consume` (receive, ack, invisible time,
+//! dead letters), `pull` (pull and offsets), `telemetry` (Settings and server commands). `convert`
+//! translates messages, `status` errors, `settings` the Settings reply.
+
+mod arrivals;
+mod clients;
+mod consume;
+mod convert;
+mod produce;
+mod pull;
+mod route;
+mod service;
+mod settings;
+mod status;
+mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrymq_broker::Broker;
+use ferrymq_proto::grpc::v2::messaging_service_server::MessagingServiceServer;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, watch};
+
+pub use arrivals::Arrivals;
+pub use clients::Clients;
+pub use service::Messaging;
+
+/// The gRPC endpoint's settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Listen address for RocketMQ 5 clients.
+    pub listen: SocketAddr,
+    /// `host:port` clients are told to use for this broker when they did not say how they reached it;
+    /// defaults to the listen address (127.0.0.1 when listening on all interfaces).
+    pub advertised_address: Option<String>,
+    /// The broker name shown in routes.
+    pub broker_name: String,
+    /// Longest a receive or pull waits for messages.
+    pub long_polling_ms_max: i64,
+    /// Bounds of the invisible time a consumer may ask for.
+    pub invisible_ms_min: i64,
+    pub invisible_ms_max: i64,
+    /// Invisible time of auto-renewed (push consumer) deliveries, renewed while the client lives.
+    pub auto_renew_invisible_ms: i64,
+    /// A client neither streaming telemetry nor heard from for this long is forgotten, and what it
+    /// held is released for redelivery.
+    pub client_idle_timeout_ms: u64,
+    /// Receives waiting at once; more are answered TOO_MANY_REQUESTS.
+    pub receive_waiters_max: usize,
+    /// Largest gRPC message accepted (a batch of messages in one SendMessage).
+    pub request_bytes_max: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            advertised_address: None,
+            broker_name: "ferrymq".into(),
+            long_polling_ms_max: 20_000,
+            invisible_ms_min: 10_000,
+            invisible_ms_max: 12 * 3_600_000,
+            auto_renew_invisible_ms: 60_000,
+            client_idle_timeout_ms: 120_000,
+            receive_waiters_max: 10_000,
+            request_bytes_max: 64 << 20,
+        }
+    }
+}
+
+impl GrpcConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.long_polling_ms_max <= 0 || self.invisible_ms_min < 0 || self.invisible_ms_max < self.invisible_ms_min {
+            return Err("long_polling_ms_max must be positive and invisible_ms_min <= invisible_ms_max".into());
+        }
+        if self.auto_renew_invisible_ms <= 0 || self.receive_waiters_max == 0 || self.request_bytes_max == 0 {
+            return Err("auto_renew_invisible_ms, receive_waiters_max and request_bytes_max must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// What every RPC shares.
+#[derive(Debug)]
+pub struct GrpcState {
+    pub broker: Arc<Broker>,
+    pub clients: Clients,
+    pub arrivals: Arc<Arrivals>,
+    pub config: GrpcConfig,
+    /// Where the listener actually bound (port 0 resolved).
+    pub bound: SocketAddr,
+    waiters: Semaphore,
+}
+
+impl GrpcState {
+    pub fn new(broker: Arc<Broker>, arrivals: Arc<Arrivals>, config: GrpcConfig, bound: SocketAddr) -> Self {
+        let waiters = Semaphore::new(config.receive_waiters_max);
+        Self { broker, clients: Clients::default(), arrivals, config, bound, waiters }
+    }
+
+    fn advertised(&self) -> (String, i32) {
+        if let Some((host, port)) = self.config.advertised_address.as_deref().and_then(|a| a.rsplit_once(':'))
+            && let Ok(port) = port.parse()
+        {
+            return (host.trim_matches(['[', ']']).to_owned(), port);
+        }
+        let ip = if self.bound.ip().is_unspecified() { "127.0.0.1".to_owned() } else { self.bound.ip().to_string() };
+        (ip, i32::from(self.bound.port()))
+    }
+
+    /// Connected clients, for metrics.
+    pub fn client_count(&self) -> usize {
+        self.clients.count()
+    }
+
+    /// Forgets clients that went silent and releases what they held. Runs until `stop`.
+    pub async fn expire_idle_clients(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let timeout = Duration::from_millis(self.config.client_idle_timeout_ms);
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            for client in self.clients.take_idle(timeout) {
+                let released = self.broker.delivery().release_client(&client);
+                tracing::info!(%client, released, "client went silent; forgotten");
+            }
+        }
+    }
+}
+
+/// Serves gRPC on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<GrpcState>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let request_bytes_max = state.config.request_bytes_max;
+    let service = MessagingServiceServer::new(Messaging { state })
+        .max_decoding_message_size(request_bytes_max)
+        .max_encoding_message_size(request_bytes_max);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
+            let _ = stop.changed().await;
+        })
+        .await
+}

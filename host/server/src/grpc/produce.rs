@@ -1,0 +1,76 @@
+//! SendMessage: check, store, and report each message of a request.
+
+use std::net::SocketAddr;
+
+use ferrymq_proto::grpc::v2::{self as pb, Code};
+use tokio::sync::oneshot;
+
+use super::GrpcState;
+use super::convert;
+use super::status::{from_send, ok, overall, status};
+
+/// Most messages in one SendMessage request.
+pub const SEND_BATCH_MAX: usize = 1024;
+
+enum Pending {
+    Failed(String, pb::Status),
+    Stored(String, oneshot::Receiver<Result<ferrymq_broker::SendReceipt, ferrymq_broker::SendError>>),
+}
+
+impl GrpcState {
+    pub async fn send_message(
+        &self,
+        request: pb::SendMessageRequest,
+        peer: Option<SocketAddr>,
+    ) -> pb::SendMessageResponse {
+        let fail = |status| pb::SendMessageResponse { status: Some(status), entries: Vec::new() };
+        if request.messages.is_empty() {
+            return fail(status(Code::BadRequest, "no messages to send"));
+        }
+        if request.messages.len() > SEND_BATCH_MAX {
+            return fail(status(Code::PayloadTooLarge, format!("more than {SEND_BATCH_MAX} messages in one request")));
+        }
+        let mut pending = Vec::with_capacity(request.messages.len());
+        for message in &request.messages {
+            let id = message.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+            match convert::outgoing(message, peer) {
+                Err(status) => pending.push(Pending::Failed(id, status)),
+                Ok(outgoing) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.broker.send(&outgoing, Box::new(move |result| drop(tx.send(result))));
+                    pending.push(Pending::Stored(id, rx));
+                }
+            }
+        }
+        let mut entries = Vec::with_capacity(pending.len());
+        for p in pending {
+            let entry = match p {
+                Pending::Failed(message_id, status) => {
+                    pb::SendResultEntry { status: Some(status), message_id, ..pb::SendResultEntry::default() }
+                }
+                Pending::Stored(message_id, rx) => match rx.await {
+                    Ok(Ok(receipt)) => pb::SendResultEntry {
+                        status: Some(ok()),
+                        message_id: receipt.message_id,
+                        transaction_id: String::new(),
+                        offset: receipt.queue_offset as i64,
+                        recall_handle: String::new(),
+                    },
+                    Ok(Err(err)) => pb::SendResultEntry {
+                        status: Some(from_send(&err)),
+                        message_id,
+                        ..pb::SendResultEntry::default()
+                    },
+                    Err(_) => pb::SendResultEntry {
+                        status: Some(status(Code::InternalServerError, "the store stopped before answering")),
+                        message_id,
+                        ..pb::SendResultEntry::default()
+                    },
+                },
+            };
+            entries.push(entry);
+        }
+        let status = overall(entries.iter().filter_map(|e| e.status.as_ref()));
+        pb::SendMessageResponse { status: Some(status), entries }
+    }
+}

@@ -1,0 +1,105 @@
+//! QueryRoute and QueryAssignment: where a topic's queues are and which a consumer should read.
+
+use ferrymq_broker::metadata::{TIMER_TOPIC, TopicConfig, TopicType, is_system_topic};
+use ferrymq_proto::grpc::v2::{self as pb, Code};
+
+use super::GrpcState;
+use super::status::{ok, status};
+
+fn accepted_types(message_type: TopicType) -> Vec<i32> {
+    let all = [pb::MessageType::Normal, pb::MessageType::Fifo, pb::MessageType::Delay, pb::MessageType::Transaction];
+    let types: Vec<pb::MessageType> = match message_type {
+        TopicType::Normal => vec![pb::MessageType::Normal],
+        TopicType::Fifo => vec![pb::MessageType::Fifo],
+        TopicType::Delay => vec![pb::MessageType::Delay],
+        TopicType::Transaction => vec![pb::MessageType::Transaction],
+        TopicType::Mixed => all.to_vec(),
+    };
+    types.into_iter().map(|t| t as i32).collect()
+}
+
+impl GrpcState {
+    /// Where clients reach this broker: the address they used, else the configured one.
+    pub fn endpoints(&self, asked: Option<&pb::Endpoints>) -> pb::Endpoints {
+        if let Some(asked) = asked.filter(|e| !e.addresses.is_empty()) {
+            return asked.clone();
+        }
+        let (host, port) = self.advertised();
+        let scheme = if host.parse::<std::net::Ipv4Addr>().is_ok() {
+            pb::AddressScheme::IPv4
+        } else if host.parse::<std::net::Ipv6Addr>().is_ok() {
+            pb::AddressScheme::IPv6
+        } else {
+            pb::AddressScheme::DomainName
+        };
+        pb::Endpoints { scheme: scheme as i32, addresses: vec![pb::Address { host, port }] }
+    }
+
+    fn queue(
+        &self,
+        topic: &TopicConfig,
+        id: i32,
+        permission: pb::Permission,
+        endpoints: &pb::Endpoints,
+    ) -> pb::MessageQueue {
+        pb::MessageQueue {
+            topic: Some(pb::Resource { resource_namespace: String::new(), name: topic.name.clone() }),
+            id,
+            permission: permission as i32,
+            broker: Some(pb::Broker {
+                name: self.config.broker_name.clone(),
+                id: 0,
+                endpoints: Some(endpoints.clone()),
+            }),
+            accept_message_types: accepted_types(topic.message_type),
+        }
+    }
+
+    /// A topic clients may address by name: known, and not the broker's own timer topic.
+    fn routable(&self, topic: Option<&pb::Resource>) -> Result<TopicConfig, pb::Status> {
+        let name = topic.map(|t| t.name.as_str()).unwrap_or_default();
+        if name.is_empty() || name == TIMER_TOPIC {
+            return Err(status(Code::IllegalTopic, format!("topic {name:?} cannot be addressed")));
+        }
+        self.broker
+            .metadata()
+            .topic(name)
+            .ok_or_else(|| status(Code::TopicNotFound, format!("topic {name:?} does not exist")))
+    }
+
+    pub fn query_route(&self, request: &pb::QueryRouteRequest) -> pb::QueryRouteResponse {
+        let topic = match self.routable(request.topic.as_ref()) {
+            Ok(topic) => topic,
+            Err(status) => return pb::QueryRouteResponse { status: Some(status), message_queues: Vec::new() },
+        };
+        let endpoints = self.endpoints(request.endpoints.as_ref());
+        // Retry and dead-letter topics can be read, not written.
+        let permission = if is_system_topic(&topic.name) { pb::Permission::Read } else { pb::Permission::ReadWrite };
+        let message_queues =
+            (0..topic.queues as i32).map(|id| self.queue(&topic, id, permission, &endpoints)).collect();
+        pb::QueryRouteResponse { status: Some(ok()), message_queues }
+    }
+
+    pub fn query_assignment(&self, request: &pb::QueryAssignmentRequest) -> pb::QueryAssignmentResponse {
+        let fail = |status| pb::QueryAssignmentResponse { status: Some(status), assignments: Vec::new() };
+        let topic = match self.routable(request.topic.as_ref()) {
+            Ok(topic) => topic,
+            Err(status) => return fail(status),
+        };
+        let group = match self.group(request.group.as_ref()) {
+            Ok(group) => group,
+            Err(status) => return fail(status),
+        };
+        let endpoints = self.endpoints(request.endpoints.as_ref());
+        // The broker hands out messages from every queue to any receive, so one assignment suffices for
+        // ordinary groups (queue -1 means "any queue"); FIFO groups get one per queue.
+        let ids: Vec<i32> = if group.fifo { (0..topic.queues as i32).collect() } else { vec![-1] };
+        let assignments = ids
+            .into_iter()
+            .map(|id| pb::Assignment {
+                message_queue: Some(self.queue(&topic, id, pb::Permission::ReadWrite, &endpoints)),
+            })
+            .collect();
+        pb::QueryAssignmentResponse { status: Some(ok()), assignments }
+    }
+}

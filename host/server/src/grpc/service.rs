@@ -1,0 +1,232 @@
+//! `apache.rocketmq.v2.MessagingService`: each RPC reads the caller's identity and deadline, then
+//! hands over to the `GrpcState` method that does the work. Business errors are `Status` codes in an
+//! OK response; gRPC errors are reserved for broken requests (no client id, an invalid stream).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferrymq_proto::grpc::v2::{self as pb, Code, messaging_service_server::MessagingService};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::GrpcState;
+use super::status::status;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The gRPC service, a cheap handle on the shared state.
+#[derive(Clone, Debug)]
+pub struct Messaging {
+    pub state: Arc<GrpcState>,
+}
+
+const CLIENT_ID: &str = "x-mq-client-id";
+
+/// The client's id, from the `x-mq-client-id` header every official client sends.
+fn client_id<T>(request: &Request<T>) -> Result<String, Status> {
+    match request.metadata().get(CLIENT_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() => Ok(id.to_owned()),
+        _ => Err(Status::invalid_argument(format!(
+            "{CLIENT_ID} header is required ({})",
+            Code::ClientIdRequired.as_str_name()
+        ))),
+    }
+}
+
+/// Milliseconds left before the caller's deadline (`grpc-timeout`), if it set one.
+fn deadline_ms<T>(request: &Request<T>) -> Option<i64> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: i64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => n.saturating_mul(3_600_000),
+        "M" => n.saturating_mul(60_000),
+        "S" => n.saturating_mul(1_000),
+        "m" => n,
+        "u" => n / 1_000,
+        "n" => n / 1_000_000,
+        _ => return None,
+    })
+}
+
+fn stream<T: Send + 'static>(items: Vec<T>) -> BoxStream<T> {
+    Box::pin(tokio_stream::iter(items.into_iter().map(Ok)))
+}
+
+#[tonic::async_trait]
+impl MessagingService for Messaging {
+    async fn query_route(
+        &self,
+        request: Request<pb::QueryRouteRequest>,
+    ) -> Result<Response<pb::QueryRouteResponse>, Status> {
+        if let Ok(id) = client_id(&request) {
+            self.state.clients.touch(&id);
+        }
+        Ok(Response::new(self.state.query_route(request.get_ref())))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let id = client_id(&request)?;
+        self.state.clients.touch(&id);
+        let status = match request.get_ref().group.as_ref().filter(|g| !g.name.is_empty()) {
+            Some(group) => self.state.group(Some(group)).map(|_| super::status::ok()).unwrap_or_else(|s| s),
+            None => super::status::ok(),
+        };
+        Ok(Response::new(pb::HeartbeatResponse { status: Some(status) }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let peer = request.remote_addr();
+        if let Ok(id) = client_id(&request) {
+            self.state.clients.touch(&id);
+        }
+        Ok(Response::new(self.state.send_message(request.into_inner(), peer).await))
+    }
+
+    async fn query_assignment(
+        &self,
+        request: Request<pb::QueryAssignmentRequest>,
+    ) -> Result<Response<pb::QueryAssignmentResponse>, Status> {
+        Ok(Response::new(self.state.query_assignment(request.get_ref())))
+    }
+
+    type ReceiveMessageStream = BoxStream<pb::ReceiveMessageResponse>;
+
+    async fn receive_message(
+        &self,
+        request: Request<pb::ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
+        let id = client_id(&request)?;
+        self.state.clients.touch(&id);
+        let deadline = deadline_ms(&request);
+        let responses = self.state.receive_message(&id, request.into_inner(), deadline).await;
+        Ok(Response::new(stream(responses)))
+    }
+
+    async fn ack_message(
+        &self,
+        request: Request<pb::AckMessageRequest>,
+    ) -> Result<Response<pb::AckMessageResponse>, Status> {
+        let id = client_id(&request)?;
+        Ok(Response::new(self.state.ack_message(&id, request.get_ref())))
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, Status> {
+        let id = client_id(&request)?;
+        Ok(Response::new(self.state.forward_to_dead_letter_queue(&id, request.into_inner()).await))
+    }
+
+    type PullMessageStream = BoxStream<pb::PullMessageResponse>;
+
+    async fn pull_message(
+        &self,
+        request: Request<pb::PullMessageRequest>,
+    ) -> Result<Response<Self::PullMessageStream>, Status> {
+        let deadline = deadline_ms(&request);
+        Ok(Response::new(stream(self.state.pull_message(request.into_inner(), deadline).await)))
+    }
+
+    async fn update_offset(
+        &self,
+        request: Request<pb::UpdateOffsetRequest>,
+    ) -> Result<Response<pb::UpdateOffsetResponse>, Status> {
+        Ok(Response::new(self.state.update_offset(request.get_ref())))
+    }
+
+    async fn get_offset(
+        &self,
+        request: Request<pb::GetOffsetRequest>,
+    ) -> Result<Response<pb::GetOffsetResponse>, Status> {
+        Ok(Response::new(self.state.get_offset(request.get_ref())))
+    }
+
+    async fn query_offset(
+        &self,
+        request: Request<pb::QueryOffsetRequest>,
+    ) -> Result<Response<pb::QueryOffsetResponse>, Status> {
+        Ok(Response::new(self.state.query_offset(request.get_ref())))
+    }
+
+    async fn end_transaction(
+        &self,
+        _request: Request<pb::EndTransactionRequest>,
+    ) -> Result<Response<pb::EndTransactionResponse>, Status> {
+        let status = status(Code::Unsupported, "transactional messages are not supported by this broker yet");
+        Ok(Response::new(pb::EndTransactionResponse { status: Some(status) }))
+    }
+
+    type TelemetryStream = BoxStream<pb::TelemetryCommand>;
+
+    async fn telemetry(
+        &self,
+        request: Request<tonic::Streaming<pb::TelemetryCommand>>,
+    ) -> Result<Response<Self::TelemetryStream>, Status> {
+        let id = client_id(&request)?;
+        let rx = self.state.telemetry(id, request.into_inner());
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn notify_client_termination(
+        &self,
+        request: Request<pb::NotifyClientTerminationRequest>,
+    ) -> Result<Response<pb::NotifyClientTerminationResponse>, Status> {
+        let id = client_id(&request)?;
+        self.state.broker.delivery().release_client(&id);
+        self.state.clients.remove(&id);
+        Ok(Response::new(pb::NotifyClientTerminationResponse { status: Some(super::status::ok()) }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<pb::ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, Status> {
+        let id = client_id(&request)?;
+        Ok(Response::new(self.state.change_invisible_duration(&id, request.get_ref())))
+    }
+
+    async fn recall_message(
+        &self,
+        _request: Request<pb::RecallMessageRequest>,
+    ) -> Result<Response<pb::RecallMessageResponse>, Status> {
+        let status = status(Code::Unsupported, "recalling delay messages is not supported by this broker yet");
+        Ok(Response::new(pb::RecallMessageResponse { status: Some(status), message_id: String::new() }))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        _request: Request<pb::SyncLiteSubscriptionRequest>,
+    ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, Status> {
+        let status = status(Code::Unsupported, "lite topics are not supported by this broker");
+        Ok(Response::new(pb::SyncLiteSubscriptionResponse { status: Some(status) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_timeout(value: &str) -> Request<()> {
+        let mut request = Request::new(());
+        request.metadata_mut().insert("grpc-timeout", value.parse().expect("header"));
+        request
+    }
+
+    #[test]
+    fn grpc_timeouts_of_every_unit_are_read() {
+        assert_eq!(deadline_ms(&with_timeout("3S")), Some(3_000));
+        assert_eq!(deadline_ms(&with_timeout("2999m")), Some(2_999));
+        assert_eq!(deadline_ms(&with_timeout("1M")), Some(60_000));
+        assert_eq!(deadline_ms(&with_timeout("5000000u")), Some(5_000));
+        assert_eq!(deadline_ms(&with_timeout("x")), None);
+        assert_eq!(deadline_ms(&Request::new(())), None);
+    }
+}
