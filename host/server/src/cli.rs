@@ -19,6 +19,9 @@ pub enum Command {
     /// (/healthz, /metrics, /v1/…) on 127.0.0.1:8082, data in ./data, async flush. Stops cleanly on
     /// SIGTERM or Ctrl-C.
     Standalone(StandaloneArgs),
+    /// Manage a running broker: topics, groups, offsets, consumer lag, message lookup
+    /// (through its admin endpoint, 127.0.0.1:8082 unless --admin-addr or FERRYMQ_ADMIN says otherwise).
+    Admin(crate::admin_cli::AdminArgs),
     /// Print or check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -5,6 +5,7 @@
 //! context; the crates below keep typed errors.
 
 pub mod admin;
+pub mod admin_cli;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
@@ -22,6 +23,7 @@ use config::ServerConfig;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Standalone(args) => standalone::run(args),
+        Command::Admin(args) => admin_cli::run(args),
         Command::Config(ConfigCommand::Default) => {
             print!("{}", ServerConfig::default_toml()?);
             Ok(ExitCode::SUCCESS)

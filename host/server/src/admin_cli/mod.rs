@@ -1,0 +1,259 @@
+//! `ferrymq admin …`: manage a running broker through its admin HTTP API.
+
+mod http;
+mod time;
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The broker's admin endpoint.
+    #[arg(long, global = true, env = "FERRYMQ_ADMIN", default_value = "127.0.0.1:8082", value_name = "HOST:PORT")]
+    pub admin_addr: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create, list and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Create and list consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Move a consumer group's position.
+    #[command(subcommand)]
+    Offset(OffsetCommand),
+    /// Inspect consumer progress.
+    #[command(subcommand)]
+    Consumer(ConsumerCommand),
+    /// Look messages up.
+    #[command(subcommand)]
+    Message(MessageCommand),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TopicKind {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+    Mixed,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic (again with the same type to add queues).
+    Create {
+        name: String,
+        /// Which messages the topic takes.
+        #[arg(long = "type", value_enum, default_value = "normal")]
+        kind: TopicKind,
+        /// Number of queues.
+        #[arg(long, default_value_t = 8)]
+        queues: u32,
+    },
+    /// List topics.
+    List,
+    /// Delete a topic (its stored messages age out with retention).
+    Delete { name: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ConsumeFromArg {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create or update a consumer group.
+    Create {
+        name: String,
+        /// Deliver each message group in order, one message of a group in flight at a time.
+        #[arg(long)]
+        fifo: bool,
+        /// Deliveries before a message goes to %DLQ%<group> (default 17).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Every consumer of the group gets every message.
+        #[arg(long)]
+        broadcast: bool,
+        /// Where a new group starts reading.
+        #[arg(long, value_enum)]
+        consume_from: Option<ConsumeFromArg>,
+    },
+    /// List consumer groups.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetCommand {
+    /// Move a group's position in every queue of a topic to the first message stored at or after a time.
+    Reset {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Milliseconds since the epoch, `now`, `-2h` (ago), or RFC 3339 like 2026-11-25T08:00:00Z.
+        #[arg(long, allow_hyphen_values = true)]
+        to_time: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsumerCommand {
+    /// Committed offset, end and lag per queue of a group.
+    Lag {
+        #[arg(long)]
+        group: String,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// Find messages by id, or by topic and business key.
+    Get {
+        #[arg(long, conflicts_with_all = ["key", "topic"])]
+        id: Option<String>,
+        #[arg(long, requires = "key")]
+        topic: Option<String>,
+        #[arg(long, requires = "topic")]
+        key: Option<String>,
+    },
+}
+
+/// Percent-escapes a query value.
+fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Prints rows as aligned columns.
+fn table(rows: &[Value], columns: &[&str]) {
+    let cell = |row: &Value, c: &str| match &row[c] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> =
+        columns.iter().map(|c| rows.iter().map(|r| cell(r, c).len()).max().unwrap_or(0).max(c.len())).collect();
+    let line = |cells: Vec<String>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+    };
+    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
+    for row in rows {
+        println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
+    }
+}
+
+pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    // Piped into `head`, a command-line tool should stop quietly when the pipe closes, as Unix tools do
+    // (Rust ignores SIGPIPE by default, which makes printing panic instead).
+    // SAFETY: restoring the default disposition of a signal has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let (method, path, body, columns): (&str, String, Option<Value>, &[&str]) = match &args.command {
+        AdminCommand::Topic(TopicCommand::Create { name, kind, queues }) => {
+            let kind = format!("{kind:?}").to_lowercase();
+            (
+                "POST",
+                "/v1/topics".into(),
+                Some(json!({ "name": name, "type": kind, "queues": queues })),
+                &["name", "type", "queues"],
+            )
+        }
+        AdminCommand::Topic(TopicCommand::List) => ("GET", "/v1/topics".into(), None, &["name", "type", "queues"]),
+        AdminCommand::Topic(TopicCommand::Delete { name }) => {
+            ("DELETE", format!("/v1/topics/{}", escape(name)), None, &["deleted"])
+        }
+        AdminCommand::Group(GroupCommand::Create { name, fifo, max_attempts, broadcast, consume_from }) => {
+            let mut body = json!({ "name": name, "fifo": fifo, "broadcast": broadcast });
+            if let Some(n) = max_attempts {
+                body["max_attempts"] = json!(n);
+            }
+            if let Some(from) = consume_from {
+                body["consume_from"] = json!(format!("{from:?}").to_lowercase());
+            }
+            ("POST", "/v1/groups".into(), Some(body), &["name", "fifo", "max_attempts", "broadcast", "consume_from"])
+        }
+        AdminCommand::Group(GroupCommand::List) => {
+            ("GET", "/v1/groups".into(), None, &["name", "fifo", "max_attempts", "broadcast", "consume_from"])
+        }
+        AdminCommand::Offset(OffsetCommand::Reset { group, topic, to_time }) => {
+            let time_ms = time::parse_time(to_time, now_ms())?;
+            let body = json!({ "topic": topic, "time_ms": time_ms });
+            ("POST", format!("/v1/groups/{}/offsets/reset", escape(group)), Some(body), &["queue_id", "offset"])
+        }
+        AdminCommand::Consumer(ConsumerCommand::Lag { group, topic }) => {
+            let query = topic.as_deref().map(|t| format!("?topic={}", escape(t))).unwrap_or_default();
+            (
+                "GET",
+                format!("/v1/groups/{}/lag{query}", escape(group)),
+                None,
+                &["subscriber", "topic", "queue_id", "committed", "max", "lag", "in_flight"],
+            )
+        }
+        AdminCommand::Message(MessageCommand::Get { id, topic, key }) => {
+            let query = match (id, topic, key) {
+                (Some(id), _, _) => format!("id={}", escape(id)),
+                (None, Some(topic), Some(key)) => format!("topic={}&key={}", escape(topic), escape(key)),
+                _ => bail!("give --id, or --topic and --key"),
+            };
+            (
+                "GET",
+                format!("/v1/messages?{query}"),
+                None,
+                &["topic", "queue_id", "queue_offset", "store_time_ms", "body_bytes", "body"],
+            )
+        }
+    };
+    let (status, response) = http::request(&args.admin_addr, method, &path, body.as_ref())?;
+    if !(200..300).contains(&status) {
+        let reason = response["error"].as_str().map_or_else(|| response.to_string(), str::to_owned);
+        eprintln!("ferrymq admin: {reason} (HTTP {status})");
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+    } else {
+        let rows = match response {
+            Value::Array(rows) => rows,
+            other => vec![other],
+        };
+        table(&rows, columns);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_escaped() {
+        assert_eq!(escape("%DLQ%g 1"), "%25DLQ%25g%201");
+        assert_eq!(escape("plain-id_1.2~"), "plain-id_1.2~");
+    }
+}
