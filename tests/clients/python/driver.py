@@ -1,0 +1,172 @@
+"""Drives the official RocketMQ Python client (rocketmq-python-client) for ferrymq's tests.
+
+See ../README.md for the command line and the JSON events printed on stdout.
+"""
+
+import argparse
+import json
+import sys
+import threading
+import time
+
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
+                      MessageListener, Producer, PushConsumer, SimpleConsumer)
+from rocketmq.grpc_protocol import FilterType
+
+
+def emit(**event):
+    print(json.dumps(event), flush=True)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def filter_of(args):
+    kind = FilterType.SQL if args.filter_type == "sql" else FilterType.TAG
+    return FilterExpression(args.expr, kind)
+
+
+def describe(msg):
+    return {
+        "id": msg.message_id,
+        "topic": msg.topic,
+        "body": msg.body.decode("utf-8", "replace"),
+        "tag": msg.tag,
+        "keys": sorted(msg.keys or []),
+        "properties": dict(msg.properties or {}),
+        "attempt": msg.delivery_attempt,
+        "message_group": msg.message_group,
+        "delivery_ms": msg.delivery_timestamp,
+        "received_ms": now_ms(),
+    }
+
+
+def produce(args, config):
+    producer = Producer(config, (args.topic,))
+    producer.startup()
+    sent = 0
+    try:
+        for i in range(args.count):
+            msg = Message()
+            msg.topic = args.topic
+            body = f"{args.prefix}{i}"
+            if args.body_bytes:
+                body = body.ljust(args.body_bytes, "x")
+            msg.body = body.encode()
+            if args.tag:
+                msg.tag = args.tag
+            # The client's `keys` setter adds one key per assignment.
+            for key in (args.keys.split(",") if args.keys else []):
+                msg.keys = key
+            if args.message_group:
+                msg.message_group = args.message_group
+            if args.delay_ms is not None:
+                msg.delivery_timestamp = now_ms() + args.delay_ms
+            for prop in args.property:
+                key, _, value = prop.partition("=")
+                msg.add_property(key, value)
+            try:
+                receipt = producer.send(msg)
+                emit(event="sent", index=i, id=receipt.message_id)
+                sent += 1
+            except Exception as e:  # the client reports broker and client-side refusals alike
+                emit(event="error", index=i, error=f"{type(e).__name__}: {e}")
+    finally:
+        producer.shutdown()
+    return sent
+
+
+def simple(args, config):
+    consumer = SimpleConsumer(config, args.group, {args.topic: filter_of(args)}, await_duration=args.await_s)
+    consumer.startup()
+    count = 0
+    deadline = time.time() + args.timeout_s
+    try:
+        while count < args.expect and time.time() < deadline:
+            for msg in consumer.receive(args.batch, args.invisible_s):
+                emit(event="received", **describe(msg))
+                count += 1
+                if not args.no_ack:
+                    consumer.ack(msg)
+                    emit(event="acked", id=msg.message_id)
+    finally:
+        consumer.shutdown()
+    return count
+
+
+class Listener(MessageListener):
+    def __init__(self, fail_times):
+        self.fail_times = fail_times
+        self.failures = {}
+        self.consumed = 0
+        self.lock = threading.Lock()
+
+    def consume(self, message):
+        emit(event="received", **describe(message))
+        with self.lock:
+            failed = self.failures.get(message.message_id, 0)
+            if failed < self.fail_times:
+                self.failures[message.message_id] = failed + 1
+                return ConsumeResult.FAILURE
+            self.consumed += 1
+        emit(event="consumed", id=message.message_id)
+        return ConsumeResult.SUCCESS
+
+
+def push(args, config):
+    listener = Listener(args.fail_times)
+    consumer = PushConsumer(config, args.group, listener, {args.topic: filter_of(args)})
+    consumer.startup()
+    deadline = time.time() + args.timeout_s
+    try:
+        while listener.consumed < args.expect and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        consumer.shutdown()
+    return listener.consumed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("endpoint")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("produce")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--prefix", default="m")
+    p.add_argument("--tag")
+    p.add_argument("--keys")
+    p.add_argument("--message-group")
+    p.add_argument("--delay-ms", type=int)
+    p.add_argument("--property", action="append", default=[])
+    p.add_argument("--body-bytes", type=int)
+    for name in ("simple", "push"):
+        c = sub.add_parser(name)
+        c.add_argument("--group", required=True)
+        c.add_argument("--topic", required=True)
+        c.add_argument("--filter-type", choices=("tag", "sql"), default="tag")
+        c.add_argument("--expr", default="*")
+        c.add_argument("--expect", type=int, default=1)
+        c.add_argument("--timeout-s", type=float, default=30)
+        c.add_argument("--invisible-s", type=int, default=15)
+        c.add_argument("--batch", type=int, default=16)
+        c.add_argument("--await-s", type=int, default=5)
+        c.add_argument("--no-ack", action="store_true")
+        c.add_argument("--fail-times", type=int, default=0)
+    args = parser.parse_args()
+    config = ClientConfiguration(args.endpoint, Credentials())
+    try:
+        count = {"produce": produce, "simple": simple, "push": push}[args.command](args, config)
+    except Exception as e:
+        emit(event="fatal", error=f"{type(e).__name__}: {e}")
+        sys.exit(1)
+    emit(event="done", count=count)
+    # The client's background threads may linger; the run is over.
+    sys.stdout.flush()
+    import os
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
