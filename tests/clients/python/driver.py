@@ -42,35 +42,40 @@ def describe(msg):
     }
 
 
+def build(args, i):
+    msg = Message()
+    msg.topic = args.topic
+    body = f"{args.prefix}{i}"
+    if args.body_bytes:
+        body = body.ljust(args.body_bytes, "x")
+    msg.body = body.encode()
+    if args.tag:
+        msg.tag = args.tag
+    # The client's `keys` setter adds one key per assignment.
+    for key in (args.keys.split(",") if args.keys else []):
+        msg.keys = key
+    if args.message_group:
+        msg.message_group = args.message_group
+    if args.delay_ms is not None:
+        # This client takes the delivery time in whole seconds; round up so the delay is not shortened.
+        msg.delivery_timestamp = (now_ms() + args.delay_ms + 999) // 1000
+    for prop in args.property:
+        key, _, value = prop.partition("=")
+        msg.add_property(key, value)
+    return msg
+
+
 def produce(args, config):
     producer = Producer(config, (args.topic,))
     producer.startup()
     sent = 0
     try:
         for i in range(args.count):
-            msg = Message()
-            msg.topic = args.topic
-            body = f"{args.prefix}{i}"
-            if args.body_bytes:
-                body = body.ljust(args.body_bytes, "x")
-            msg.body = body.encode()
-            if args.tag:
-                msg.tag = args.tag
-            # The client's `keys` setter adds one key per assignment.
-            for key in (args.keys.split(",") if args.keys else []):
-                msg.keys = key
-            if args.message_group:
-                msg.message_group = args.message_group
-            if args.delay_ms is not None:
-                msg.delivery_timestamp = now_ms() + args.delay_ms
-            for prop in args.property:
-                key, _, value = prop.partition("=")
-                msg.add_property(key, value)
             try:
-                receipt = producer.send(msg)
+                receipt = producer.send(build(args, i))
                 emit(event="sent", index=i, id=receipt.message_id)
                 sent += 1
-            except Exception as e:  # the client reports broker and client-side refusals alike
+            except Exception as e:  # refusals by the client and by the broker alike
                 emit(event="error", index=i, error=f"{type(e).__name__}: {e}")
     finally:
         producer.shutdown()

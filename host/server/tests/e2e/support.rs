@@ -15,6 +15,7 @@ pub fn ferrymq() -> Command {
 pub struct Node {
     child: Child,
     pub admin: SocketAddr,
+    pub grpc: SocketAddr,
     log: Receiver<String>,
     pub log_lines: Vec<String>,
 }
@@ -43,11 +44,18 @@ impl Node {
                 }
             }
         });
-        let mut node = Node { child, admin: SocketAddr::from(([127, 0, 0, 1], 0)), log, log_lines: Vec::new() };
-        let line = node.wait_for_log("admin HTTP listening", Duration::from_secs(30));
-        let addr =
-            line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("address in log line");
-        node.admin = addr.parse().expect("admin address");
+        let unset = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut node = Node { child, admin: unset, grpc: unset, log, log_lines: Vec::new() };
+        let address = |line: String| -> SocketAddr {
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .expect("address in log line");
+            addr.parse().expect("listen address")
+        };
+        node.grpc = address(node.wait_for_log("gRPC listening", Duration::from_secs(30)));
+        node.admin = address(node.wait_for_log("admin HTTP listening", Duration::from_secs(30)));
         node.wait_for_log("ferrymq standalone ready", Duration::from_secs(30));
         node
     }
@@ -70,6 +78,39 @@ impl Node {
             }
         }
         panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log_lines.join("\n"));
+    }
+
+    /// Starts a node with settings that keep client tests short (1 s minimum invisible time, 50 ms
+    /// broker ticks).
+    pub fn start_for_clients(data_dir: &Path) -> Node {
+        let config = data_dir.with_extension("toml");
+        std::fs::write(&config, "[grpc]\ninvisible_ms_min = 1000\n[broker]\ntick_ms = 50\n").expect("write config");
+        Node::start(data_dir, &["--config", config.to_str().expect("utf-8 path")])
+    }
+
+    /// Runs `ferrymq admin <args>` against this node and returns its output; the command must succeed.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = ferrymq()
+            .arg("admin")
+            .args(["--admin-addr", &self.admin.to_string()])
+            .args(args)
+            .output()
+            .expect("run ferrymq admin");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "ferrymq admin {args:?} failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Stops the node with SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(20));
+        assert!(status.success(), "unclean stop {status:?}:\n{}", self.log_lines.join("\n"));
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {

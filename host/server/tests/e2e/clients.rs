@@ -1,0 +1,141 @@
+//! Running the official RocketMQ clients through their drivers in `tests/clients/` (installed by
+//! `scripts/test.sh`), and reading the JSON events they print.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// An official client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    Python,
+    Node,
+    Rust,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Client {
+    fn command(self) -> Command {
+        let clients = repo().join("tests/clients");
+        let (program, script): (PathBuf, Option<PathBuf>) = match self {
+            Client::Python => (clients.join("python/.venv/bin/python"), Some(clients.join("python/driver.py"))),
+            Client::Node => (PathBuf::from("node"), Some(clients.join("node/driver.js"))),
+            Client::Rust => (clients.join("rust/target/debug/driver"), None),
+        };
+        let installed = match self {
+            Client::Node => clients.join("node/node_modules/rocketmq-client-nodejs").exists(),
+            _ => program.exists(),
+        };
+        assert!(installed, "the official {self:?} client is not installed: run ./scripts/test.sh, which installs it");
+        let mut command = Command::new(program);
+        command.args(script);
+        // The clients write their own logs under $HOME; keep them out of the user's home.
+        command.env("HOME", std::env::temp_dir().join("ferrymq-client-home"));
+        command
+    }
+
+    /// Runs the driver with `args` against `endpoint` and returns its events. Fails the test if it
+    /// does not finish within `limit`.
+    pub fn run(self, endpoint: std::net::SocketAddr, args: &[&str], limit: Duration) -> Events {
+        let mut child = self
+            .command()
+            .arg(endpoint.to_string())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the {self:?} driver: {e}"));
+        let mut stdout = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
+        let deadline = Instant::now() + limit;
+        loop {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{self:?} driver {args:?} did not finish within {limit:?}; output so far: {}",
+                    reader.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        let out = reader.join().unwrap_or_default();
+        let events: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        Events { client: self, events, stderr }
+    }
+}
+
+/// What a driver run printed.
+#[derive(Debug)]
+pub struct Events {
+    pub client: Client,
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Events {
+    pub fn of(&self, kind: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["event"] == kind).collect()
+    }
+
+    /// Fails the test unless the run ended with `done`.
+    pub fn ok(self) -> Self {
+        assert!(
+            self.of("done").len() == 1,
+            "{:?} driver did not finish cleanly: {:?}\n{}",
+            self.client,
+            self.events,
+            self.stderr
+        );
+        self
+    }
+
+    /// Ids of the messages sent.
+    pub fn sent(&self) -> Vec<String> {
+        self.of("sent").iter().map(|e| e["id"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+
+    /// The error texts of refused sends, by message index.
+    pub fn errors(&self) -> BTreeMap<u64, String> {
+        self.of("error")
+            .iter()
+            .map(|e| (e["index"].as_u64().unwrap_or(0), e["error"].as_str().unwrap_or_default().to_owned()))
+            .collect()
+    }
+
+    /// Bodies of received messages, in arrival order.
+    pub fn bodies(&self) -> Vec<String> {
+        self.of("received").iter().map(|e| e["body"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+
+    pub fn sorted_bodies(&self) -> Vec<String> {
+        let mut bodies = self.bodies();
+        bodies.sort();
+        bodies
+    }
+}
+
+/// `prefix0..prefixN` sorted as strings, the way `sorted_bodies` returns them.
+pub fn names(prefix: &str, n: usize) -> Vec<String> {
+    let mut v: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    v.sort();
+    v
+}
