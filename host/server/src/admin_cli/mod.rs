@@ -90,6 +90,10 @@ pub enum GroupCommand {
         /// Where a new group starts reading.
         #[arg(long, value_enum)]
         consume_from: Option<ConsumeFromArg>,
+        /// Delays before each redelivery that consumers apply after a failure, in milliseconds,
+        /// e.g. 1000,5000,10000 (default: RocketMQ's 1s 5s 10s 30s 1m … 2h).
+        #[arg(long, value_delimiter = ',', value_name = "MS,MS,…")]
+        retry_backoff_ms: Option<Vec<u64>>,
     },
     /// List consumer groups.
     List,
@@ -188,13 +192,23 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Topic(TopicCommand::Delete { name }) => {
             ("DELETE", format!("/v1/topics/{}", escape(name)), None, &["deleted"])
         }
-        AdminCommand::Group(GroupCommand::Create { name, fifo, max_attempts, broadcast, consume_from }) => {
+        AdminCommand::Group(GroupCommand::Create {
+            name,
+            fifo,
+            max_attempts,
+            broadcast,
+            consume_from,
+            retry_backoff_ms,
+        }) => {
             let mut body = json!({ "name": name, "fifo": fifo, "broadcast": broadcast });
             if let Some(n) = max_attempts {
                 body["max_attempts"] = json!(n);
             }
             if let Some(from) = consume_from {
                 body["consume_from"] = json!(format!("{from:?}").to_lowercase());
+            }
+            if let Some(backoff) = retry_backoff_ms {
+                body["retry_backoff_ms"] = json!(backoff);
             }
             ("POST", "/v1/groups".into(), Some(body), &["name", "fifo", "max_attempts", "broadcast", "consume_from"])
         }

@@ -4,6 +4,13 @@
 mod clients;
 mod support;
 
+mod admin;
 mod cli;
 mod compat;
+mod pull;
 mod standalone;
+
+/// How long one official-client driver run may take.
+pub fn compat_limit() -> std::time::Duration {
+    std::time::Duration::from_secs(90)
+}
