@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub filter_errors: u64,
     pub topics: usize,
     pub groups: usize,
+    /// Requests per gRPC method.
+    pub rpcs: Vec<(&'static str, u64)>,
 }
 
 struct Writer(String);
@@ -73,6 +75,13 @@ pub fn render(s: &Snapshot) -> String {
     w.metric("ferrymq_deliveries_in_flight", "gauge", "Messages delivered and not yet acknowledged.", s.in_flight);
     w.metric("ferrymq_timer_pending", "gauge", "Delay messages waiting for their delivery time.", s.timer_pending);
     w.metric("ferrymq_filter_errors_total", "counter", "SQL92 filter evaluations that failed.", s.filter_errors);
+    let _ = writeln!(
+        w.0,
+        "# HELP ferrymq_grpc_requests_total gRPC requests served, per method.\n# TYPE ferrymq_grpc_requests_total counter"
+    );
+    for (rpc, n) in &s.rpcs {
+        let _ = writeln!(w.0, "ferrymq_grpc_requests_total{{rpc=\"{rpc}\"}} {n}");
+    }
     let r = &s.recovery;
     w.metric("ferrymq_store_recovery_clean", "gauge", "1 if the last start found a clean shutdown.", u8::from(r.clean));
     w.metric("ferrymq_store_recovery_scanned_bytes", "gauge", "Log bytes verified at the last start.", r.scanned_bytes);
@@ -106,10 +115,12 @@ mod tests {
             filter_errors: 0,
             topics: 3,
             groups: 1,
+            rpcs: vec![("QueryRoute", 3)],
         };
         let text = render(&snapshot);
         assert!(text.contains("\nferrymq_store_written_bytes 4096\n"), "{text}");
         assert!(text.contains("\nferrymq_store_recovery_clean 1\n"), "{text}");
+        assert!(text.contains("\nferrymq_grpc_requests_total{rpc=\"QueryRoute\"} 3\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

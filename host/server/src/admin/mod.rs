@@ -51,6 +51,7 @@ impl AdminState {
             filter_errors: delivery.filter_errors(),
             topics: self.broker.metadata().topics().len(),
             groups: self.broker.metadata().groups().len(),
+            rpcs: self.grpc.rpcs.snapshot(),
         }
     }
 }

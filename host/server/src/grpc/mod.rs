@@ -9,6 +9,7 @@ mod arrivals;
 mod clients;
 mod consume;
 mod convert;
+mod counters;
 mod produce;
 mod pull;
 mod route;
@@ -28,6 +29,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use arrivals::Arrivals;
 pub use clients::Clients;
+pub use counters::RpcCounters;
 pub use service::Messaging;
 
 /// The gRPC endpoint's settings.
@@ -95,13 +97,15 @@ pub struct GrpcState {
     pub config: GrpcConfig,
     /// Where the listener actually bound (port 0 resolved).
     pub bound: SocketAddr,
+    /// Requests served per RPC.
+    pub rpcs: RpcCounters,
     waiters: Semaphore,
 }
 
 impl GrpcState {
     pub fn new(broker: Arc<Broker>, arrivals: Arc<Arrivals>, config: GrpcConfig, bound: SocketAddr) -> Self {
         let waiters = Semaphore::new(config.receive_waiters_max);
-        Self { broker, clients: Clients::default(), arrivals, config, bound, waiters }
+        Self { broker, clients: Clients::default(), arrivals, config, bound, rpcs: RpcCounters::default(), waiters }
     }
 
     fn advertised(&self) -> (String, i32) {

@@ -59,6 +59,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::QueryRouteRequest>,
     ) -> Result<Response<pb::QueryRouteResponse>, Status> {
+        self.state.rpcs.count("QueryRoute");
         if let Ok(id) = client_id(&request) {
             self.state.clients.touch(&id);
         }
@@ -69,6 +70,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.state.rpcs.count("Heartbeat");
         let id = client_id(&request)?;
         self.state.clients.touch(&id);
         let status = match request.get_ref().group.as_ref().filter(|g| !g.name.is_empty()) {
@@ -82,6 +84,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        self.state.rpcs.count("SendMessage");
         let peer = request.remote_addr();
         if let Ok(id) = client_id(&request) {
             self.state.clients.touch(&id);
@@ -93,6 +96,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::QueryAssignmentRequest>,
     ) -> Result<Response<pb::QueryAssignmentResponse>, Status> {
+        self.state.rpcs.count("QueryAssignment");
         Ok(Response::new(self.state.query_assignment(request.get_ref())))
     }
 
@@ -102,6 +106,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
+        self.state.rpcs.count("ReceiveMessage");
         let id = client_id(&request)?;
         self.state.clients.touch(&id);
         let deadline = deadline_ms(&request);
@@ -113,6 +118,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::AckMessageRequest>,
     ) -> Result<Response<pb::AckMessageResponse>, Status> {
+        self.state.rpcs.count("AckMessage");
         let id = client_id(&request)?;
         Ok(Response::new(self.state.ack_message(&id, request.get_ref())))
     }
@@ -121,6 +127,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, Status> {
+        self.state.rpcs.count("ForwardMessageToDeadLetterQueue");
         let id = client_id(&request)?;
         Ok(Response::new(self.state.forward_to_dead_letter_queue(&id, request.into_inner()).await))
     }
@@ -131,6 +138,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
+        self.state.rpcs.count("PullMessage");
         let deadline = deadline_ms(&request);
         Ok(Response::new(stream(self.state.pull_message(request.into_inner(), deadline).await)))
     }
@@ -139,6 +147,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::UpdateOffsetRequest>,
     ) -> Result<Response<pb::UpdateOffsetResponse>, Status> {
+        self.state.rpcs.count("UpdateOffset");
         Ok(Response::new(self.state.update_offset(request.get_ref())))
     }
 
@@ -146,6 +155,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::GetOffsetRequest>,
     ) -> Result<Response<pb::GetOffsetResponse>, Status> {
+        self.state.rpcs.count("GetOffset");
         Ok(Response::new(self.state.get_offset(request.get_ref())))
     }
 
@@ -153,6 +163,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::QueryOffsetRequest>,
     ) -> Result<Response<pb::QueryOffsetResponse>, Status> {
+        self.state.rpcs.count("QueryOffset");
         Ok(Response::new(self.state.query_offset(request.get_ref())))
     }
 
@@ -160,6 +171,7 @@ impl MessagingService for Messaging {
         &self,
         _request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, Status> {
+        self.state.rpcs.count("EndTransaction");
         let status = status(Code::Unsupported, "transactional messages are not supported by this broker yet");
         Ok(Response::new(pb::EndTransactionResponse { status: Some(status) }))
     }
@@ -170,6 +182,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<tonic::Streaming<pb::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
+        self.state.rpcs.count("Telemetry");
         let id = client_id(&request)?;
         let rx = self.state.telemetry(id, request.into_inner());
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
@@ -179,6 +192,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, Status> {
+        self.state.rpcs.count("NotifyClientTermination");
         let id = client_id(&request)?;
         self.state.broker.delivery().release_client(&id);
         self.state.clients.remove(&id);
@@ -189,6 +203,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, Status> {
+        self.state.rpcs.count("ChangeInvisibleDuration");
         let id = client_id(&request)?;
         Ok(Response::new(self.state.change_invisible_duration(&id, request.get_ref())))
     }
@@ -197,6 +212,7 @@ impl MessagingService for Messaging {
         &self,
         _request: Request<pb::RecallMessageRequest>,
     ) -> Result<Response<pb::RecallMessageResponse>, Status> {
+        self.state.rpcs.count("RecallMessage");
         let status = status(Code::Unsupported, "recalling delay messages is not supported by this broker yet");
         Ok(Response::new(pb::RecallMessageResponse { status: Some(status), message_id: String::new() }))
     }
@@ -205,6 +221,7 @@ impl MessagingService for Messaging {
         &self,
         _request: Request<pb::SyncLiteSubscriptionRequest>,
     ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, Status> {
+        self.state.rpcs.count("SyncLiteSubscription");
         let status = status(Code::Unsupported, "lite topics are not supported by this broker");
         Ok(Response::new(pb::SyncLiteSubscriptionResponse { status: Some(status) }))
     }

@@ -78,6 +78,14 @@ fn send_and_receive(client: Client) {
     }
     assert_eq!(got.of("acked").len(), 5);
     assert!(f.simple("g", "orders", 1, 3, &[]).bodies().is_empty(), "acked messages do not come back");
+    f.node.assert_called(&[
+        "Telemetry",
+        "QueryRoute",
+        "SendMessage",
+        "ReceiveMessage",
+        "AckMessage",
+        "NotifyClientTermination",
+    ]);
 }
 with_clients!(send_and_receive: python => Python, node => Node, rust => Rust);
 
@@ -164,8 +172,37 @@ fn push_consumers_retry_failed_messages(client: Client) {
     assert_eq!(consumed.len(), 3);
     let retried = run.of("received").iter().filter(|e| e["attempt"].as_i64().unwrap_or(0) >= 2).count();
     assert!(retried >= 3, "every message failed once and came back: {:?}", run.events);
+    f.node.assert_called(&["QueryAssignment", "ReceiveMessage", "AckMessage", "ChangeInvisibleDuration"]);
 }
 with_clients!(push_consumers_retry_failed_messages: python => Python, node => Node);
+
+fn fifo_push_consumers_dead_letter_what_keeps_failing(client: Client) {
+    let f = Fixture::new(client);
+    f.topic("payments", "fifo", 2);
+    f.node.admin(&["group", "create", "settlers", "--fifo", "--max-attempts", "2", "--retry-backoff-ms", "200,200"]);
+    f.produce("payments", 1, &["--message-group", "acct-1", "--prefix", "pay"]);
+    let run = f
+        .run(&[
+            "push",
+            "--group",
+            "settlers",
+            "--topic",
+            "payments",
+            "--expect",
+            "1",
+            "--timeout-s",
+            "6",
+            "--fail-times",
+            "100",
+        ])
+        .ok();
+    assert!(run.of("consumed").is_empty());
+    assert!(!run.of("received").is_empty());
+    let dead = f.simple("auditors", "%DLQ%settlers", 1, 30, &[]);
+    assert_eq!(dead.bodies(), ["pay0"], "the client gave up and the broker dead-lettered the message");
+    f.node.assert_called(&["ForwardMessageToDeadLetterQueue"]);
+}
+with_clients!(fifo_push_consumers_dead_letter_what_keeps_failing: python => Python, node => Node);
 
 fn clustering_splits_and_broadcasting_copies(client: Client) {
     let f = Fixture::new(client);

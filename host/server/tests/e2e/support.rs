@@ -126,6 +126,25 @@ impl Node {
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{body}"))
     }
 
+    /// Requests served per gRPC method, from `/metrics`.
+    pub fn rpc_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .filter_map(|l| l.strip_prefix("ferrymq_grpc_requests_total{rpc=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .map(|(rpc, n)| (rpc.to_owned(), n.parse().unwrap_or(0)))
+            .collect()
+    }
+
+    /// Fails the test unless every RPC in `rpcs` was served at least once.
+    pub fn assert_called(&self, rpcs: &[&str]) {
+        let counts = self.rpc_counts();
+        for rpc in rpcs {
+            assert!(counts.get(*rpc).copied().unwrap_or(0) > 0, "{rpc} was never called: {counts:?}");
+        }
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill with a PID this test started and still owns.
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
