@@ -22,6 +22,15 @@ fi
 # rust-toolchain.toml pins the toolchain; rustup installs it (with rustfmt and clippy) on first use.
 say "toolchain: $(rustc --version)"
 
+# The official RocketMQ clients the compatibility tests drive (tests/clients/README.md).
+say "official clients: Python"
+py=tests/clients/python
+[ -x "$py/.venv/bin/python" ] || python3 -m venv "$py/.venv"
+"$py/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$py/requirements.txt"
+say "official clients: Node.js"
+command -v npm >/dev/null 2>&1 || { say "npm is missing: install Node.js 20 or newer"; exit 1; }
+(cd tests/clients/node && npm ci --no-audit --no-fund --loglevel=error)
+
 say "format"
 cargo fmt --all -- --check
 

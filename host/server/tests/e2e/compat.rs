@@ -241,10 +241,16 @@ fn a_restart_between_send_and_receive_loses_nothing(client: Client) {
 }
 with_clients!(a_restart_between_send_and_receive_loses_nothing: python => Python, node => Node, rust => Rust);
 
-/// Sends one message with `extra` arguments; `None` if it was accepted, else the error text.
+/// Sends one message with `extra` arguments; `None` if it was accepted, else the error text (some
+/// clients refuse before sending, some refuse to start at all, e.g. for an unknown topic).
 fn refused(f: &Fixture, topic: &str, extra: &[&str]) -> Option<String> {
-    let run = f.produce(topic, 1, extra);
-    run.errors().into_values().next()
+    let mut args = vec!["produce", "--topic", topic, "--count", "1"];
+    args.extend_from_slice(extra);
+    let run = f.run(&args);
+    if let Some(fatal) = run.of("fatal").first() {
+        return Some(fatal["error"].to_string());
+    }
+    run.ok().errors().into_values().next()
 }
 
 fn limits_hold_at_their_bound_and_fail_just_past(client: Client) {
