@@ -30,6 +30,8 @@ py=tests/clients/python
 say "official clients: Node.js"
 command -v npm >/dev/null 2>&1 || { say "npm is missing: install Node.js 20 or newer"; exit 1; }
 (cd tests/clients/node && npm ci --no-audit --no-fund --loglevel=error)
+say "official clients: Rust (crate rocketmq 5.0.0)"
+(cd tests/clients/rust && cargo build --locked --quiet)
 
 say "format"
 cargo fmt --all -- --check

@@ -33,7 +33,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
             if !flush(&shared, flushed, written) {
                 break;
             }
-            if shared.config.flush == FlushMode::Sync {
+            // Sync flush follows writes at once; and once the writer is done nothing will wake this
+            // thread again, so look once more instead of waiting.
+            if shared.config.flush == FlushMode::Sync || writer_done {
                 continue;
             }
         } else if writer_done {
