@@ -252,6 +252,22 @@ impl Delivery {
         })
     }
 
+    /// The cursor, moved up to `min` if retention removed messages this subscriber never got to.
+    fn cursor_at_least<'s>(
+        &self,
+        state: &'s mut State,
+        key: &CursorKey,
+        consume_from: ConsumeFrom,
+        min: u64,
+    ) -> &'s mut Cursor {
+        let cursor = self.cursor(state, key, consume_from);
+        if cursor.commit < min {
+            cursor.commit = min;
+            cursor.done.retain(|&o| o >= min);
+        }
+        cursor
+    }
+
     fn save(&self, key: &CursorKey, cursor: &Cursor) {
         let offset_key =
             OffsetKey { subscriber: key.subscriber.clone(), topic: key.topic.clone(), queue_id: key.queue_id };
@@ -354,12 +370,7 @@ impl Delivery {
         out: &mut Vec<Delivered>,
     ) -> Result<(), DeliveryError> {
         let Some((min, _)) = self.store.queue_bounds(&key.topic, key.queue_id) else { return Ok(()) };
-        let cursor = self.cursor(state, key, req.group.consume_from);
-        if cursor.commit < min {
-            // Retention removed messages this subscriber never got to.
-            cursor.commit = min;
-            cursor.done.retain(|&o| o >= min);
-        }
+        let cursor = self.cursor_at_least(state, key, req.group.consume_from, min);
         cursor.next = cursor.next.max(cursor.commit);
         let from = cursor.next;
         let entries = self.store.read_queue(&key.topic, key.queue_id, from, (batch - out.len()) * 4);
@@ -414,11 +425,7 @@ impl Delivery {
     ) -> Result<(), DeliveryError> {
         let Some((min, _)) = self.store.queue_bounds(&key.topic, key.queue_id) else { return Ok(()) };
         let fifo = req.group.fifo;
-        let cursor = self.cursor(state, key, req.group.consume_from);
-        if cursor.commit < min {
-            cursor.commit = min;
-            cursor.done.retain(|&o| o >= min);
-        }
+        let cursor = self.cursor_at_least(state, key, req.group.consume_from, min);
         let mut blocked: HashSet<Option<String>> =
             if fifo { cursor.inflight.values().map(|i| i.message_group.clone()).collect() } else { HashSet::new() };
         let entries = self.store.read_queue(&key.topic, key.queue_id, cursor.commit, IN_PLACE_SCAN_MAX);

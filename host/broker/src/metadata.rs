@@ -185,17 +185,10 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 /// Checks a group name: 1 to 255 bytes of `[A-Za-z0-9%|_-]`.
 pub fn validate_group(name: &str) -> Result<(), MetadataError> {
-    let invalid = |reason: &str| Err(MetadataError::InvalidGroup { name: name.to_owned(), reason: reason.to_owned() });
-    if name.is_empty() {
-        return invalid("empty");
+    match ferrymq_proto::name::problem(name, GROUP_NAME_BYTES_MAX) {
+        None => Ok(()),
+        Some(reason) => Err(MetadataError::InvalidGroup { name: name.to_owned(), reason: reason.to_owned() }),
     }
-    if name.len() > GROUP_NAME_BYTES_MAX {
-        return invalid("longer than 255 bytes");
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-')) {
-        return invalid("only letters, digits and % | _ - are allowed");
-    }
-    Ok(())
 }
 
 fn validate_user_topic(name: &str) -> Result<(), MetadataError> {

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
+pub mod name;
 pub mod properties;
 pub mod record;
 pub mod tag;

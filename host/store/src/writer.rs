@@ -86,17 +86,10 @@ impl Ack {
 
 /// Checks a topic name against [`TOPIC_BYTES_MAX`] and `[A-Za-z0-9%|_-]`.
 pub fn validate_topic(topic: &str) -> Result<()> {
-    let invalid = |reason| Err(StoreError::InvalidTopic { topic: topic.to_owned(), reason });
-    if topic.is_empty() {
-        return invalid("empty");
+    match ferrymq_proto::name::problem(topic, TOPIC_BYTES_MAX) {
+        None => Ok(()),
+        Some(reason) => Err(StoreError::InvalidTopic { topic: topic.to_owned(), reason }),
     }
-    if topic.len() > TOPIC_BYTES_MAX {
-        return invalid("longer than 127 bytes");
-    }
-    if !topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-')) {
-        return invalid("only letters, digits and % | _ - are allowed");
-    }
-    Ok(())
 }
 
 /// How long the writer polls for the next request before it sleeps. Waking a sleeping thread on

@@ -4,6 +4,7 @@ See ../README.md for the command line and the JSON events printed on stdout.
 """
 
 import argparse
+import os
 import json
 import sys
 import threading
@@ -14,8 +15,16 @@ from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExp
 from rocketmq.grpc_protocol import FilterType
 
 
+EMIT_LOCK = threading.Lock()
+
+
 def emit(**event):
-    print(json.dumps(event), flush=True)
+    # One write per event under a lock: push listeners run on many threads, and print() writes the text
+    # and the newline separately, so lines could interleave.
+    line = json.dumps(event) + "\n"
+    with EMIT_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def now_ms():
@@ -169,7 +178,6 @@ def main():
     emit(event="done", count=count)
     # The client's background threads may linger; the run is over.
     sys.stdout.flush()
-    import os
     os._exit(0)
 
 
