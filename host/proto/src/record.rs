@@ -50,6 +50,9 @@ pub mod sys_flag {
     pub const TRANSACTION_COMMIT: u32 = 0x8;
     pub const TRANSACTION_ROLLBACK: u32 = 0xC;
     pub const TRANSACTION_MASK: u32 = 0xC;
+    /// ferrymq's own: another record of the same atomic batch follows. Recovery keeps a batch whole
+    /// or drops it whole.
+    pub const BATCH_CONTINUES: u32 = 0x4000_0000;
 }
 
 /// The fixed-size fields of a record.

@@ -41,4 +41,4 @@ pub use log::StoredRecord;
 pub use queue::QueueEntry;
 pub use shared::FatalHook;
 pub use store::{QueueInfo, RecoveryReport, Store, StoreOptions, StoreStats};
-pub use writer::{AppendDone, Appended, NewMessage, RawDone, TOPIC_BYTES_MAX, validate_topic};
+pub use writer::{AppendDone, Appended, BatchDone, NewMessage, RawDone, TOPIC_BYTES_MAX, validate_topic};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use ferrymq_proto::record::{self, Entry, RecordRef, Verify};
+use ferrymq_proto::record::{self, Entry, RecordRef, Verify, sys_flag};
 
 use crate::error::{Result, StoreError};
 use crate::io::{Storage, StorageFile};
@@ -239,18 +239,32 @@ impl CommitLog {
     /// `zero_tail` is false after a clean shutdown, when nothing past the end was ever written.
     pub(crate) fn recover_tail(&self, from: u64, zero_tail: bool) -> Result<u64> {
         let mut pos = from.max(self.min_offset());
+        // Start of an atomic batch whose last record has not been seen yet.
+        let mut open_batch = None;
         loop {
             let Some(seg) = self.segment_at(pos) else { break };
             let avail = (seg.end() - pos) as usize;
             // SAFETY: recovery runs before the writer exists.
             let bytes = unsafe { seg.slice(pos, avail) };
             match record::decode(bytes, pos, Verify::Full) {
-                Ok(Entry::Record { total_bytes, .. }) => pos += total_bytes as u64,
+                Ok(Entry::Record { record, total_bytes }) => {
+                    let continues = record.meta.sys_flag & sys_flag::BATCH_CONTINUES != 0;
+                    open_batch = match (continues, open_batch) {
+                        (true, None) => Some(pos),
+                        (true, started) => started,
+                        (false, _) => None,
+                    };
+                    pos += total_bytes as u64;
+                }
                 Ok(Entry::Filler { total_bytes }) if total_bytes == avail && self.segment_at(seg.end()).is_some() => {
                     pos = seg.end();
                 }
                 Ok(Entry::Filler { .. }) | Err(_) => break,
             }
+        }
+        if let Some(start) = open_batch {
+            tracing::warn!(offset = start, "dropping an atomic batch the crash cut short");
+            pos = start;
         }
         if zero_tail {
             self.truncate(pos)?;

@@ -23,7 +23,7 @@ use crate::queue::{ConsumeQueues, QueueEntry};
 use crate::retention::Retention;
 use crate::shared::{FatalHook, Shared};
 use crate::sync::{lock, read, write};
-use crate::writer::{AppendDone, Appended, NewMessage, RawDone, Request, Writer};
+use crate::writer::{AppendDone, Appended, BatchDone, NewMessage, RawDone, Request, Writer};
 use crate::{flusher, retention};
 
 /// Everything [`Store::open`] needs.
@@ -226,10 +226,25 @@ impl Store {
     /// Appends a message; `done` runs once, on a store thread, when it is acknowledged (per the flush
     /// mode) or has failed. Blocks while the append queue is full.
     pub fn append(&self, message: NewMessage, done: AppendDone) {
-        self.submit(Request::Append(message, done), |request| match request {
-            Request::Append(_, done) => done(Err(StoreError::Closed)),
-            Request::Raw { done, .. } => done(Err(StoreError::Closed)),
-        });
+        self.submit(Request::Append(message, done));
+    }
+
+    /// Appends `messages` atomically: after a crash, recovery finds all of them or none. They must fit in
+    /// one segment together. `done` runs once, like [`Store::append`]'s.
+    pub fn append_batch(&self, messages: Vec<NewMessage>, done: BatchDone) {
+        self.submit(Request::Batch(messages, done));
+    }
+
+    /// [`Store::append_batch`], waiting for the outcome.
+    pub fn append_batch_wait(&self, messages: Vec<NewMessage>) -> Result<Vec<Appended>> {
+        let (tx, rx) = sync_channel(1);
+        self.append_batch(
+            messages,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StoreError::Closed))
     }
 
     /// Appends and waits for the acknowledgement.
@@ -246,10 +261,7 @@ impl Store {
 
     /// Appends a master's log bytes verbatim at `offset` (replication); `done` gets the new log end.
     pub fn append_raw(&self, offset: u64, bytes: Vec<u8>, done: RawDone) {
-        self.submit(Request::Raw { offset, bytes, done }, |request| match request {
-            Request::Append(_, done) => done(Err(StoreError::Closed)),
-            Request::Raw { done, .. } => done(Err(StoreError::Closed)),
-        });
+        self.submit(Request::Raw { offset, bytes, done });
     }
 
     /// [`Store::append_raw`], waiting for the outcome.
@@ -265,15 +277,15 @@ impl Store {
         rx.recv().unwrap_or(Err(StoreError::Closed))
     }
 
-    fn submit(&self, request: Request, closed: impl FnOnce(Request)) {
+    fn submit(&self, request: Request) {
         let sender = read(&self.sender);
         match sender.as_ref() {
             Some(sender) => {
                 if let Err(returned) = sender.send(request) {
-                    closed(returned.0);
+                    returned.0.fail(StoreError::Closed);
                 }
             }
-            None => closed(request),
+            None => request.fail(StoreError::Closed),
         }
     }
 

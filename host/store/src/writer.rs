@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
-use ferrymq_proto::record::{self, Entry, FILLER_BYTES_MIN, RecordMeta, Verify};
+use ferrymq_proto::record::{self, Entry, FILLER_BYTES_MIN, RecordMeta, Verify, sys_flag};
 
 use crate::config::FlushMode;
 use crate::error::{Result, StoreError};
@@ -56,15 +56,29 @@ pub struct Appended {
 pub type AppendDone = Box<dyn FnOnce(Result<Appended>) + Send>;
 /// Called once with the new log end after a raw append.
 pub type RawDone = Box<dyn FnOnce(Result<u64>) + Send>;
+/// Called once with the outcome of an atomic batch append, one entry per message.
+pub type BatchDone = Box<dyn FnOnce(Result<Vec<Appended>>) + Send>;
 
 pub(crate) enum Request {
     Append(NewMessage, AppendDone),
+    Batch(Vec<NewMessage>, BatchDone),
     Raw { offset: u64, bytes: Vec<u8>, done: RawDone },
+}
+
+impl Request {
+    pub(crate) fn fail(self, err: StoreError) {
+        match self {
+            Request::Append(_, done) => done(Err(err)),
+            Request::Batch(_, done) => done(Err(err)),
+            Request::Raw { done, .. } => done(Err(err)),
+        }
+    }
 }
 
 /// An acknowledgement owed to a caller once its record is durable enough.
 pub(crate) enum Ack {
     Append(AppendDone, Appended),
+    Batch(BatchDone, Vec<Appended>),
     Raw(RawDone, u64),
 }
 
@@ -72,6 +86,7 @@ impl Ack {
     pub(crate) fn succeed(self) {
         match self {
             Ack::Append(done, appended) => done(Ok(appended)),
+            Ack::Batch(done, appended) => done(Ok(appended)),
             Ack::Raw(done, end) => done(Ok(end)),
         }
     }
@@ -79,6 +94,7 @@ impl Ack {
     pub(crate) fn fail(self, err: StoreError) {
         match self {
             Ack::Append(done, _) => done(Err(err)),
+            Ack::Batch(done, _) => done(Err(err)),
             Ack::Raw(done, _) => done(Err(err)),
         }
     }
@@ -149,15 +165,16 @@ impl Writer {
 
     fn handle(&mut self, request: Request) {
         if let Some(err) = self.refusal() {
-            match request {
-                Request::Append(_, done) => done(Err(err)),
-                Request::Raw { done, .. } => done(Err(err)),
-            }
+            request.fail(err);
             return;
         }
         match request {
-            Request::Append(msg, done) => match self.append(&msg) {
+            Request::Append(msg, done) => match self.append(&msg, 0) {
                 Ok(appended) => self.acks.push((self.pos, Ack::Append(done, appended))),
+                Err(err) => done(Err(err)),
+            },
+            Request::Batch(msgs, done) => match self.append_batch(&msgs) {
+                Ok(appended) => self.acks.push((self.pos, Ack::Batch(done, appended))),
                 Err(err) => done(Err(err)),
             },
             Request::Raw { offset, bytes, done } => match self.append_raw(offset, &bytes) {
@@ -185,13 +202,42 @@ impl Writer {
         None
     }
 
-    fn append(&mut self, msg: &NewMessage) -> Result<Appended> {
+    /// Checks what can make encoding `msg` fail; returns its encoded length.
+    fn check(&self, msg: &NewMessage) -> Result<usize> {
         validate_topic(&msg.topic)?;
         let len = record::encoded_len(&msg.topic, &msg.properties, &msg.body);
         let max = self.shared.config.record_bytes_max;
         if len > max as usize {
             return Err(StoreError::RecordTooLarge { size: len, max });
         }
+        if msg.properties.len() > record::PROPERTIES_BYTES_MAX {
+            return Err(record::RecordError::PropertiesTooLong(msg.properties.len()).into());
+        }
+        Ok(len)
+    }
+
+    /// Appends `msgs` so that recovery keeps them all or none: one segment, every record but the last
+    /// flagged [`sys_flag::BATCH_CONTINUES`].
+    fn append_batch(&mut self, msgs: &[NewMessage]) -> Result<Vec<Appended>> {
+        let mut total = 0;
+        for msg in msgs {
+            total += self.check(msg)?;
+        }
+        let room = self.shared.config.segment_bytes - FILLER_BYTES_MIN as u64;
+        if total as u64 > room {
+            return Err(StoreError::RecordTooLarge { size: total, max: u32::try_from(room).unwrap_or(u32::MAX) });
+        }
+        self.make_room(total as u64)?;
+        let last = msgs.len().saturating_sub(1);
+        msgs.iter()
+            .enumerate()
+            .map(|(i, msg)| self.append(msg, if i < last { sys_flag::BATCH_CONTINUES } else { 0 }))
+            .collect()
+    }
+
+    /// Appends one record, with `extra_flags` added to its system flags.
+    fn append(&mut self, msg: &NewMessage, extra_flags: u32) -> Result<Appended> {
+        let len = self.check(msg)?;
         self.make_room(len as u64)?;
         let queue_offset = self
             .queue_offsets
@@ -201,7 +247,7 @@ impl Writer {
             .unwrap_or(0);
         let store_timestamp_ms = self.shared.clock.now_ms();
         let meta = RecordMeta {
-            sys_flag: msg.sys_flag,
+            sys_flag: msg.sys_flag | extra_flags,
             flag: msg.flag,
             queue_id: msg.queue_id,
             queue_offset,

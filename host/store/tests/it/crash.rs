@@ -6,6 +6,7 @@
 //! * every acknowledged record is in its queue at its queue offset, intact, and found by its id;
 //! * every queue entry from min to max decodes with a valid checksum, with the queue offset it sits at,
 //!   and no message appears twice;
+//! * every atomic batch is there whole or not at all;
 //! * the recovered store takes new appends and survives a clean restart.
 //!
 //! The same runs under async flush check everything except survival of acknowledged records, which
@@ -52,6 +53,8 @@ fn body_for(seed: u64, thread: u64, i: u64, len: usize) -> Vec<u8> {
 }
 
 /// Appends from three threads until the crash makes appends fail; returns what was acknowledged.
+/// Appends from three threads until the crash makes appends fail; returns what was acknowledged. The
+/// third thread appends atomic batches of three records (ids `…P0`, `…P1`, `…P2`).
 fn run_workload(store: &Arc<Store>, seed: u64) -> Vec<Acked> {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..3u64)
@@ -61,18 +64,37 @@ fn run_workload(store: &Arc<Store>, seed: u64) -> Vec<Acked> {
             std::thread::spawn(move || {
                 let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(thread));
                 for i in 0..40u64 {
-                    let topic = if rng.below(2) == 0 { "orders" } else { "audit" };
-                    let queue_id = rng.below(2) as u32;
-                    let body = body_for(seed, thread, i, rng.below(3000) as usize);
-                    let id = format!("S{seed}T{thread}I{i}");
-                    match store.append_wait(message(topic, queue_id, &body, "tag", &format!("k{i}"), &id)) {
-                        Ok(a) => acked.lock().unwrap().push(Acked {
-                            topic: topic.into(),
-                            queue_id,
-                            queue_offset: a.queue_offset,
-                            id,
-                            body,
-                        }),
+                    let parts = if thread == 2 { 3 } else { 1 };
+                    let batch: Vec<Acked> = (0..parts)
+                        .map(|part| {
+                            let topic = if rng.below(2) == 0 { "orders" } else { "audit" };
+                            let queue_id = rng.below(2) as u32;
+                            let body = body_for(seed, thread, i, rng.below(3000) as usize);
+                            let id = if parts == 1 {
+                                format!("S{seed}T{thread}I{i}")
+                            } else {
+                                format!("S{seed}T{thread}I{i}P{part}")
+                            };
+                            Acked { topic: topic.into(), queue_id, queue_offset: 0, id, body }
+                        })
+                        .collect();
+                    let messages = batch
+                        .iter()
+                        .map(|a| message(&a.topic, a.queue_id, &a.body, "tag", "k", &a.id))
+                        .collect::<Vec<_>>();
+                    let result = if parts == 1 {
+                        store.append_wait(messages.into_iter().next().expect("one")).map(|a| vec![a])
+                    } else {
+                        store.append_batch_wait(messages)
+                    };
+                    match result {
+                        Ok(appended) => {
+                            let mut acked = acked.lock().unwrap();
+                            for (mut a, stored) in batch.into_iter().zip(appended) {
+                                a.queue_offset = stored.queue_offset;
+                                acked.push(a);
+                            }
+                        }
                         Err(StoreError::Fatal(_)) | Err(StoreError::Closed) => return,
                         Err(err) => panic!("seed {seed}: unexpected append error {err}"),
                     }
@@ -84,6 +106,19 @@ fn run_workload(store: &Arc<Store>, seed: u64) -> Vec<Acked> {
         t.join().expect("appender thread");
     }
     Arc::try_unwrap(acked).map(|m| m.into_inner().unwrap()).unwrap_or_default()
+}
+
+/// Fails unless every atomic batch is wholly present or wholly absent.
+fn check_batches_whole(seen: &BTreeMap<String, (String, u32, u64, Vec<u8>)>, seed: u64) {
+    let mut parts: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in seen.keys() {
+        if let Some((batch, _)) = id.split_once('P') {
+            *parts.entry(batch).or_default() += 1;
+        }
+    }
+    for (batch, n) in parts {
+        assert_eq!(n, 3, "seed {seed}: batch {batch} survived in part");
+    }
 }
 
 /// Reads every queue fully, checking integrity; returns id -> (topic, queue, queue offset, body).
@@ -113,7 +148,7 @@ fn calibrate(flush: FlushMode) -> u64 {
     let storage = crate::support::fault_storage(FaultPlan { capacity_bytes: 256 << 20, ..FaultPlan::default() });
     let store = Arc::new(open_fault(&storage, config(flush)));
     let acked = run_workload(&store, u64::MAX);
-    assert_eq!(acked.len(), 120, "without a crash every append is acknowledged");
+    assert_eq!(acked.len(), 200, "without a crash every append is acknowledged");
     drop(store);
     storage.ops()
 }
@@ -144,6 +179,7 @@ fn check_crash_point(seed: u64, ops_range: u64, flush: FlushMode) {
     let image = storage.crash_image(seed.rotate_left(7));
     let recovered = open_fault(&image, config(flush));
     let seen = read_everything(&recovered, seed);
+    check_batches_whole(&seen, seed);
     let promised = if flush == FlushMode::Sync { acked.as_slice() } else { &[] };
     for a in promised {
         let got = seen
