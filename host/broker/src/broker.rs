@@ -17,12 +17,14 @@ use crate::metadata::{Metadata, MetadataError};
 use crate::offsets::Offsets;
 use crate::send::{Outgoing, SendLimits, SendRejection, place};
 use crate::timer::Timer;
+use crate::transaction::{TransactionChecker, TransactionConfig, TransactionProber, Transactions};
 
 /// Broker settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     pub send: SendLimits,
+    pub transactions: TransactionConfig,
     /// Create a consumer group with default settings the first time a client uses it.
     pub auto_create_groups: bool,
     /// How often expired deliveries and due timer messages are handled.
@@ -33,7 +35,13 @@ pub struct BrokerConfig {
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        Self { send: SendLimits::default(), auto_create_groups: true, tick_ms: 100, offsets_persist_ms: 1_000 }
+        Self {
+            send: SendLimits::default(),
+            transactions: TransactionConfig::default(),
+            auto_create_groups: true,
+            tick_ms: 100,
+            offsets_persist_ms: 1_000,
+        }
     }
 }
 
@@ -44,6 +52,10 @@ impl BrokerConfig {
         }
         if self.send.body_bytes_max == 0 {
             return Err("send.body_bytes_max must be positive".into());
+        }
+        let tx = &self.transactions;
+        if tx.first_check_ms < 0 || tx.check_interval_ms <= 0 || tx.immunity_ms_max < tx.first_check_ms {
+            return Err("transactions: check_interval_ms must be positive and first_check_ms <= immunity_ms_max".into());
         }
         Ok(())
     }
@@ -63,6 +75,8 @@ pub enum BrokerError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SendReceipt {
     pub message_id: String,
+    /// Set for transactional messages: what the producer ends the transaction with.
+    pub transaction_id: Option<String>,
     pub queue_id: u32,
     /// Queue offset of the stored message (in the timer topic while a delayed message waits).
     pub queue_offset: u64,
@@ -82,12 +96,21 @@ pub enum SendError {
 /// Called once with the outcome of a send, on a store thread.
 pub type SendDone = Box<dyn FnOnce(Result<SendReceipt, SendError>) + Send>;
 
+/// The hooks transaction checks go through; set once the front end exists.
+#[derive(Default)]
+struct Hooks {
+    checker: Option<Arc<dyn TransactionChecker>>,
+    prober: Option<Arc<dyn TransactionProber>>,
+}
+
 pub struct Broker {
     store: Arc<Store>,
     metadata: Arc<Metadata>,
     offsets: Arc<Offsets>,
     delivery: Arc<Delivery>,
     timer: Arc<Timer>,
+    transactions: Arc<Transactions>,
+    hooks: Arc<std::sync::RwLock<Hooks>>,
     clock: Arc<dyn Clock>,
     config: BrokerConfig,
     round_robin: AtomicU64,
@@ -113,10 +136,14 @@ impl Broker {
         let offsets = Arc::new(Offsets::open(dir).map_err(BrokerError::Offsets)?);
         let delivery = Arc::new(Delivery::new(store.clone(), metadata.clone(), offsets.clone(), clock.clone()));
         let timer = Arc::new(Timer::new(store.clone(), offsets.clone(), clock.clone()));
+        let transactions =
+            Arc::new(Transactions::open(store.clone(), offsets.clone(), clock.clone(), config.transactions.clone()));
+        let hooks: Arc<std::sync::RwLock<Hooks>> = Arc::default();
         let stopping = Arc::new(AtomicBool::new(false));
         let thread = {
             let (delivery, timer, offsets, stopping) =
                 (delivery.clone(), timer.clone(), offsets.clone(), stopping.clone());
+            let (transactions, hooks) = (transactions.clone(), hooks.clone());
             let tick = Duration::from_millis(config.tick_ms);
             let persist_every = (config.offsets_persist_ms / config.tick_ms).max(1);
             std::thread::Builder::new()
@@ -126,6 +153,11 @@ impl Broker {
                     while !stopping.load(Ordering::Acquire) {
                         delivery.revive();
                         timer.tick();
+                        let (checker, prober) = {
+                            let hooks = hooks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            (hooks.checker.clone(), hooks.prober.clone())
+                        };
+                        transactions.check(checker.as_deref(), prober.as_deref());
                         ticks += 1;
                         if ticks.is_multiple_of(persist_every)
                             && let Err(err) = offsets.persist()
@@ -143,6 +175,8 @@ impl Broker {
             offsets,
             delivery,
             timer,
+            transactions,
+            hooks,
             clock,
             config,
             round_robin: AtomicU64::new(0),
@@ -167,6 +201,21 @@ impl Broker {
         &self.timer
     }
 
+    pub fn transactions(&self) -> &Arc<Transactions> {
+        &self.transactions
+    }
+
+    /// Sets who is asked about orphaned transactions: `checker` first (e.g. a plugin), else a live
+    /// producer through `prober`.
+    pub fn set_transaction_hooks(
+        &self,
+        checker: Option<Arc<dyn TransactionChecker>>,
+        prober: Option<Arc<dyn TransactionProber>>,
+    ) {
+        let mut hooks = self.hooks.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *hooks = Hooks { checker, prober };
+    }
+
     pub fn config(&self) -> &BrokerConfig {
         &self.config
     }
@@ -185,19 +234,25 @@ impl Broker {
         };
         let message_id = message.message_id.clone();
         let queue_id = placed.queue_id;
+        let half = placed.transaction.map(|half| (half, message.topic.clone(), self.transactions.clone()));
         self.store.append(
             placed.message,
             Box::new(move |result| {
-                done(
-                    result
-                        .map(|a| SendReceipt {
-                            message_id,
-                            queue_id,
-                            queue_offset: a.queue_offset,
-                            log_offset: a.offset,
-                        })
-                        .map_err(SendError::from),
-                )
+                let transaction_id = match (&result, half) {
+                    (Ok(stored), Some((half, topic, transactions))) => {
+                        transactions.register(&topic, &half.transaction_id, stored, half.immunity_s);
+                        Some(half.transaction_id)
+                    }
+                    _ => None,
+                };
+                let receipt = |a: ferrymq_store::Appended| SendReceipt {
+                    message_id,
+                    transaction_id,
+                    queue_id,
+                    queue_offset: a.queue_offset,
+                    log_offset: a.offset,
+                };
+                done(result.map(receipt).map_err(SendError::from))
             }),
         );
     }

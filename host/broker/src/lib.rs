@@ -4,6 +4,7 @@
 //! * [`send`] — the limits on produced messages and where each message goes.
 //! * [`delivery`] — receive with an invisible time, ack, redelivery, retry and dead-letter topics.
 //! * [`timer`] — delay and timer messages.
+//! * [`transaction`] — half messages, commit/rollback, check-back, discard.
 //! * [`filter`] — TAG and SQL92 filters.
 //! * [`offsets`] — consumer progress.
 //! * [`broker`] — the whole, with its background thread.
@@ -19,5 +20,6 @@ pub mod offsets;
 pub mod search;
 pub mod send;
 pub mod timer;
+pub mod transaction;
 
 pub use broker::{Broker, BrokerConfig, BrokerError, SendDone, SendError, SendReceipt};

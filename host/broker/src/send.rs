@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::metadata::{MessageKind, Metadata, TIMER_TOPIC, TopicType, is_system_topic};
+use crate::transaction::Transactions;
 
 /// Limits on produced messages; RocketMQ's defaults.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,6 +57,8 @@ pub struct Outgoing {
     pub born_host: Option<SocketAddr>,
     /// The body is gzip-compressed by the producer; consumers are told so.
     pub compressed: bool,
+    /// Transactional messages: how long the producer asks the broker to wait before the first check.
+    pub transaction_recovery_ms: Option<i64>,
 }
 
 /// Why a message was refused; each maps to one RocketMQ status code.
@@ -91,7 +94,12 @@ pub enum SendRejection {
     TypeMismatch { topic: String, topic_type: &'static str, kind: MessageKind },
     #[error("{0}")]
     Unsupported(String),
+    #[error("transaction recovery time {0} ms is outside 0..={max} ms", max = TRANSACTION_RECOVERY_MS_MAX)]
+    IllegalRecoveryTime(i64),
 }
+
+/// Longest wait before the first check of a transaction a producer may ask for (RocketMQ's 1 h).
+pub const TRANSACTION_RECOVERY_MS_MAX: i64 = 3_600_000;
 
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
@@ -105,6 +113,15 @@ pub struct Placed {
     pub queue_id: u32,
     /// The message waits in the timer topic until this time.
     pub delayed_until_ms: Option<i64>,
+    /// A transactional message: stored as a half message, with the immunity the producer asked for.
+    pub transaction: Option<HalfMessage>,
+}
+
+/// What the transaction service needs about a half message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HalfMessage {
+    pub transaction_id: String,
+    pub immunity_s: Option<i64>,
 }
 
 /// Checks `msg` against `limits` and the topic, and builds the record to append.
@@ -129,8 +146,15 @@ pub fn place(
     if !topic.message_type.accepts(kind) {
         return Err(SendRejection::TypeMismatch { topic: topic.name, topic_type: topic.message_type.name(), kind });
     }
-    if kind == MessageKind::Transaction {
-        return Err(SendRejection::Unsupported("transactional messages are not supported by this broker yet".into()));
+    if kind == MessageKind::Transaction && (msg.message_group.is_some() || msg.delivery_ms.is_some()) {
+        return Err(SendRejection::Unsupported(
+            "a transactional message cannot also be a FIFO or delay message".into(),
+        ));
+    }
+    if let Some(ms) = msg.transaction_recovery_ms
+        && !(0..=TRANSACTION_RECOVERY_MS_MAX).contains(&ms)
+    {
+        return Err(SendRejection::IllegalRecoveryTime(ms));
     }
     let queue_id = match &msg.message_group {
         // A message group always maps to the same queue, so its messages stay in order.
@@ -154,7 +178,7 @@ pub fn place(
     };
     let mut props = Vec::with_capacity(256);
     encode_properties(msg, kind, topic.message_type, queue_id, delayed_until_ms.is_some(), &mut props)?;
-    let message = NewMessage {
+    let mut message = NewMessage {
         topic: store_topic,
         queue_id: store_queue,
         flag: 0,
@@ -166,7 +190,14 @@ pub fn place(
         properties: props,
         body: msg.body.clone(),
     };
-    Ok(Placed { message, queue_id, delayed_until_ms })
+    let transaction = (kind == MessageKind::Transaction).then(|| HalfMessage {
+        transaction_id: msg.message_id.clone(),
+        immunity_s: msg.transaction_recovery_ms.map(|ms| (ms + 999) / 1000),
+    });
+    if let Some(half) = &transaction {
+        message = Transactions::half(message, &msg.topic, queue_id, &half.transaction_id, half.immunity_s);
+    }
+    Ok(Placed { message, queue_id, delayed_until_ms, transaction })
 }
 
 fn check_body(msg: &Outgoing, limits: &SendLimits) -> Result<(), SendRejection> {

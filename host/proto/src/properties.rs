@@ -34,6 +34,18 @@ pub const DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
 pub const DLQ_ORIGIN_MESSAGE_ID: &str = "DLQ_ORIGIN_MESSAGE_ID";
 /// The message type the producer declared (ferrymq's own, so consumers see it back).
 pub const MESSAGE_TYPE: &str = "__FERRY_MSG_TYPE";
+/// Marks a half (prepared) transactional message.
+pub const TRANSACTION_PREPARED: &str = "TRAN_MSG";
+/// The transaction a half message or transaction record belongs to.
+pub const TRANSACTION_ID: &str = "__transactionId__";
+/// The producer group that may be asked about a transaction (for gRPC producers, the topic).
+pub const PRODUCER_GROUP: &str = "PGROUP";
+/// Per-message delay before the first transaction check, in seconds.
+pub const CHECK_IMMUNITY_SECONDS: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
+/// What a transaction record says: commit, rollback, check or discard (ferrymq's own).
+pub const TRANSACTION_OP: &str = "__FERRY_TX_OP";
+/// The half-topic queue offset a transaction record is about (ferrymq's own).
+pub const HALF_OFFSET: &str = "__FERRY_TX_HALF";
 
 /// Property names the broker sets or reads itself; producers may not use them as user properties.
 /// RocketMQ's reserved names are included so that messages mean the same to RocketMQ tools.
@@ -49,19 +61,21 @@ pub const RESERVED: &[&str] = &[
     DLQ_ORIGIN_TOPIC,
     DLQ_ORIGIN_MESSAGE_ID,
     MESSAGE_TYPE,
+    TRANSACTION_PREPARED,
+    TRANSACTION_ID,
+    PRODUCER_GROUP,
+    CHECK_IMMUNITY_SECONDS,
+    TRANSACTION_OP,
+    HALF_OFFSET,
     "WAIT",
     "DELAY",
     "TIMER_DELAY_SEC",
     "TIMER_DELAY_MS",
     "TIMER_OUT_MS",
-    "TRAN_MSG",
-    "PGROUP",
     "RECONSUME_TIME",
     "MAX_RECONSUME_TIMES",
     "ORIGIN_MESSAGE_ID",
     "TRANSACTION_CHECK_TIMES",
-    "CHECK_IMMUNITY_TIME_IN_SECONDS",
-    "__transactionId__",
     "TRAN_PREPARED_QUEUE_OFFSET",
     "MSG_REGION",
     "TRACE_ON",

@@ -19,6 +19,7 @@ pub struct Snapshot {
     pub groups: usize,
     /// Requests per gRPC method.
     pub rpcs: Vec<(&'static str, u64)>,
+    pub transactions: ferrymq_broker::transaction::TransactionStats,
 }
 
 struct Writer(String);
@@ -82,6 +83,17 @@ pub fn render(s: &Snapshot) -> String {
     for (rpc, n) in &s.rpcs {
         let _ = writeln!(w.0, "ferrymq_grpc_requests_total{{rpc=\"{rpc}\"}} {n}");
     }
+    let t = &s.transactions;
+    w.metric("ferrymq_transactions_pending", "gauge", "Half messages awaiting commit or rollback.", t.pending);
+    w.metric("ferrymq_transaction_checks_total", "counter", "Check-back requests sent to producers.", t.checks_sent);
+    w.metric("ferrymq_transaction_commits_total", "counter", "Transactions committed.", t.commits);
+    w.metric("ferrymq_transaction_rollbacks_total", "counter", "Transactions rolled back.", t.rollbacks);
+    w.metric(
+        "ferrymq_transaction_discards_total",
+        "counter",
+        "Transactions discarded after too many checks.",
+        t.discards,
+    );
     let r = &s.recovery;
     w.metric("ferrymq_store_recovery_clean", "gauge", "1 if the last start found a clean shutdown.", u8::from(r.clean));
     w.metric("ferrymq_store_recovery_scanned_bytes", "gauge", "Log bytes verified at the last start.", r.scanned_bytes);
@@ -116,6 +128,7 @@ mod tests {
             topics: 3,
             groups: 1,
             rpcs: vec![("QueryRoute", 3)],
+            transactions: Default::default(),
         };
         let text = render(&snapshot);
         assert!(text.contains("\nferrymq_store_written_bytes 4096\n"), "{text}");

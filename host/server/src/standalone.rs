@@ -89,6 +89,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         let admin_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let grpc = Arc::new(GrpcState::new(broker.clone(), arrivals.clone(), config.grpc.clone(), grpc_addr));
+        broker.set_transaction_hooks(None, Some(grpc.clone()));
         let grpc_task = tokio::spawn(grpc::serve(grpc_listener, grpc.clone(), stop_rx.clone()));
         let expiry_task = tokio::spawn(grpc.clone().expire_idle_clients(stop_rx.clone()));
         tracing::info!(addr = %grpc_addr, "gRPC listening");

@@ -11,8 +11,8 @@ import threading
 import time
 
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
-                      MessageListener, Producer, PushConsumer, SimpleConsumer)
-from rocketmq.grpc_protocol import FilterType
+                      MessageListener, Producer, PushConsumer, SimpleConsumer, TransactionChecker)
+from rocketmq.grpc_protocol import FilterType, TransactionResolution
 
 
 EMIT_LOCK = threading.Lock()
@@ -141,6 +141,67 @@ def push(args, config):
     return listener.consumed
 
 
+def index_of(body):
+    """The message index at the end of a body `<prefix><i>` (padding aside)."""
+    digits = ""
+    for ch in reversed(body.rstrip("x")):
+        if not ch.isdigit():
+            break
+        digits = ch + digits
+    return int(digits) if digits else -1
+
+
+def decision(rule, index):
+    """commit | rollback | even (even index commits) | unknown | none."""
+    if rule == "even":
+        return "commit" if index % 2 == 0 else "rollback"
+    return rule
+
+
+class Checker(TransactionChecker):
+    def __init__(self, rule):
+        self.rule = rule
+
+    def check(self, message):
+        body = message.body.decode("utf-8", "replace")
+        answer = decision(self.rule, index_of(body))
+        emit(event="checked", id=message.message_id, body=body, resolution=answer)
+        return {"commit": TransactionResolution.COMMIT,
+                "rollback": TransactionResolution.ROLLBACK}.get(answer, TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED)
+
+
+def tx(args, config):
+    producer = Producer(config, (args.topic,), checker=Checker(args.checker))
+    producer.startup()
+    sent = 0
+    try:
+        for i in range(args.count):
+            try:
+                transaction = producer.begin_transaction()
+                receipt = producer.send(build(args, i), transaction)
+                emit(event="sent", index=i, id=receipt.message_id, transaction_id=receipt.transaction_id)
+                sent += 1
+            except Exception as e:
+                emit(event="error", index=i, error=f"{type(e).__name__}: {e}")
+                continue
+            what = decision(args.decide, i)
+            try:
+                if what == "commit":
+                    transaction.commit()
+                    emit(event="committed", index=i, id=receipt.message_id)
+                elif what == "rollback":
+                    transaction.rollback()
+                    emit(event="rolled_back", index=i, id=receipt.message_id)
+                else:
+                    emit(event="left", index=i, id=receipt.message_id)
+            except Exception as e:
+                emit(event="error", index=i, error=f"{type(e).__name__}: {e}")
+        time.sleep(args.stay_s)
+    finally:
+        producer.shutdown()
+    return sent
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("endpoint")
@@ -155,6 +216,17 @@ def main():
     p.add_argument("--delay-ms", type=int)
     p.add_argument("--property", action="append", default=[])
     p.add_argument("--body-bytes", type=int)
+    t = sub.add_parser("tx")
+    t.add_argument("--topic", required=True)
+    t.add_argument("--count", type=int, default=1)
+    t.add_argument("--prefix", default="m")
+    t.add_argument("--decide", choices=("commit", "rollback", "even", "none"), default="commit")
+    t.add_argument("--checker", choices=("commit", "rollback", "even", "unknown"), default="even")
+    t.add_argument("--stay-s", type=float, default=0)
+    for opt in ("--tag", "--keys", "--message-group", "--body-bytes"):
+        t.add_argument(opt, type=int if opt == "--body-bytes" else str)
+    t.add_argument("--delay-ms", type=int)
+    t.add_argument("--property", action="append", default=[])
     for name in ("simple", "push"):
         c = sub.add_parser(name)
         c.add_argument("--group", required=True)
@@ -171,7 +243,7 @@ def main():
     args = parser.parse_args()
     config = ClientConfiguration(args.endpoint, Credentials())
     try:
-        count = {"produce": produce, "simple": simple, "push": push}[args.command](args, config)
+        count = {"produce": produce, "simple": simple, "push": push, "tx": tx}[args.command](args, config)
     except Exception as e:
         emit(event="fatal", error=f"{type(e).__name__}: {e}")
         sys.exit(1)

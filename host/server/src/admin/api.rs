@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use ferrymq_broker::metadata::{ConsumeFrom, GroupConfig, MetadataError, TopicConfig, TopicType};
 use ferrymq_broker::search::offset_at_time;
+use ferrymq_broker::transaction::DISCARD_TOPIC;
 use ferrymq_proto::properties;
 use ferrymq_store::StoredRecord;
 
@@ -208,6 +209,29 @@ pub fn route(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
                 }
                 Err(err) => error(StatusCode::NOT_FOUND, err),
             }
+        }
+        (&Method::GET, ["transactions"]) => {
+            let rows: Vec<Value> = state
+                .broker
+                .transactions()
+                .pending()
+                .into_iter()
+                .map(|(id, topic, checks)| json!({ "transaction_id": id, "topic": topic, "checks": checks }))
+                .collect();
+            json(StatusCode::OK, Value::Array(rows))
+        }
+        (&Method::GET, ["transactions", "discarded"]) => {
+            let store = state.broker.store();
+            let (min, max) = store.queue_bounds(DISCARD_TOPIC, 0).unwrap_or((0, 0));
+            let count = usize::try_from(max - min).unwrap_or(usize::MAX).min(LOOKUP_RESULTS_MAX);
+            let from = max.saturating_sub(count as u64);
+            let rows: Vec<Value> = store
+                .read_queue(DISCARD_TOPIC, 0, from, count)
+                .iter()
+                .filter_map(|e| store.record(e.offset, e.len).ok())
+                .filter_map(|r| message_json(&r))
+                .collect();
+            json(StatusCode::OK, Value::Array(rows))
         }
         (&Method::GET, ["messages"]) => {
             let store = state.broker.store();

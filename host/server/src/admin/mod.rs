@@ -52,6 +52,7 @@ impl AdminState {
             topics: self.broker.metadata().topics().len(),
             groups: self.broker.metadata().groups().len(),
             rpcs: self.grpc.rpcs.snapshot(),
+            transactions: self.broker.transactions().stats(),
         }
     }
 }

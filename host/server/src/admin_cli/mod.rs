@@ -38,6 +38,17 @@ pub enum AdminCommand {
     /// Look messages up.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Transactions awaiting an outcome, and those discarded after too many checks.
+    #[command(subcommand)]
+    Tx(TxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TxCommand {
+    /// Transactions whose half message awaits commit or rollback.
+    Pending,
+    /// The latest messages discarded after their transaction went unanswered (at most 64).
+    Discarded,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -229,6 +240,15 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 &["subscriber", "topic", "queue_id", "committed", "max", "lag", "in_flight"],
             )
         }
+        AdminCommand::Tx(TxCommand::Pending) => {
+            ("GET", "/v1/transactions".into(), None, &["transaction_id", "topic", "checks"])
+        }
+        AdminCommand::Tx(TxCommand::Discarded) => (
+            "GET",
+            "/v1/transactions/discarded".into(),
+            None,
+            &["topic", "queue_offset", "store_time_ms", "body_bytes", "body"],
+        ),
         AdminCommand::Message(MessageCommand::Get { id, topic, key }) => {
             let query = match (id, topic, key) {
                 (Some(id), _, _) => format!("id={}", escape(id)),

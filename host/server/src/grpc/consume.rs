@@ -66,11 +66,10 @@ impl GrpcState {
             Ok(group) => group,
             Err(status) => return fail(status),
         };
-        let topic =
-            request.message_queue.as_ref().and_then(|q| q.topic.as_ref()).map(|t| t.name.clone()).unwrap_or_default();
-        if self.broker.metadata().topic(&topic).is_none() {
-            return fail(status(Code::TopicNotFound, format!("topic {topic:?} does not exist")));
-        }
+        let topic = match self.routable(request.message_queue.as_ref().and_then(|q| q.topic.as_ref())) {
+            Ok(topic) => topic.name,
+            Err(status) => return fail(status),
+        };
         let filter = match filter(request.filter_expression.as_ref()) {
             Ok(filter) => filter,
             Err(status) => return fail(status),

@@ -70,6 +70,7 @@ pub fn outgoing(message: &pb::Message, peer: Option<SocketAddr>) -> Result<Outgo
         born_timestamp_ms: sys.born_timestamp.as_ref().map_or(0, timestamp_ms),
         born_host: peer,
         compressed,
+        transaction_recovery_ms: sys.orphaned_transaction_recovery_duration.as_ref().map(duration_ms),
     })
 }
 

@@ -17,6 +17,7 @@ mod service;
 mod settings;
 mod status;
 mod telemetry;
+mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

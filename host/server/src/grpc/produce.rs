@@ -52,7 +52,7 @@ impl GrpcState {
                     Ok(Ok(receipt)) => pb::SendResultEntry {
                         status: Some(ok()),
                         message_id: receipt.message_id,
-                        transaction_id: String::new(),
+                        transaction_id: receipt.transaction_id.unwrap_or_default(),
                         offset: receipt.queue_offset as i64,
                         recall_handle: String::new(),
                     },

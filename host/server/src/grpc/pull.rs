@@ -28,11 +28,7 @@ impl GrpcState {
     fn queue_key(&self, group: Option<&pb::Resource>, q: Option<&pb::MessageQueue>) -> Result<OffsetKey, pb::Status> {
         let group = self.group(group)?;
         let (topic, queue_id) = queue_of(q);
-        let config = self
-            .broker
-            .metadata()
-            .topic(&topic)
-            .ok_or_else(|| status(Code::TopicNotFound, format!("topic {topic:?} does not exist")))?;
+        let config = self.routable(q.and_then(|q| q.topic.as_ref()))?;
         if queue_id >= config.queues {
             return Err(status(Code::BadRequest, format!("topic {topic:?} has no queue {queue_id}")));
         }
@@ -136,11 +132,9 @@ impl GrpcState {
 
     pub fn query_offset(&self, request: &pb::QueryOffsetRequest) -> pb::QueryOffsetResponse {
         let (topic, queue_id) = queue_of(request.message_queue.as_ref());
-        let Some(config) = self.broker.metadata().topic(&topic) else {
-            return pb::QueryOffsetResponse {
-                status: Some(status(Code::TopicNotFound, format!("topic {topic:?} does not exist"))),
-                offset: 0,
-            };
+        let config = match self.routable(request.message_queue.as_ref().and_then(|q| q.topic.as_ref())) {
+            Ok(config) => config,
+            Err(status) => return pb::QueryOffsetResponse { status: Some(status), offset: 0 },
         };
         if queue_id >= config.queues {
             return pb::QueryOffsetResponse {

@@ -1,6 +1,6 @@
 //! QueryRoute and QueryAssignment: where a topic's queues are and which a consumer should read.
 
-use ferrymq_broker::metadata::{TIMER_TOPIC, TopicConfig, TopicType, is_system_topic};
+use ferrymq_broker::metadata::{DLQ_TOPIC_PREFIX, RETRY_TOPIC_PREFIX, TopicConfig, TopicType, is_system_topic};
 use ferrymq_proto::grpc::v2::{self as pb, Code};
 
 use super::GrpcState;
@@ -56,9 +56,12 @@ impl GrpcState {
     }
 
     /// A topic clients may address by name: known, and not the broker's own timer topic.
-    fn routable(&self, topic: Option<&pb::Resource>) -> Result<TopicConfig, pb::Status> {
+    pub(super) fn routable(&self, topic: Option<&pb::Resource>) -> Result<TopicConfig, pb::Status> {
         let name = topic.map(|t| t.name.as_str()).unwrap_or_default();
-        if name.is_empty() || name == TIMER_TOPIC {
+        // The broker's own topics (timer, transactions) are not for clients; retry and dead-letter
+        // topics can be read.
+        let readable_system = name.starts_with(RETRY_TOPIC_PREFIX) || name.starts_with(DLQ_TOPIC_PREFIX);
+        if name.is_empty() || (is_system_topic(name) && !readable_system) {
             return Err(status(Code::IllegalTopic, format!("topic {name:?} cannot be addressed")));
         }
         self.broker

@@ -169,11 +169,13 @@ impl MessagingService for Messaging {
 
     async fn end_transaction(
         &self,
-        _request: Request<pb::EndTransactionRequest>,
+        request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, Status> {
         self.state.rpcs.count("EndTransaction");
-        let status = status(Code::Unsupported, "transactional messages are not supported by this broker yet");
-        Ok(Response::new(pb::EndTransactionResponse { status: Some(status) }))
+        if let Ok(id) = client_id(&request) {
+            self.state.clients.touch(&id);
+        }
+        Ok(Response::new(self.state.end_transaction(request.into_inner()).await))
     }
 
     type TelemetryStream = BoxStream<pb::TelemetryCommand>;

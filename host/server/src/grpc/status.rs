@@ -39,6 +39,7 @@ pub fn from_rejection(rejection: &SendRejection) -> Status {
         SendRejection::IllegalTopic(_) => Code::IllegalTopic,
         SendRejection::TypeMismatch { .. } => Code::MessagePropertyConflictWithType,
         SendRejection::Unsupported(_) => Code::Unsupported,
+        SendRejection::IllegalRecoveryTime(_) => Code::BadRequest,
     };
     status(code, rejection.to_string())
 }
