@@ -19,7 +19,9 @@ const util = require('node:util');
 const {
   BaseClient, ConsumeResult, FilterExpression, Producer, PushConsumer, SimpleConsumer,
 } = require('rocketmq-client-nodejs');
-const { FilterType } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
+const {
+  FilterType, TransactionResolution,
+} = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 
 // The client waits for the server's Settings reply (telemetry) at startup with no limit of its own.
 const STARTUP_TIMEOUT_MS = 30000;
@@ -105,7 +107,10 @@ const USAGE = `usage: driver.js <endpoint> produce --topic T --count N [--prefix
 usage: driver.js <endpoint> simple --group G --topic T [--filter-type tag|sql] [--expr E] [--expect N]
        [--timeout-s S] [--invisible-s I] [--batch B] [--await-s A] [--no-ack]
 usage: driver.js <endpoint> push --group G --topic T [--filter-type tag|sql] [--expr E] [--expect N]
-       [--timeout-s S] [--fail-times K]`;
+       [--timeout-s S] [--fail-times K]
+usage: driver.js <endpoint> tx --topic T --count N [--prefix P] [--decide commit|rollback|even|none]
+       [--checker commit|rollback|even|unknown] [--stay-s S] [--tag T] [--keys K1,K2]
+       [--property k=v]... [--body-bytes N]`;
 
 class UsageError extends Error {}
 
@@ -140,20 +145,29 @@ const CONSUMER_OPTIONS = {
   '--fail-times': { parse: int, default: 0 },
 };
 
+// The message options of `produce` and `tx` (see build()).
+const MESSAGE_OPTIONS = {
+  '--topic': { parse: str, required: true },
+  '--count': { parse: int, default: 1 },
+  '--prefix': { parse: str, default: 'm' },
+  '--tag': { parse: str, default: null },
+  '--keys': { parse: str, default: null },
+  '--message-group': { parse: str, default: null },
+  '--delay-ms': { parse: int, default: null },
+  '--property': { parse: str, append: true },
+  '--body-bytes': { parse: int, default: null },
+};
+
 const COMMANDS = {
-  produce: {
-    '--topic': { parse: str, required: true },
-    '--count': { parse: int, default: 1 },
-    '--prefix': { parse: str, default: 'm' },
-    '--tag': { parse: str, default: null },
-    '--keys': { parse: str, default: null },
-    '--message-group': { parse: str, default: null },
-    '--delay-ms': { parse: int, default: null },
-    '--property': { parse: str, append: true },
-    '--body-bytes': { parse: int, default: null },
-  },
+  produce: MESSAGE_OPTIONS,
   simple: CONSUMER_OPTIONS,
   push: CONSUMER_OPTIONS,
+  tx: {
+    ...MESSAGE_OPTIONS,
+    '--decide': { parse: n => choice(n, [ 'commit', 'rollback', 'even', 'none' ]), default: 'commit' },
+    '--checker': { parse: n => choice(n, [ 'commit', 'rollback', 'even', 'unknown' ]), default: 'even' },
+    '--stay-s': { parse: float, default: 0 },
+  },
 };
 
 function parseArgs(argv) {
@@ -190,7 +204,7 @@ function parseArgs(argv) {
   const [ endpoint, command ] = positional;
   const specs = COMMANDS[command];
   if (!specs) {
-    throw new UsageError(`argument command: invalid choice: '${command}' (choose from 'produce', 'simple', 'push')`);
+    throw new UsageError(`argument command: invalid choice: '${command}' (choose from 'produce', 'tx', 'simple', 'push')`);
   }
   const args = { endpoint, command };
   const key = name => name.slice(2).replace(/-/g, '_');
@@ -238,6 +252,26 @@ function describe(msg) {
   };
 }
 
+// The options of message `i` for Producer.send(): body `<prefix><i>` (padded with `x` to
+// --body-bytes), and the tag, keys, message group, delivery time and properties given.
+function build(args, i) {
+  let body = `${args.prefix}${i}`;
+  if (args.body_bytes) body = body.padEnd(args.body_bytes, 'x');
+  const options = { topic: args.topic, body: Buffer.from(body) };
+  if (args.tag) options.tag = args.tag;
+  if (args.keys) options.keys = args.keys.split(',');
+  if (args.message_group) options.messageGroup = args.message_group;
+  if (args.delay_ms !== null) options.deliveryTimestamp = new Date(Date.now() + args.delay_ms);
+  if (args.property.length) {
+    options.properties = new Map();
+    for (const prop of args.property) {
+      const eq = prop.indexOf('=');
+      options.properties.set(eq < 0 ? prop : prop.slice(0, eq), eq < 0 ? '' : prop.slice(eq + 1));
+    }
+  }
+  return options;
+}
+
 async function produce(args) {
   const producer = new Producer({ endpoints: args.endpoint, topics: [ args.topic ], logger });
   await startup(producer, 'producer');
@@ -245,21 +279,7 @@ async function produce(args) {
   try {
     for (let i = 0; i < args.count; i++) {
       try {
-        let body = `${args.prefix}${i}`;
-        if (args.body_bytes) body = body.padEnd(args.body_bytes, 'x');
-        const options = { topic: args.topic, body: Buffer.from(body) };
-        if (args.tag) options.tag = args.tag;
-        if (args.keys) options.keys = args.keys.split(',');
-        if (args.message_group) options.messageGroup = args.message_group;
-        if (args.delay_ms !== null) options.deliveryTimestamp = new Date(Date.now() + args.delay_ms);
-        if (args.property.length) {
-          options.properties = new Map();
-          for (const prop of args.property) {
-            const eq = prop.indexOf('=');
-            options.properties.set(eq < 0 ? prop : prop.slice(0, eq), eq < 0 ? '' : prop.slice(eq + 1));
-          }
-        }
-        const receipt = await producer.send(options);
+        const receipt = await producer.send(build(args, i));
         emit('sent', { index: i, id: receipt.messageId });
         sent += 1;
       } catch (e) { // the client reports broker and client-side refusals alike
@@ -357,6 +377,70 @@ async function push(args) {
   return consumed;
 }
 
+// The message index at the end of a body `<prefix><i>` (padding aside), -1 without one.
+function indexOf(body) {
+  const match = /(\d*)x*$/.exec(body);
+  return match[1] ? Number.parseInt(match[1], 10) : -1;
+}
+
+// commit | rollback | even (an even index commits, an odd one rolls back) | unknown | none.
+function decision(rule, index) {
+  if (rule === 'even') return index % 2 === 0 ? 'commit' : 'rollback';
+  return rule;
+}
+
+async function tx(args) {
+  // The client calls check() when the broker sends a RecoverOrphanedTransactionCommand and ends the
+  // transaction with the resolution returned (source SOURCE_SERVER_CHECK); on null or
+  // TRANSACTION_RESOLUTION_UNSPECIFIED it sends no EndTransaction at all, leaving it to a later check.
+  const checker = {
+    async check(message) {
+      const body = message.body.toString('utf8');
+      const answer = decision(args.checker, indexOf(body));
+      emit('checked', { id: message.messageId, body, resolution: answer });
+      if (answer === 'commit') return TransactionResolution.COMMIT;
+      if (answer === 'rollback') return TransactionResolution.ROLLBACK;
+      return TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED;
+    },
+  };
+  const producer = new Producer({ endpoints: args.endpoint, topics: [ args.topic ], checker, logger });
+  await startup(producer, 'transactional producer');
+  let sent = 0;
+  try {
+    for (let i = 0; i < args.count; i++) {
+      let transaction;
+      let receipt;
+      try {
+        transaction = producer.beginTransaction();
+        receipt = await producer.send(build(args, i), transaction);
+        emit('sent', { index: i, id: receipt.messageId, transaction_id: receipt.transactionId });
+        sent += 1;
+      } catch (e) {
+        emit('error', { index: i, error: errorText(e) });
+        continue;
+      }
+      const what = decision(args.decide, i);
+      try {
+        if (what === 'commit') {
+          await transaction.commit();
+          emit('committed', { index: i, id: receipt.messageId });
+        } else if (what === 'rollback') {
+          await transaction.rollback();
+          emit('rolled_back', { index: i, id: receipt.messageId });
+        } else {
+          emit('left', { index: i, id: receipt.messageId });
+        }
+      } catch (e) {
+        emit('error', { index: i, error: errorText(e) });
+      }
+    }
+    await sleep(args.stay_s * 1000);
+  } finally {
+    await shutdown(producer);
+  }
+  return sent;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 function finish(code) {
@@ -384,7 +468,7 @@ async function main() {
   }
   let count;
   try {
-    count = await { produce, simple, push }[args.command](args);
+    count = await { produce, simple, push, tx }[args.command](args);
   } catch (e) {
     emit('fatal', { error: errorText(e) });
     finish(1);

@@ -44,6 +44,11 @@ impl Client {
     /// Runs the driver with `args` against `endpoint` and returns its events. Fails the test if it
     /// does not finish within `limit`.
     pub fn run(self, endpoint: std::net::SocketAddr, args: &[&str], limit: Duration) -> Events {
+        self.spawn(endpoint, args).wait(limit)
+    }
+
+    /// Starts the driver in the background.
+    pub fn spawn(self, endpoint: std::net::SocketAddr, args: &[&str]) -> Running {
         let mut child = self
             .command()
             .arg(endpoint.to_string())
@@ -58,28 +63,49 @@ impl Client {
             let _ = stdout.read_to_string(&mut out);
             out
         });
+        Running { client: self, child, reader, args: args.iter().map(|a| (*a).to_owned()).collect() }
+    }
+}
+
+/// A driver running in the background.
+pub struct Running {
+    client: Client,
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<String>,
+    args: Vec<String>,
+}
+
+impl Running {
+    /// Waits for the driver to finish; fails the test if it takes longer than `limit`.
+    pub fn wait(mut self, limit: Duration) -> Events {
         let deadline = Instant::now() + limit;
-        loop {
-            if child.try_wait().expect("wait").is_some() {
-                break;
-            }
+        while self.child.try_wait().expect("wait").is_none() {
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{self:?} driver {args:?} did not finish within {limit:?}; output so far: {}",
-                    reader.join().unwrap_or_default()
-                );
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let out = self.reader.join().unwrap_or_default();
+                panic!("{:?} driver {:?} did not finish within {limit:?}; output so far: {out}", self.client, self.args);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.collect()
+    }
+
+    /// Kills the driver (SIGKILL) and returns what it printed until then.
+    pub fn kill(mut self) -> Events {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.collect()
+    }
+
+    fn collect(mut self) -> Events {
         let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
+        if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut stderr);
         }
-        let out = reader.join().unwrap_or_default();
+        let out = self.reader.join().unwrap_or_default();
         let events: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        Events { client: self, events, stderr }
+        Events { client: self.client, events, stderr }
     }
 }
 

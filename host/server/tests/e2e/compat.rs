@@ -302,3 +302,46 @@ fn props(n: usize) -> Vec<String> {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+fn transactions_commit_and_roll_back(client: Client) {
+    let f = Fixture::new(client);
+    f.topic("pay", "transaction", 2);
+    let run = f.run(&["tx", "--topic", "pay", "--count", "4", "--decide", "even"]).ok();
+    assert_eq!(run.of("committed").len(), 2);
+    assert_eq!(run.of("rolled_back").len(), 2);
+    assert_eq!(f.simple("g", "pay", 4, 4, &[]).sorted_bodies(), ["m0", "m2"], "committed once each; rolled back never");
+    f.node.assert_called(&["EndTransaction"]);
+}
+with_clients!(transactions_commit_and_roll_back: python => Python, node => Node, rust => Rust);
+
+fn a_checker_answers_for_transactions_left_open(client: Client) {
+    let f = Fixture::new(client);
+    f.topic("pay", "transaction", 2);
+    // Left open: the broker asks the producer's checker, which commits even-numbered ones only.
+    let run = f.run(&["tx", "--topic", "pay", "--count", "6", "--prefix", "e", "--decide", "none", "--checker", "even", "--stay-s", "4"]).ok();
+    let checked: BTreeSet<&str> = run.of("checked").iter().filter_map(|e| e["body"].as_str()).collect();
+    assert_eq!(checked.len(), 6, "every open transaction was checked: {:?}", run.events);
+    assert_eq!(f.simple("g", "pay", 6, 4, &[]).sorted_bodies(), ["e0", "e2", "e4"]);
+    let rollbacks = f.run(&["tx", "--topic", "pay", "--count", "2", "--prefix", "r", "--decide", "none", "--checker", "rollback", "--stay-s", "3"]).ok();
+    assert_eq!(rollbacks.of("checked").len(), 2);
+    assert!(f.simple("g", "pay", 1, 3, &[]).bodies().is_empty(), "a checker's rollback is never delivered");
+}
+with_clients!(a_checker_answers_for_transactions_left_open: python => Python, node => Node, rust => Rust);
+
+fn a_killed_producers_transactions_are_checked_through_a_new_instance(client: Client) {
+    let f = Fixture::new(client);
+    f.topic("pay", "transaction", 2);
+    // The first producer sends three half messages and is killed before ending any of them.
+    let first = client.spawn(f.node.grpc, &["tx", "--topic", "pay", "--count", "3", "--prefix", "k", "--decide", "none", "--stay-s", "60"]);
+    let deadline = std::time::Instant::now() + LIMIT;
+    while f.node.metric("ferrymq_transactions_pending") < 3.0 {
+        assert!(std::time::Instant::now() < deadline, "the half messages never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(first.kill().sent().len(), 3);
+    // A new producer instance of the same topic answers the checks.
+    let second = f.run(&["tx", "--topic", "pay", "--count", "0", "--checker", "commit", "--stay-s", "4"]).ok();
+    assert_eq!(second.of("checked").len(), 3, "{:?}", second.events);
+    assert_eq!(f.simple("g", "pay", 3, 10, &[]).sorted_bodies(), ["k0", "k1", "k2"]);
+}
+with_clients!(a_killed_producers_transactions_are_checked_through_a_new_instance: python => Python, node => Node, rust => Rust);

@@ -8,7 +8,13 @@
 //!   sending and when reading a received message, so `--delay-ms` is rounded up to the next second
 //!   and `delivery_ms` is that second times 1000;
 //! * a receive's gRPC deadline is exactly the long-polling timeout, which is `--await-s` here;
-//! * the client logs to stderr, never stdout.
+//! * the client logs to stderr, never stdout;
+//! * `send_transaction_message` does not mark the message as transactional itself: without the
+//!   builder's `enable_transaction()` it goes out as a normal message. A transactional message may not
+//!   carry a message group or a delivery time (the builder refuses, so `tx` reports an error event);
+//! * the transaction checker is a plain closure `(transaction_id, MessageView) -> TransactionResolution`;
+//!   whatever it returns, UNKNOWN included (`TRANSACTION_RESOLUTION_UNSPECIFIED` on the wire), the client
+//!   answers the check with an EndTransaction from source SOURCE_SERVER_CHECK.
 
 use std::collections::HashMap;
 use std::process::exit;
@@ -18,11 +24,15 @@ use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
 use rocketmq::error::ClientError;
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::{MessageBuilder, MessageView};
+use rocketmq::model::transaction::{Transaction, TransactionResolution};
 use rocketmq::{Producer, SimpleConsumer};
 use serde_json::{json, Map, Value};
 
 const USAGE: &str = "usage:
   driver <endpoint host:port> produce --topic T [--count N] [--prefix P] [--tag T] [--keys K1,K2]
+         [--message-group G] [--delay-ms D] [--property k=v]... [--body-bytes N]
+  driver <endpoint> tx --topic T [--count N] [--prefix P] [--decide commit|rollback|even|none]
+         [--checker commit|rollback|even|unknown] [--stay-s S] [--tag T] [--keys K1,K2]
          [--message-group G] [--delay-ms D] [--property k=v]... [--body-bytes N]
   driver <endpoint> simple|push --group G --topic T [--filter-type tag|sql] [--expr E] [--expect N]
          [--timeout-s S] [--invisible-s I] [--batch B] [--await-s A] [--no-ack] [--fail-times K]";
@@ -66,6 +76,10 @@ struct Args {
     delay_ms: Option<i64>,
     properties: Vec<String>,
     body_bytes: Option<usize>,
+    // tx
+    decide: String,
+    checker: String,
+    stay_s: f64,
     // simple / push
     group: String,
     filter_type: String,
@@ -81,6 +95,13 @@ struct Args {
 
 fn number<T: std::str::FromStr>(option: &str, value: &str) -> T {
     value.parse().unwrap_or_else(|_| usage_error(&format!("argument {option}: invalid value: {value:?}")))
+}
+
+fn choice(option: &str, value: String, choices: &[&str]) -> String {
+    if !choices.contains(&value.as_str()) {
+        usage_error(&format!("argument {option}: invalid choice: {value:?} (choose from {})", choices.join(", ")));
+    }
+    value
 }
 
 fn parse_args(argv: Vec<String>) -> Args {
@@ -116,13 +137,27 @@ fn parse_args(argv: Vec<String>) -> Args {
         }
     }
     if positional.len() != 2 {
-        usage_error("expected <endpoint> and a command (produce, simple or push)");
+        usage_error("expected <endpoint> and a command (produce, tx, simple or push)");
     }
     let command = positional[1].clone();
     let allowed: &[&str] = match command.as_str() {
         "produce" => {
             &["topic", "count", "prefix", "tag", "keys", "message-group", "delay-ms", "property", "body-bytes"]
         }
+        "tx" => &[
+            "topic",
+            "count",
+            "prefix",
+            "decide",
+            "checker",
+            "stay-s",
+            "tag",
+            "keys",
+            "message-group",
+            "delay-ms",
+            "property",
+            "body-bytes",
+        ],
         "simple" | "push" => &[
             "group",
             "topic",
@@ -136,7 +171,7 @@ fn parse_args(argv: Vec<String>) -> Args {
             "no-ack",
             "fail-times",
         ],
-        other => usage_error(&format!("invalid command {other:?} (choose from produce, simple, push)")),
+        other => usage_error(&format!("invalid command {other:?} (choose from produce, tx, simple, push)")),
     };
     let mut args = Args {
         endpoint: positional[0].clone(),
@@ -150,6 +185,9 @@ fn parse_args(argv: Vec<String>) -> Args {
         delay_ms: None,
         properties: Vec::new(),
         body_bytes: None,
+        decide: "commit".to_string(),
+        checker: "even".to_string(),
+        stay_s: 0.0,
         group: String::new(),
         filter_type: "tag".to_string(),
         expr: "*".to_string(),
@@ -181,6 +219,9 @@ fn parse_args(argv: Vec<String>) -> Args {
             "delay-ms" => args.delay_ms = Some(number(&option, &value)),
             "property" => args.properties.push(value),
             "body-bytes" => args.body_bytes = Some(number(&option, &value)),
+            "decide" => args.decide = choice(&option, value, &["commit", "rollback", "even", "none"]),
+            "checker" => args.checker = choice(&option, value, &["commit", "rollback", "even", "unknown"]),
+            "stay-s" => args.stay_s = number(&option, &value),
             "group" => {
                 args.group = value;
                 have_group = true;
@@ -205,7 +246,7 @@ fn parse_args(argv: Vec<String>) -> Args {
     if !have_topic {
         usage_error("the following arguments are required: --topic");
     }
-    if args.command != "produce" && !have_group {
+    if (args.command == "simple" || args.command == "push") && !have_group {
         usage_error("the following arguments are required: --group");
     }
     args
@@ -227,6 +268,42 @@ fn body_of(args: &Args, index: u64) -> Vec<u8> {
     body
 }
 
+/// Message `i` as `produce` and `tx` send it: body, tag, keys, properties, message group, delivery time.
+fn build(args: &Args, index: u64) -> MessageBuilder {
+    let mut builder = MessageBuilder::builder().set_topic(args.topic.clone()).set_body(body_of(args, index));
+    if let Some(tag) = args.tag.as_deref().filter(|t| !t.is_empty()) {
+        builder = builder.set_tag(tag);
+    }
+    // Keys are a set in the Python client: drop repeats, keep the order given.
+    let mut keys: Vec<String> = Vec::new();
+    let given = args.keys.as_deref().filter(|k| !k.is_empty());
+    for key in given.map(|k| k.split(',').collect::<Vec<_>>()).unwrap_or_default() {
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_string());
+        }
+    }
+    if !keys.is_empty() {
+        builder = builder.set_keys(keys);
+    }
+    let mut properties: HashMap<String, String> = HashMap::new();
+    for prop in &args.properties {
+        let (key, value) = prop.split_once('=').unwrap_or((prop.as_str(), ""));
+        properties.insert(key.to_string(), value.to_string());
+    }
+    if !properties.is_empty() {
+        builder = builder.set_properties(properties);
+    }
+    if let Some(group) = args.message_group.as_deref().filter(|g| !g.is_empty()) {
+        builder = builder.set_message_group(group);
+    }
+    if let Some(delay_ms) = args.delay_ms {
+        // The crate puts whole seconds on the wire; round up so delivery is never early.
+        let at_ms = now_ms() + delay_ms;
+        builder = builder.set_delivery_timestamp(at_ms.div_euclid(1000) + i64::from(at_ms.rem_euclid(1000) != 0));
+    }
+    builder
+}
+
 /// Sends `--count` messages one at a time; returns how many the broker accepted.
 async fn produce(args: &Args) -> Result<u64, ClientError> {
     let mut option = ProducerOption::default();
@@ -234,39 +311,9 @@ async fn produce(args: &Args) -> Result<u64, ClientError> {
     let mut producer = Producer::new(option, client_option(args))?;
     producer.start().await?;
 
-    // Keys are a set in the Python client: drop repeats, keep the order given.
-    let mut keys: Vec<String> = Vec::new();
-    for key in args.keys.as_deref().map(|k| k.split(',').collect::<Vec<_>>()).unwrap_or_default() {
-        if !keys.iter().any(|k| k == key) {
-            keys.push(key.to_string());
-        }
-    }
-    let mut properties: HashMap<String, String> = HashMap::new();
-    for prop in &args.properties {
-        let (key, value) = prop.split_once('=').unwrap_or((prop.as_str(), ""));
-        properties.insert(key.to_string(), value.to_string());
-    }
-
     let mut sent = 0;
     for i in 0..args.count {
-        let mut builder = MessageBuilder::builder().set_topic(args.topic.clone()).set_body(body_of(args, i));
-        if let Some(tag) = args.tag.as_deref().filter(|t| !t.is_empty()) {
-            builder = builder.set_tag(tag);
-        }
-        if !keys.is_empty() {
-            builder = builder.set_keys(keys.clone());
-        }
-        if !properties.is_empty() {
-            builder = builder.set_properties(properties.clone());
-        }
-        if let Some(group) = args.message_group.as_deref().filter(|g| !g.is_empty()) {
-            builder = builder.set_message_group(group);
-        }
-        if let Some(delay_ms) = args.delay_ms {
-            // The crate puts whole seconds on the wire; round up so delivery is never early.
-            let at_ms = now_ms() + delay_ms;
-            builder = builder.set_delivery_timestamp(at_ms.div_euclid(1000) + i64::from(at_ms.rem_euclid(1000) != 0));
-        }
+        let builder = build(args, i);
         let result = match builder.build() {
             Ok(message) => producer.send(message).await,
             Err(e) => Err(e),
@@ -279,6 +326,75 @@ async fn produce(args: &Args) -> Result<u64, ClientError> {
             Err(e) => emit(json!({"event": "error", "index": i, "error": describe_error(&e)})),
         }
     }
+    shutdown(producer.shutdown()).await;
+    Ok(sent)
+}
+
+/// Whether the message index at the end of a body `<prefix><i>` (padding `x` aside) is even; a body
+/// without trailing digits counts as index -1, i.e. odd, as in the Python driver.
+fn index_is_even(body: &str) -> bool {
+    match body.trim_end_matches('x').chars().last() {
+        Some(c @ '0'..='9') => (c as u8 - b'0') % 2 == 0,
+        _ => false,
+    }
+}
+
+/// commit | rollback | even (an even index commits, an odd one rolls back) | unknown | none.
+fn decision<'a>(rule: &'a str, even: bool) -> &'a str {
+    match rule {
+        "even" if even => "commit",
+        "even" => "rollback",
+        other => other,
+    }
+}
+
+/// Sends `--count` transactional messages, ending each per `--decide` and answering the broker's
+/// checks per `--checker`; stays `--stay-s` seconds afterwards. Returns how many were sent.
+async fn tx(args: &Args) -> Result<u64, ClientError> {
+    let mut option = ProducerOption::default();
+    option.set_topics(vec![args.topic.clone()]);
+    let rule = args.checker.clone();
+    let checker = Box::new(move |_transaction_id: String, message: MessageView| {
+        let body = String::from_utf8_lossy(message.body()).into_owned();
+        let answer = decision(&rule, index_is_even(&body));
+        emit(json!({"event": "checked", "id": message.message_id(), "body": body, "resolution": answer}));
+        match answer {
+            "commit" => TransactionResolution::COMMIT,
+            "rollback" => TransactionResolution::ROLLBACK,
+            _ => TransactionResolution::UNKNOWN,
+        }
+    });
+    let mut producer = Producer::new_transaction_producer(option, client_option(args), checker)?;
+    producer.start().await?;
+
+    let mut sent = 0;
+    for i in 0..args.count {
+        let result = match build(args, i).enable_transaction().build() {
+            Ok(message) => producer.send_transaction_message(message).await,
+            Err(e) => Err(e),
+        };
+        let transaction = match result {
+            Ok(transaction) => transaction,
+            Err(e) => {
+                emit(json!({"event": "error", "index": i, "error": describe_error(&e)}));
+                continue;
+            }
+        };
+        let id = transaction.message_id().to_string();
+        emit(json!({"event": "sent", "index": i, "id": id, "transaction_id": transaction.transaction_id()}));
+        sent += 1;
+        let (ended, event) = match decision(&args.decide, i % 2 == 0) {
+            "commit" => (transaction.commit().await, "committed"),
+            "rollback" => (transaction.rollback().await, "rolled_back"),
+            _ => (Ok(()), "left"),
+        };
+        match ended {
+            Ok(()) => emit(json!({"event": event, "index": i, "id": id})),
+            Err(e) => emit(json!({"event": "error", "index": i, "error": describe_error(&e)})),
+        }
+    }
+    // Checks arrive over the telemetry stream while we wait.
+    tokio::time::sleep(Duration::from_secs_f64(args.stay_s.max(0.0))).await;
     shutdown(producer.shutdown()).await;
     Ok(sent)
 }
@@ -353,6 +469,7 @@ async fn main() {
     let result = match args.command.as_str() {
         "produce" => produce(&args).await,
         "simple" => simple(&args).await,
+        "tx" => tx(&args).await,
         _ => {
             emit(json!({"event": "fatal", "error": "push consumer is not available in the Rust client"}));
             exit(2);
