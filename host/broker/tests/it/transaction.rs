@@ -20,7 +20,15 @@ fn tx(body: &str) -> Outgoing {
 fn readable(f: &Fixture, group: &str, topic: &str) -> Vec<String> {
     let g = f.group(group, |_| {});
     let filter = Filter::all();
-    let r = Receive { group: &g, client_id: "c", topic, filter: &filter, batch: 32, invisible_ms: 60_000, auto_renew: false };
+    let r = Receive {
+        group: &g,
+        client_id: "c",
+        topic,
+        filter: &filter,
+        batch: 32,
+        invisible_ms: 60_000,
+        auto_renew: false,
+    };
     let mut got: Vec<String> = f.broker.delivery().receive(&r).expect("receive").iter().map(body).collect();
     got.sort();
     got
@@ -50,7 +58,10 @@ fn a_half_message_is_invisible_until_committed_and_a_rollback_is_never_delivered
     // Ending again (a client retry, or a check answered late) changes nothing.
     transactions.end(&commit, Resolution::Commit).expect("second commit is a no-op");
     transactions.end(&rollback, Resolution::Commit).expect("late commit after rollback is a no-op");
-    assert_eq!(transactions.end("never-sent", Resolution::Commit), Err(TransactionError::NotFound("never-sent".into())));
+    assert_eq!(
+        transactions.end("never-sent", Resolution::Commit),
+        Err(TransactionError::NotFound("never-sent".into()))
+    );
     settle(&f);
     assert_eq!(readable(&f, "late", "pay"), ["commit-me"]);
     let stats = transactions.stats();

@@ -84,7 +84,10 @@ impl Running {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 let out = self.reader.join().unwrap_or_default();
-                panic!("{:?} driver {:?} did not finish within {limit:?}; output so far: {out}", self.client, self.args);
+                panic!(
+                    "{:?} driver {:?} did not finish within {limit:?}; output so far: {out}",
+                    self.client, self.args
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -318,11 +318,43 @@ fn a_checker_answers_for_transactions_left_open(client: Client) {
     let f = Fixture::new(client);
     f.topic("pay", "transaction", 2);
     // Left open: the broker asks the producer's checker, which commits even-numbered ones only.
-    let run = f.run(&["tx", "--topic", "pay", "--count", "6", "--prefix", "e", "--decide", "none", "--checker", "even", "--stay-s", "4"]).ok();
+    let run = f
+        .run(&[
+            "tx",
+            "--topic",
+            "pay",
+            "--count",
+            "6",
+            "--prefix",
+            "e",
+            "--decide",
+            "none",
+            "--checker",
+            "even",
+            "--stay-s",
+            "4",
+        ])
+        .ok();
     let checked: BTreeSet<&str> = run.of("checked").iter().filter_map(|e| e["body"].as_str()).collect();
     assert_eq!(checked.len(), 6, "every open transaction was checked: {:?}", run.events);
     assert_eq!(f.simple("g", "pay", 6, 4, &[]).sorted_bodies(), ["e0", "e2", "e4"]);
-    let rollbacks = f.run(&["tx", "--topic", "pay", "--count", "2", "--prefix", "r", "--decide", "none", "--checker", "rollback", "--stay-s", "3"]).ok();
+    let rollbacks = f
+        .run(&[
+            "tx",
+            "--topic",
+            "pay",
+            "--count",
+            "2",
+            "--prefix",
+            "r",
+            "--decide",
+            "none",
+            "--checker",
+            "rollback",
+            "--stay-s",
+            "3",
+        ])
+        .ok();
     assert_eq!(rollbacks.of("checked").len(), 2);
     assert!(f.simple("g", "pay", 1, 3, &[]).bodies().is_empty(), "a checker's rollback is never delivered");
 }
@@ -332,7 +364,10 @@ fn a_killed_producers_transactions_are_checked_through_a_new_instance(client: Cl
     let f = Fixture::new(client);
     f.topic("pay", "transaction", 2);
     // The first producer sends three half messages and is killed before ending any of them.
-    let first = client.spawn(f.node.grpc, &["tx", "--topic", "pay", "--count", "3", "--prefix", "k", "--decide", "none", "--stay-s", "60"]);
+    let first = client.spawn(
+        f.node.grpc,
+        &["tx", "--topic", "pay", "--count", "3", "--prefix", "k", "--decide", "none", "--stay-s", "60"],
+    );
     let deadline = std::time::Instant::now() + LIMIT;
     while f.node.metric("ferrymq_transactions_pending") < 3.0 {
         assert!(std::time::Instant::now() < deadline, "the half messages never arrived");

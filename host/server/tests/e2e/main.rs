@@ -9,6 +9,7 @@ mod cli;
 mod compat;
 mod pull;
 mod standalone;
+mod tx_crash;
 
 /// How long one official-client driver run may take.
 pub fn compat_limit() -> std::time::Duration {
