@@ -88,7 +88,7 @@ struct EvenCommits;
 impl TransactionChecker for EvenCommits {
     fn check(&self, _topic: &str, _transaction_id: &str, half: &RecordRef<'_>) -> Option<Resolution> {
         let last = half.body.last().copied().unwrap_or(b'0');
-        Some(if (last - b'0') % 2 == 0 { Resolution::Commit } else { Resolution::Rollback })
+        Some(if (last - b'0').is_multiple_of(2) { Resolution::Commit } else { Resolution::Rollback })
     }
 }
 

@@ -73,3 +73,46 @@ fn lag_offset_reset_and_message_lookup_reflect_what_clients_did() {
             .expect("json");
     assert_eq!(by_key.as_array().map(Vec::len), Some(4));
 }
+
+#[test]
+fn transactions_nobody_answers_are_discarded_and_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start_for_clients(&dir.path().join("data"));
+    node.admin(&["topic", "create", "pay", "--type", "transaction", "--queues", "1"]);
+    let limit = crate::compat_limit();
+    let producer = Client::Python.spawn(
+        node.grpc,
+        &[
+            "tx",
+            "--topic",
+            "pay",
+            "--count",
+            "2",
+            "--prefix",
+            "lost",
+            "--decide",
+            "none",
+            "--checker",
+            "unknown",
+            "--stay-s",
+            "30",
+        ],
+    );
+    let deadline = std::time::Instant::now() + limit;
+    while node.metric("ferrymq_transaction_discards_total") < 2.0 {
+        assert!(std::time::Instant::now() < deadline, "never discarded");
+        if node.metric("ferrymq_transactions_pending") == 2.0 {
+            let pending = node.admin(&["tx", "pending"]);
+            assert!(pending.contains("pay"), "{pending}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let events = producer.kill();
+    assert!(events.of("checked").len() >= 8, "four checks each, all answered unknown: {:?}", events.events);
+    let discarded: serde_json::Value = serde_json::from_str(&node.admin(&["tx", "discarded", "--json"])).expect("json");
+    let mut bodies: Vec<&str> = discarded.as_array().expect("list").iter().filter_map(|m| m["body"].as_str()).collect();
+    bodies.sort_unstable();
+    assert_eq!(bodies, ["lost0", "lost1"]);
+    assert_eq!(discarded[0]["properties"]["REAL_TOPIC"], "pay");
+    assert!(node.admin(&["tx", "pending", "--json"]).trim() == "[]");
+}

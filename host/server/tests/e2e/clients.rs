@@ -57,13 +57,17 @@ impl Client {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start the {self:?} driver: {e}"));
-        let mut stdout = child.stdout.take().expect("stdout");
-        let reader = std::thread::spawn(move || {
-            let mut out = String::new();
-            let _ = stdout.read_to_string(&mut out);
-            out
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
-        Running { client: self, child, reader, args: args.iter().map(|a| (*a).to_owned()).collect() }
+        Running { client: self, child, lines, seen: Vec::new(), args: args.iter().map(|a| (*a).to_owned()).collect() }
     }
 }
 
@@ -71,11 +75,24 @@ impl Client {
 pub struct Running {
     client: Client,
     child: std::process::Child,
-    reader: std::thread::JoinHandle<String>,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
     args: Vec<String>,
 }
 
 impl Running {
+    /// Waits until the driver has printed `n` events (of any kind), or `limit` passes.
+    pub fn wait_events(&mut self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.seen.len() < n {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return };
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Waits for the driver to finish; fails the test if it takes longer than `limit`.
     pub fn wait(mut self, limit: Duration) -> Events {
         let deadline = Instant::now() + limit;
@@ -83,10 +100,10 @@ impl Running {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                let out = self.reader.join().unwrap_or_default();
+                let events = self.collect();
                 panic!(
-                    "{:?} driver {:?} did not finish within {limit:?}; output so far: {out}",
-                    self.client, self.args
+                    "{:?} driver {:?} did not finish within {limit:?}; output so far: {:?}",
+                    self.client, self.args, events.events
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -101,13 +118,16 @@ impl Running {
         self.collect()
     }
 
-    fn collect(mut self) -> Events {
+    fn collect(&mut self) -> Events {
         let mut stderr = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut stderr);
         }
-        let out = self.reader.join().unwrap_or_default();
-        let events: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        // The reader thread ends when the process's stdout closes.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        let events: Vec<Value> = self.seen.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         Events { client: self.client, events, stderr }
     }
 }

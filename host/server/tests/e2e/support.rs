@@ -81,11 +81,11 @@ impl Node {
     }
 
     /// Starts a node with settings that keep client tests short (1 s minimum invisible time, 50 ms
-    /// broker ticks, transactions checked after 500 ms and every 500 ms).
+    /// broker ticks, transactions checked after 500 ms and every 500 ms, discarded after 4 checks).
     pub fn start_for_clients(data_dir: &Path) -> Node {
         let config = data_dir.with_extension("toml");
         let settings = "[grpc]\ninvisible_ms_min = 1000\n[broker]\ntick_ms = 50\n\
-            [broker.transactions]\nfirst_check_ms = 500\ncheck_interval_ms = 500\n";
+            [broker.transactions]\nfirst_check_ms = 500\ncheck_interval_ms = 500\nchecks_max = 4\n";
         std::fs::write(&config, settings).expect("write config");
         Node::start(data_dir, &["--config", config.to_str().expect("utf-8 path")])
     }

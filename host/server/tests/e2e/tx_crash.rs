@@ -3,7 +3,8 @@
 //!
 //! Each round starts a transactional producer (official Python client) that sends eight half messages
 //! and commits the even-numbered ones and rolls back the odd ones, kills the broker with SIGKILL after a
-//! seeded random delay (before, during or after sends and outcomes), restarts it, and lets a new
+//! seeded random number of the producer's steps (before, between and during sends and outcomes),
+//! restarts it, and lets a new
 //! producer instance answer the check-backs by the same rule until nothing is pending. At the end a
 //! fresh consumer group reads the topic: every even message whose send was acknowledged is there
 //! exactly once, no odd message is there, and an unacknowledged even one is there at most once.
@@ -45,7 +46,7 @@ fn transactions_survive_kill_minus_nine_at_random_points() {
     for round in 0..rounds {
         let prefix = format!("r{round}-");
         let count = PER_ROUND.to_string();
-        let producer = Client::Python.spawn(
+        let mut producer = Client::Python.spawn(
             node.grpc,
             &[
                 "tx",
@@ -63,7 +64,11 @@ fn transactions_survive_kill_minus_nine_at_random_points() {
                 "30",
             ],
         );
-        std::thread::sleep(Duration::from_millis(300 + rng.below(1500)));
+        // Kill the broker after a random number of the producer's steps (each send, then each commit or
+        // rollback, prints one event), plus a few milliseconds: before, between and during them.
+        let steps = rng.below(2 * PER_ROUND as u64 + 1) as usize;
+        producer.wait_events(steps, limit);
+        std::thread::sleep(Duration::from_millis(rng.below(30)));
         node.signal(libc::SIGKILL);
         node.wait_exit(Duration::from_secs(10));
         let events = producer.kill();
@@ -119,9 +124,10 @@ fn transactions_survive_kill_minus_nine_at_random_points() {
         }
     }
     assert!(delivered.keys().all(|b| acknowledged.contains_key(b)), "seed {seed}: unknown messages delivered");
+    let acked = acknowledged.values().filter(|a| **a).count();
     eprintln!(
-        "{rounds} rounds: {} sends acknowledged, {} committed messages delivered once",
-        acknowledged.values().filter(|a| **a).count(),
+        "{rounds} rounds: {acked} of {} sends acknowledged, {} committed messages delivered once",
+        acknowledged.len(),
         delivered.len()
     );
     node.stop();
