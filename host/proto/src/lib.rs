@@ -7,6 +7,7 @@
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod name;
+pub mod plugin_batch;
 pub mod properties;
 pub mod record;
 pub mod tag;

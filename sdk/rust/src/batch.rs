@@ -1,0 +1,151 @@
+//! Reading the broker's compact batch encoding in place (layout in docs/plugins.md).
+
+use std::borrow::Cow;
+
+/// A batch of messages, borrowed from the buffer the broker passed in.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    count: u32,
+    messages: &'a [u8],
+    fetch: Option<BodyFetch>,
+}
+
+/// Asks the broker for the body of message `index` of the current batch.
+pub type BodyFetch = fn(u32) -> Option<Vec<u8>>;
+
+/// One message of a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Message<'a> {
+    index: u32,
+    flags: u32,
+    born_ms: i64,
+    store_ms: i64,
+    attempt: u32,
+    topic: &'a str,
+    tag: &'a str,
+    keys: &'a str,
+    properties: &'a [u8],
+    body: &'a [u8],
+    fetch: Option<BodyFetch>,
+}
+
+const FLAG_BODY_OMITTED: u32 = 1;
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<&'a str> {
+        let n = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+impl<'a> Batch<'a> {
+    /// Checks the header; messages are decoded as they are iterated. `fetch` gets bodies the broker
+    /// left out (filters only).
+    pub fn parse(buf: &'a [u8], fetch: Option<BodyFetch>) -> Option<Self> {
+        let mut r = Reader { buf };
+        let count = r.u32()?;
+        Some(Self { count, messages: r.buf, fetch })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The messages, in order; stops at the first malformed one.
+    pub fn iter(&self) -> impl Iterator<Item = Message<'a>> + 'a {
+        let mut r = Reader { buf: self.messages };
+        let fetch = self.fetch;
+        (0..self.count).map_while(move |index| {
+            let len = r.u32()? as usize;
+            let mut m = Reader { buf: r.take(len)? };
+            Some(Message {
+                index,
+                flags: m.u32()?,
+                born_ms: m.i64()?,
+                store_ms: m.i64()?,
+                attempt: m.u32()?,
+                topic: m.str()?,
+                tag: m.str()?,
+                keys: m.str()?,
+                properties: m.bytes()?,
+                body: m.bytes()?,
+                fetch,
+            })
+        })
+    }
+}
+
+impl<'a> Message<'a> {
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+
+    pub fn tag(&self) -> Option<&'a str> {
+        (!self.tag.is_empty()).then_some(self.tag)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> {
+        self.keys.split(' ').filter(|k| !k.is_empty())
+    }
+
+    /// A property by name (user properties and the broker's own, such as `UNIQ_KEY`).
+    pub fn property(&self, name: &str) -> Option<&'a str> {
+        self.properties().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// All properties, in order.
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.properties.split(|&b| b == 0x02).filter_map(|item| {
+            let split = item.iter().position(|&b| b == 0x01)?;
+            Some((std::str::from_utf8(&item[..split]).ok()?, std::str::from_utf8(&item[split + 1..]).ok()?))
+        })
+    }
+
+    /// The body: borrowed when the broker sent it, fetched from the broker otherwise (filters get
+    /// bodies only on request, so a filter that never calls this never pays for bodies).
+    pub fn body(&self) -> Option<Cow<'a, [u8]>> {
+        if self.flags & FLAG_BODY_OMITTED == 0 {
+            return Some(Cow::Borrowed(self.body));
+        }
+        self.fetch.and_then(|fetch| fetch(self.index)).map(Cow::Owned)
+    }
+
+    pub fn born_ms(&self) -> i64 {
+        self.born_ms
+    }
+
+    pub fn store_ms(&self) -> i64 {
+        self.store_ms
+    }
+
+    /// 1 on first delivery (filters); 0 for messages not yet stored (route).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
