@@ -1,0 +1,198 @@
+//! The three kinds of plugin as the broker calls them: typed inputs and outputs, with every answer
+//! checked before it is believed.
+
+use ferrymq_proto::plugin_batch::{PluginMessage, encode_batch, encode_message};
+
+use crate::bindings::filter::FilterPre;
+use crate::bindings::route::RoutePre;
+use crate::bindings::route::ferrymq::plugin::types::{Change, RouteDecision};
+use crate::bindings::tx_check::TxCheckPre;
+use crate::bindings::tx_check::ferrymq::plugin::types::Resolution;
+use crate::engine::{Loaded, PluginEngine, World};
+use crate::error::PluginError;
+use crate::limits::PluginLimits;
+use crate::plugin::{Grant, Plugin, PluginStats, prepare};
+use crate::state::{BodySource, PluginState};
+
+/// Most topics a route may redirect one message to.
+pub const REDIRECT_TOPICS_MAX: usize = 16;
+
+fn expect_world(loaded: &Loaded, world: World) -> Result<(), PluginError> {
+    if loaded.world == world {
+        Ok(())
+    } else {
+        Err(PluginError::Refused(format!("a {} plugin cannot be bound as a {}", loaded.world.name(), world.name())))
+    }
+}
+
+/// A filter bound to a (topic, group).
+pub struct FilterPlugin(Plugin<FilterPre<PluginState>>);
+
+impl FilterPlugin {
+    pub fn new(
+        engine: &PluginEngine,
+        name: &str,
+        loaded: &Loaded,
+        limits: PluginLimits,
+        grant: Grant,
+    ) -> Result<Self, PluginError> {
+        expect_world(loaded, World::Filter)?;
+        let pre = prepare(engine, loaded, FilterPre::new)?;
+        Ok(Self(Plugin::new(name, engine, pre, limits, grant)))
+    }
+
+    /// Which of `messages` to deliver. Bodies are not sent; `bodies` gives one when the plugin asks.
+    pub fn filter(&self, messages: &[PluginMessage<'_>], bodies: BodySource) -> Result<Vec<bool>, PluginError> {
+        let mut buf = Vec::with_capacity(messages.len() * 128);
+        encode_batch(messages.iter().cloned(), false, &mut buf);
+        let expected = messages.len().div_ceil(8);
+        let bits = self.0.call(|state| state.bodies = Some(bodies), |store, filter| filter.call_filter(store, &buf))?;
+        if bits.len() != expected {
+            let err = PluginError::BadOutput(format!(
+                "answered {} bytes for {} messages (expected {expected})",
+                bits.len(),
+                messages.len()
+            ));
+            self.0.settle::<()>(&Err(err.clone()));
+            return Err(err);
+        }
+        Ok((0..messages.len()).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect())
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    pub fn stats(&self) -> PluginStats {
+        self.0.stats()
+    }
+}
+
+/// What a route decided for one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteOutcome {
+    Accept {
+        tag: Option<String>,
+        set_properties: Vec<(String, String)>,
+        remove_properties: Vec<String>,
+        body: Option<Vec<u8>>,
+    },
+    Redirect(Vec<String>),
+    Reject(String),
+    Drop(String),
+}
+
+/// A route bound to a topic.
+pub struct RoutePlugin(Plugin<RoutePre<PluginState>>);
+
+impl RoutePlugin {
+    pub fn new(
+        engine: &PluginEngine,
+        name: &str,
+        loaded: &Loaded,
+        limits: PluginLimits,
+        grant: Grant,
+    ) -> Result<Self, PluginError> {
+        expect_world(loaded, World::Route)?;
+        let pre = prepare(engine, loaded, RoutePre::new)?;
+        Ok(Self(Plugin::new(name, engine, pre, limits, grant)))
+    }
+
+    pub fn route(&self, message: &PluginMessage<'_>) -> Result<RouteOutcome, PluginError> {
+        let mut buf = Vec::with_capacity(256 + message.body.map_or(0, <[u8]>::len));
+        buf.extend_from_slice(&1u32.to_le_bytes());
+        encode_message(message, true, &mut buf);
+        let decision = self.0.call(|_| {}, |store, route| route.call_route(store, &buf))?;
+        let outcome = self.check(decision);
+        if let Err(err) = &outcome {
+            self.0.settle::<()>(&Err(err.clone()));
+        }
+        outcome
+    }
+
+    fn check(&self, decision: RouteDecision) -> Result<RouteOutcome, PluginError> {
+        let max = self.0.limits().output_bytes_max;
+        let too_big =
+            |what: &str, n: usize| PluginError::BadOutput(format!("{what} of {n} bytes is over the limit of {max}"));
+        Ok(match decision {
+            RouteDecision::Accept(Change { tag, set_properties, remove_properties, body }) => {
+                let size = tag.as_ref().map_or(0, String::len)
+                    + set_properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                    + remove_properties.iter().map(String::len).sum::<usize>()
+                    + body.as_ref().map_or(0, Vec::len);
+                if size > max {
+                    return Err(too_big("a change", size));
+                }
+                RouteOutcome::Accept { tag, set_properties, remove_properties, body }
+            }
+            RouteDecision::Redirect(topics) => {
+                if topics.is_empty() || topics.len() > REDIRECT_TOPICS_MAX {
+                    return Err(PluginError::BadOutput(format!(
+                        "redirected to {} topics (1 to {REDIRECT_TOPICS_MAX} allowed)",
+                        topics.len()
+                    )));
+                }
+                RouteOutcome::Redirect(topics)
+            }
+            RouteDecision::Reject(reason) if reason.len() > max => return Err(too_big("a reason", reason.len())),
+            RouteDecision::Reject(reason) => RouteOutcome::Reject(reason),
+            RouteDecision::Drop(reason) if reason.len() > max => return Err(too_big("a reason", reason.len())),
+            RouteDecision::Drop(reason) => RouteOutcome::Drop(reason),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    pub fn stats(&self) -> PluginStats {
+        self.0.stats()
+    }
+}
+
+/// A transaction's outcome, as a tx-check plugin sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxOutcome {
+    Commit,
+    Rollback,
+    Unknown,
+}
+
+/// A transaction check bound to a topic.
+pub struct TxCheckPlugin(Plugin<TxCheckPre<PluginState>>);
+
+impl TxCheckPlugin {
+    pub fn new(
+        engine: &PluginEngine,
+        name: &str,
+        loaded: &Loaded,
+        limits: PluginLimits,
+        grant: Grant,
+    ) -> Result<Self, PluginError> {
+        expect_world(loaded, World::TxCheck)?;
+        let pre = prepare(engine, loaded, TxCheckPre::new)?;
+        Ok(Self(Plugin::new(name, engine, pre, limits, grant)))
+    }
+
+    /// Asks the plugin about one transaction. Call from a thread that is not an async runtime's
+    /// worker: outgoing HTTP blocks.
+    pub fn check(&self, transaction_id: &str, message: &PluginMessage<'_>) -> Result<TxOutcome, PluginError> {
+        let mut buf = Vec::with_capacity(256 + message.body.map_or(0, <[u8]>::len));
+        buf.extend_from_slice(&1u32.to_le_bytes());
+        encode_message(message, true, &mut buf);
+        let resolution = self.0.call(|_| {}, |store, tx| tx.call_check(store, transaction_id, &buf))?;
+        Ok(match resolution {
+            Resolution::Commit => TxOutcome::Commit,
+            Resolution::Rollback => TxOutcome::Rollback,
+            Resolution::Unknown => TxOutcome::Unknown,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    pub fn stats(&self) -> PluginStats {
+        self.0.stats()
+    }
+}

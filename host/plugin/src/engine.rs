@@ -1,0 +1,221 @@
+//! The one wasmtime engine of the broker, its epoch ticker, and loading components: size check,
+//! digest, compile (or reuse the cached compilation), and checking what the component imports and
+//! exports against the contract.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::error::PluginError;
+use crate::limits::PLUGIN_BYTES_MAX;
+
+/// The contract versions this broker runs plugins for.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+/// One epoch tick; call limits are counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Engine-wide ceiling on a plugin's linear memory (bindings set lower limits).
+pub const ENGINE_MEMORY_BYTES_MAX: u64 = 256 << 20;
+/// Wasm stack of one call.
+const WASM_STACK_BYTES_MAX: usize = 256 << 10;
+
+/// Which world a component implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum World {
+    Filter,
+    Route,
+    TxCheck,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Filter => "filter",
+            World::Route => "route",
+            World::TxCheck => "tx-check",
+        }
+    }
+}
+
+/// A compiled, checked component.
+#[derive(Clone)]
+pub struct Loaded {
+    /// SHA-256 of the component's bytes, hex.
+    pub digest: String,
+    pub world: World,
+    pub size: usize,
+    pub(crate) component: Component,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("digest", &self.digest).field("world", &self.world).finish()
+    }
+}
+
+/// The plugin engine: one per broker.
+pub struct PluginEngine {
+    pub(crate) engine: Engine,
+    cache_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").field("cache_dir", &self.cache_dir).finish_non_exhaustive()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+impl PluginEngine {
+    /// An engine with pooled instances (`instances_max` in all), epoch interruption, and compiled
+    /// components cached in `cache_dir`.
+    pub fn new(cache_dir: Option<PathBuf>, instances_max: u32) -> Result<Self, PluginError> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(instances_max)
+            // A Rust wasip2 component instantiates a few core modules, memories and tables.
+            .total_core_instances(instances_max * 4)
+            .total_memories(instances_max * 2)
+            .total_tables(instances_max * 4)
+            .max_memory_size(ENGINE_MEMORY_BYTES_MAX as usize);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .max_wasm_stack(WASM_STACK_BYTES_MAX)
+            .memory_reservation(ENGINE_MEMORY_BYTES_MAX)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Refused(format!("plugin engine: {e}")))?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| PluginError::Cache(format!("create {}: {e}", dir.display())))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("ferrymq-plugin-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Refused(format!("start the plugin clock: {e}")))?
+        };
+        Ok(Self { engine, cache_dir, stop, ticker: Some(ticker) })
+    }
+
+    /// Compiles (or reuses the cached compilation of) a component and checks it against the contract.
+    pub fn load(&self, bytes: &[u8]) -> Result<Loaded, PluginError> {
+        if bytes.len() > PLUGIN_BYTES_MAX {
+            return Err(PluginError::Refused(format!(
+                "{} bytes is over the plugin size limit of {PLUGIN_BYTES_MAX}",
+                bytes.len()
+            )));
+        }
+        let digest = hex(&Sha256::digest(bytes));
+        let component = self.compile(bytes, &digest)?;
+        let world = self.check(&component)?;
+        Ok(Loaded { digest, world, size: bytes.len(), component })
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.cache_dir.as_ref()?;
+        // The compatibility hash changes with the engine's settings and version.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        Some(dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish())))
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, PluginError> {
+        let cached = self.cache_path(digest);
+        if let Some(path) = cached.as_deref().filter(|p| p.exists()) {
+            // SAFETY: the file is one this engine wrote into the broker's own data directory (named by
+            // the component's digest and the engine's compatibility hash) and nothing else writes there.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok(component),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), %err, "cached plugin compilation unusable; compiling again")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Refused(format!("not a valid WebAssembly component: {e}")))?;
+        if let Some(path) = cached
+            && let Err(err) = write_cache(&path, &component)
+        {
+            tracing::warn!(path = %path.display(), %err, "could not cache a plugin compilation");
+        }
+        Ok(component)
+    }
+
+    /// Which world the component implements, and whether its imports are all granted.
+    fn check(&self, component: &Component) -> Result<World, PluginError> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let world = match (
+            exports.iter().any(|e| e == "filter"),
+            exports.iter().any(|e| e == "route"),
+            exports.iter().any(|e| e == "check"),
+        ) {
+            (true, false, false) => World::Filter,
+            (false, true, false) => World::Route,
+            (false, false, true) => World::TxCheck,
+            _ => {
+                return Err(PluginError::Refused(format!(
+                    "a plugin exports exactly one of filter, route or check; this one exports {exports:?}"
+                )));
+            }
+        };
+        for (name, _) in ty.imports(&self.engine) {
+            if let Some(rest) = name.strip_prefix("ferrymq:plugin/") {
+                let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("none");
+                if !SUPPORTED_VERSIONS.contains(&version) {
+                    return Err(PluginError::Refused(format!(
+                        "built for ferrymq:plugin@{version}; this broker runs plugins for {SUPPORTED_VERSIONS:?}"
+                    )));
+                }
+            } else if name.starts_with("wasi:http/") {
+                if world != World::TxCheck {
+                    return Err(PluginError::Refused(format!(
+                        "{} plugins may not make HTTP requests (imports {name})",
+                        world.name()
+                    )));
+                }
+            } else if !name.starts_with("wasi:") {
+                return Err(PluginError::Refused(format!("imports {name}, which the broker does not provide")));
+            }
+        }
+        Ok(world)
+    }
+}
+
+fn write_cache(path: &Path, component: &Component) -> Result<(), String> {
+    let bytes = component.serialize().map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}

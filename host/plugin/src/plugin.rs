@@ -1,0 +1,275 @@
+//! A bound plugin: a pool of instances of one component, its limits, and quarantine after repeated
+//! failures. A trap leaves a store unusable, so the instance that failed is dropped and replaced.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use crate::bindings::{
+    filter::Filter, filter::FilterPre, route::Route, route::RoutePre, tx_check::TxCheck, tx_check::TxCheckPre,
+};
+use crate::engine::{EPOCH_TICK, Loaded, PluginEngine, World};
+use crate::error::PluginError;
+use crate::limits::PluginLimits;
+use crate::state::PluginState;
+
+/// What a binding gives its plugin.
+#[derive(Clone, Debug, Default)]
+pub struct Grant {
+    /// Parameters the plugin reads with `host.config`.
+    pub config: Vec<(String, String)>,
+    /// Hosts (`name` or `name:port`) a tx-check plugin may call over HTTP.
+    pub http_allowlist: Vec<String>,
+}
+
+/// Counters of one plugin, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PluginStats {
+    pub calls: u64,
+    pub failures: u64,
+    pub call_ns_total: u64,
+    pub quarantined: bool,
+    pub log_lines_dropped: u64,
+}
+
+/// How each world's pre-instantiated component becomes bindings in a store.
+pub(crate) trait WorldPre: Send + Sync {
+    type Bindings: Send;
+    fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings>;
+}
+
+impl WorldPre for FilterPre<PluginState> {
+    type Bindings = Filter;
+    fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Filter> {
+        FilterPre::instantiate(self, store)
+    }
+}
+
+impl WorldPre for RoutePre<PluginState> {
+    type Bindings = Route;
+    fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Route> {
+        RoutePre::instantiate(self, store)
+    }
+}
+
+impl WorldPre for TxCheckPre<PluginState> {
+    type Bindings = TxCheck;
+    fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<TxCheck> {
+        TxCheckPre::instantiate(self, store)
+    }
+}
+
+struct Instance<B> {
+    store: Store<PluginState>,
+    bindings: B,
+}
+
+struct Idle<B> {
+    instances: Vec<Instance<B>>,
+    live: usize,
+}
+
+/// One bound plugin of world `P`.
+pub(crate) struct Plugin<P: WorldPre> {
+    name: Arc<str>,
+    engine: wasmtime::Engine,
+    pre: P,
+    limits: PluginLimits,
+    config: Arc<Vec<(String, String)>>,
+    http_allowlist: Arc<HashSet<String>>,
+    idle: Mutex<Idle<P::Bindings>>,
+    freed: Condvar,
+    consecutive_failures: AtomicU32,
+    quarantined: AtomicBool,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    call_ns: AtomicU64,
+    log_dropped: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The linker of a world: WASI with nothing granted, the contract's host interfaces, and for
+/// tx-check outgoing HTTP.
+pub(crate) fn linker(engine: &PluginEngine, world: World) -> Result<Linker<PluginState>, PluginError> {
+    let refused = |e: wasmtime::Error| PluginError::Refused(format!("plugin linker: {e}"));
+    let mut linker = Linker::new(&engine.engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(refused)?;
+    match world {
+        World::Filter => Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(refused)?,
+        World::Route => Route::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(refused)?,
+        World::TxCheck => {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(refused)?;
+            TxCheck::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(refused)?;
+        }
+    }
+    Ok(linker)
+}
+
+impl<P: WorldPre> Plugin<P> {
+    pub(crate) fn new(name: &str, engine: &PluginEngine, pre: P, limits: PluginLimits, grant: Grant) -> Self {
+        Self {
+            name: name.into(),
+            engine: engine.engine.clone(),
+            pre,
+            limits,
+            config: Arc::new(grant.config),
+            http_allowlist: Arc::new(grant.http_allowlist.into_iter().map(|h| h.to_ascii_lowercase()).collect()),
+            idle: Mutex::new(Idle { instances: Vec::new(), live: 0 }),
+            freed: Condvar::new(),
+            consecutive_failures: AtomicU32::new(0),
+            quarantined: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            call_ns: AtomicU64::new(0),
+            log_dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    fn new_instance(&self) -> Result<Instance<P::Bindings>, PluginError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(self.limits.memory_bytes_max).unwrap_or(usize::MAX))
+            .trap_on_grow_failure(true)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .build();
+        let state = PluginState::new(
+            self.name.clone(),
+            limits,
+            self.config.clone(),
+            self.http_allowlist.clone(),
+            self.limits.log_lines_per_s_max,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Deadlines must be set before instantiating: instantiation runs guest code too.
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| self.classify(&e))?;
+        Ok(Instance { store, bindings })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (Duration::from_millis(self.limits.call_ms_max).as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+    }
+
+    /// Takes an idle instance, or makes one, waiting a call's time limit for one to free up.
+    fn checkout(&self) -> Result<Instance<P::Bindings>, PluginError> {
+        let mut idle = lock(&self.idle);
+        loop {
+            if let Some(instance) = idle.instances.pop() {
+                return Ok(instance);
+            }
+            if idle.live < self.limits.instances_max {
+                idle.live += 1;
+                drop(idle);
+                return self.new_instance().inspect_err(|_| lock(&self.idle).live -= 1);
+            }
+            let wait = Duration::from_millis(self.limits.call_ms_max.max(10));
+            let (guard, timeout) =
+                self.freed.wait_timeout(idle, wait).unwrap_or_else(std::sync::PoisonError::into_inner);
+            idle = guard;
+            if timeout.timed_out() && idle.instances.is_empty() && idle.live >= self.limits.instances_max {
+                return Err(PluginError::Busy { instances: self.limits.instances_max });
+            }
+        }
+    }
+
+    fn classify(&self, err: &wasmtime::Error) -> PluginError {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PluginError::Timeout { ms: self.limits.call_ms_max },
+            _ if format!("{err:?}").contains("forcing trap when growing memory") => {
+                PluginError::MemoryLimit { bytes: self.limits.memory_bytes_max }
+            }
+            _ => PluginError::Trap(format!("{err:#}")),
+        }
+    }
+
+    /// Runs one call on an instance; a failed instance is dropped, and enough consecutive plugin
+    /// faults quarantine the plugin.
+    pub(crate) fn call<R>(
+        &self,
+        prepare: impl FnOnce(&mut PluginState),
+        run: impl FnOnce(&mut Store<PluginState>, &P::Bindings) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        if self.quarantined.load(Ordering::Acquire) {
+            return Err(PluginError::Quarantined { failures: self.limits.failures_max });
+        }
+        let started = std::time::Instant::now();
+        let result = self.checkout().and_then(|mut instance| {
+            prepare(instance.store.data_mut());
+            instance.store.set_epoch_deadline(self.deadline_ticks());
+            let out = run(&mut instance.store, &instance.bindings).map_err(|e| self.classify(&e));
+            let state = instance.store.data_mut();
+            state.bodies = None;
+            self.log_dropped.fetch_add(std::mem::take(&mut state.log_dropped), Ordering::Relaxed);
+            let mut idle = lock(&self.idle);
+            match &out {
+                Ok(_) => idle.instances.push(instance),
+                // After a trap the store cannot be entered again: let the instance go.
+                Err(_) => idle.live -= 1,
+            }
+            drop(idle);
+            self.freed.notify_one();
+            out
+        });
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.call_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.settle(&result);
+        result
+    }
+
+    /// Records the outcome of a call for quarantine.
+    pub(crate) fn settle<R>(&self, result: &Result<R, PluginError>) {
+        match result {
+            Ok(_) => self.consecutive_failures.store(0, Ordering::Release),
+            Err(err) if err.is_plugin_fault() => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+                tracing::warn!(plugin = %self.name, %err, consecutive = n, "plugin call failed");
+                if n >= self.limits.failures_max && !self.quarantined.swap(true, Ordering::AcqRel) {
+                    tracing::error!(plugin = %self.name, failures = n, "plugin quarantined: its binding's failure policy applies until it is replaced");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PluginStats {
+        PluginStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            call_ns_total: self.call_ns.load(Ordering::Relaxed),
+            quarantined: self.quarantined.load(Ordering::Acquire),
+            log_lines_dropped: self.log_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Pre-instantiates `loaded` for its world.
+pub(crate) fn prepare<P: WorldPre>(
+    engine: &PluginEngine,
+    loaded: &Loaded,
+    make: impl FnOnce(wasmtime::component::InstancePre<PluginState>) -> wasmtime::Result<P>,
+) -> Result<P, PluginError> {
+    let linker = linker(engine, loaded.world)?;
+    let pre = linker
+        .instantiate_pre(&loaded.component)
+        .map_err(|e| PluginError::Refused(format!("the plugin's imports cannot be satisfied: {e}")))?;
+    make(pre)
+        .map_err(|e| PluginError::Refused(format!("the plugin does not match the {} world: {e}", loaded.world.name())))
+}
