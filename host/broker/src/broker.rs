@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::delivery::Delivery;
+use crate::hooks::{Policies, RouteVerdict, route_dlq_topic};
+use crate::metadata::MessageKind;
 use crate::metadata::{Metadata, MetadataError};
 use crate::offsets::Offsets;
 use crate::send::{Outgoing, SendLimits, SendRejection, place};
@@ -114,6 +116,8 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     config: BrokerConfig,
     round_robin: AtomicU64,
+    policies: std::sync::RwLock<Option<Arc<dyn Policies>>>,
+    dropped: AtomicU64,
     stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -180,6 +184,8 @@ impl Broker {
             clock,
             config,
             round_robin: AtomicU64::new(0),
+            policies: std::sync::RwLock::new(None),
+            dropped: AtomicU64::new(0),
             stopping,
             thread: Mutex::new(Some(thread)),
         })
@@ -224,14 +230,68 @@ impl Broker {
         self.clock.now_ms()
     }
 
+    /// Sets the filters and routes bound to topics (and groups).
+    pub fn set_policies(&self, policies: Option<Arc<dyn Policies>>) {
+        self.delivery.set_policies(policies.clone());
+        *self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner) = policies;
+    }
+
+    /// Whether sends to `topic` or receives of (`topic`, `group`) run a plugin, and so should run on a
+    /// thread that may block.
+    pub fn runs_plugins(&self, topic: &str, group: Option<&str>) -> bool {
+        let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        policies.as_ref().is_some_and(|p| match group {
+            Some(group) => p.has_filter(topic, group),
+            None => p.has_route(topic),
+        })
+    }
+
     /// Checks and stores a message; `done` runs once when it is stored as durably as the store's flush
-    /// mode promises, or has failed.
+    /// mode promises, or has failed. A route bound to the topic decides first.
     pub fn send(&self, message: &Outgoing, done: SendDone) {
+        let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(policies) = policies.filter(|p| p.has_route(&message.topic)) else {
+            return self.send_one(message, None, done);
+        };
+        match policies.route(message) {
+            RouteVerdict::Accept(changed) => self.send_one(&changed, None, done),
+            RouteVerdict::Redirect(topics) => self.send_copies(message, &topics, done),
+            RouteVerdict::Reject(reason) => done(Err(SendRejection::RefusedByPolicy(reason).into())),
+            RouteVerdict::Drop(reason) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(topic = %message.topic, id = %message.message_id, %reason, "route policy dropped a message");
+                done(Ok(SendReceipt {
+                    message_id: message.message_id.clone(),
+                    transaction_id: None,
+                    queue_id: 0,
+                    queue_offset: 0,
+                    log_offset: 0,
+                }))
+            }
+            RouteVerdict::DeadLetter(reason) => {
+                tracing::warn!(topic = %message.topic, id = %message.message_id, %reason, "route failed; message kept in its dead-letter topic");
+                self.send_one(message, Some(route_dlq_topic(&message.topic)), done)
+            }
+        }
+    }
+
+    /// Messages a route policy dropped.
+    pub fn dropped_by_policy(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stores one message, in `instead` (a dead-letter topic) if given.
+    fn send_one(&self, message: &Outgoing, instead: Option<String>, done: SendDone) {
         let rr = self.round_robin.fetch_add(1, Ordering::Relaxed);
-        let placed = match place(message, &self.metadata, &self.config.send, self.clock.now_ms(), rr) {
+        let mut placed = match place(message, &self.metadata, &self.config.send, self.clock.now_ms(), rr) {
             Ok(placed) => placed,
             Err(rejection) => return done(Err(rejection.into())),
         };
+        if let Some(topic) = instead {
+            placed.message.topic = topic;
+            placed.message.queue_id = 0;
+            placed.transaction = None;
+        }
         let message_id = message.message_id.clone();
         let queue_id = placed.queue_id;
         let half = placed.transaction.map(|half| (half, message.topic.clone(), self.transactions.clone()));
@@ -253,6 +313,47 @@ impl Broker {
                     log_offset: a.offset,
                 };
                 done(result.map(receipt).map_err(SendError::from))
+            }),
+        );
+    }
+
+    /// Stores a copy of `message` in each of `topics`, all or none.
+    fn send_copies(&self, message: &Outgoing, topics: &[String], done: SendDone) {
+        if message.kind == Some(MessageKind::Transaction) {
+            return done(Err(
+                SendRejection::RefusedByPolicy("a transactional message cannot be redirected".into()).into()
+            ));
+        }
+        let mut copies = Vec::with_capacity(topics.len());
+        let mut first_queue = 0;
+        for (i, topic) in topics.iter().enumerate() {
+            let copy = Outgoing { topic: topic.clone(), ..message.clone() };
+            let rr = self.round_robin.fetch_add(1, Ordering::Relaxed);
+            match place(&copy, &self.metadata, &self.config.send, self.clock.now_ms(), rr) {
+                Ok(placed) => {
+                    if i == 0 {
+                        first_queue = placed.queue_id;
+                    }
+                    copies.push(placed.message);
+                }
+                Err(rejection) => return done(Err(rejection.into())),
+            }
+        }
+        let message_id = message.message_id.clone();
+        self.store.append_batch(
+            copies,
+            Box::new(move |result| {
+                done(
+                    result
+                        .map(|stored| SendReceipt {
+                            message_id,
+                            transaction_id: None,
+                            queue_id: first_queue,
+                            queue_offset: stored.first().map_or(0, |a| a.queue_offset),
+                            log_offset: stored.first().map_or(0, |a| a.offset),
+                        })
+                        .map_err(SendError::from),
+                )
             }),
         );
     }

@@ -28,6 +28,7 @@ use ferrymq_store::{NewMessage, Store, StoreError, StoredRecord};
 use thiserror::Error;
 
 use crate::filter::{Filter, Verdict};
+use crate::hooks::{FilterVerdict, Policies};
 use crate::metadata::{ConsumeFrom, GroupConfig, Metadata, dlq_topic, retry_topic};
 use crate::offsets::{OffsetKey, Offsets};
 
@@ -117,6 +118,8 @@ struct Cursor {
     done: BTreeSet<u64>,
     /// Being copied to a retry or dead-letter topic.
     moving: BTreeSet<u64>,
+    /// Held while a filter plugin judges them, with their message group.
+    judging: BTreeMap<u64, Option<String>>,
     /// In-place path: deliveries so far of messages waiting to be delivered again.
     attempts: HashMap<u64, u32>,
 }
@@ -172,6 +175,19 @@ impl Handle {
     }
 }
 
+/// A message that passed the subscription's filter, before any bound filter plugin judges it.
+struct Candidate {
+    offset: u64,
+    record: StoredRecord,
+    attempt: u32,
+    group: Option<String>,
+}
+
+/// Candidates a receive offers a filter plugin at once, however few messages it wants.
+const JUDGE_CHUNK: usize = RECEIVE_BATCH_MAX;
+/// Rounds of candidates one receive offers a filter plugin per queue, while it withholds them.
+const JUDGE_ROUNDS_MAX: usize = 16;
+
 /// What a message is to do after its invisible time ran out.
 enum Move {
     Retry { key: CursorKey, offset: u64, record: StoredRecord, attempt: u32, group: String },
@@ -186,6 +202,7 @@ pub struct Delivery {
     epoch: u64,
     generation: AtomicU64,
     filter_errors: AtomicU64,
+    policies: std::sync::RwLock<Option<Arc<dyn Policies>>>,
     state: Mutex<State>,
 }
 
@@ -215,8 +232,18 @@ impl Delivery {
             epoch,
             generation: AtomicU64::new(1),
             filter_errors: AtomicU64::new(0),
+            policies: std::sync::RwLock::new(None),
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Sets the filters bound to (topic, group) pairs.
+    pub fn set_policies(&self, policies: Option<Arc<dyn Policies>>) {
+        *self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner) = policies;
+    }
+
+    fn policies(&self) -> Option<Arc<dyn Policies>> {
+        self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -275,39 +302,124 @@ impl Delivery {
     }
 
     /// Receives up to `batch` messages, each invisible to others for `invisible_ms`.
+    ///
+    /// A filter plugin bound to (topic, group) judges the messages that passed TAG/SQL; it runs with
+    /// the state lock released (its candidates held meanwhile), so a slow plugin delays only its own
+    /// receive.
     pub fn receive(&self, req: &Receive<'_>) -> Result<Vec<Delivered>, DeliveryError> {
         let topic = self.metadata.topic(req.topic).ok_or_else(|| DeliveryError::TopicNotFound(req.topic.to_owned()))?;
         let batch = req.batch.clamp(1, RECEIVE_BATCH_MAX);
-        let now = self.clock.now_ms();
         let sub = subscriber(req.group, req.client_id);
         let in_place = req.group.fifo || req.group.broadcast;
+        let policies = self.policies().filter(|p| p.has_filter(req.topic, &req.group.name));
         let mut out = Vec::new();
-        let mut state = self.lock();
+        let mut moves = Vec::new();
 
         // Retried messages first: they are due.
         let mut sources = Vec::new();
         if !in_place {
             sources.push((retry_topic(&req.group.name, req.topic), 0));
         }
-        let rotation = state.rotation.entry((sub.clone(), req.topic.to_owned())).or_insert(0);
-        let start = *rotation % topic.queues as usize;
-        *rotation = rotation.wrapping_add(1);
+        let start = {
+            let mut state = self.lock();
+            let rotation = state.rotation.entry((sub.clone(), req.topic.to_owned())).or_insert(0);
+            let start = *rotation % topic.queues as usize;
+            *rotation = rotation.wrapping_add(1);
+            start
+        };
         sources.extend(
             (0..topic.queues as usize).map(|i| (req.topic.to_owned(), ((start + i) % topic.queues as usize) as u32)),
         );
 
-        for (stored_topic, queue_id) in sources {
-            if out.len() >= batch {
-                break;
+        let result = (|| {
+            for (stored_topic, queue_id) in sources {
+                let key = CursorKey { subscriber: sub.clone(), topic: stored_topic, queue_id };
+                // A filter plugin may withhold candidates; look again, a bounded number of times.
+                let rounds = if policies.is_some() { JUDGE_ROUNDS_MAX } else { 1 };
+                for _ in 0..rounds {
+                    let want = batch.saturating_sub(out.len());
+                    if want == 0 {
+                        return Ok(());
+                    }
+                    // A filter sees a full chunk; what it passes beyond `want` is looked at again later.
+                    let gather = if policies.is_some() { want.max(JUDGE_CHUNK) } else { want };
+                    let mut state = self.lock();
+                    let candidates = if in_place {
+                        self.gather_in_place(&mut state, &key, req, gather)?
+                    } else {
+                        self.gather_from_next(&mut state, &key, req, gather)?
+                    };
+                    if candidates.is_empty() {
+                        break;
+                    }
+                    let verdicts = match policies.as_deref() {
+                        Some(policies) => {
+                            let cursor = self.cursor(&mut state, &key, req.group.consume_from);
+                            cursor.judging.extend(candidates.iter().map(|c| (c.offset, c.group.clone())));
+                            drop(state);
+                            let records: Vec<StoredRecord> = candidates.iter().map(|c| c.record.clone()).collect();
+                            let verdicts = policies.filter(req.topic, &req.group.name, &records);
+                            state = self.lock();
+                            let cursor = self.cursor(&mut state, &key, req.group.consume_from);
+                            for c in &candidates {
+                                cursor.judging.remove(&c.offset);
+                            }
+                            verdicts
+                        }
+                        None => Vec::new(),
+                    };
+                    self.settle(&mut state, &key, req, candidates, &verdicts, want, &mut out, &mut moves);
+                }
             }
-            let key = CursorKey { subscriber: sub.clone(), topic: stored_topic, queue_id };
-            if in_place {
-                self.receive_in_place(&mut state, &key, req, now, batch, &mut out)?;
-            } else {
-                self.receive_from_next(&mut state, &key, req, now, batch, &mut out)?;
+            Ok(())
+        })();
+        for m in moves {
+            self.finish_move(m);
+        }
+        result.map(|()| out)
+    }
+
+    /// Delivers (up to `want`), withholds or dead-letters each candidate by its verdict (deliver when
+    /// there is none). Deliverable candidates beyond `want` stay where they are for a later receive.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        state: &mut State,
+        key: &CursorKey,
+        req: &Receive<'_>,
+        candidates: Vec<Candidate>,
+        verdicts: &[FilterVerdict],
+        want: usize,
+        out: &mut Vec<Delivered>,
+        moves: &mut Vec<Move>,
+    ) {
+        let now = self.clock.now_ms();
+        let mut delivered = 0;
+        for (i, c) in candidates.into_iter().enumerate() {
+            match verdicts.get(i).copied().unwrap_or(FilterVerdict::Deliver) {
+                FilterVerdict::Deliver if delivered >= want => {
+                    let cursor = self.cursor(state, key, req.group.consume_from);
+                    cursor.next = cursor.next.min(c.offset);
+                }
+                FilterVerdict::Deliver => {
+                    delivered += 1;
+                    out.push(self.deliver(state, key, c.offset, c.record, c.attempt, c.group, req, now));
+                }
+                FilterVerdict::Withhold => self.cursor(state, key, req.group.consume_from).complete(c.offset),
+                FilterVerdict::DeadLetter => {
+                    self.cursor(state, key, req.group.consume_from).moving.insert(c.offset);
+                    moves.push(Move::DeadLetter {
+                        key: key.clone(),
+                        offset: c.offset,
+                        record: c.record,
+                        attempt: c.attempt,
+                        group: req.group.name.clone(),
+                    });
+                }
             }
         }
-        Ok(out)
+        let cursor = self.cursor(state, key, req.group.consume_from);
+        self.save(key, cursor);
     }
 
     /// Checks one entry's filter; a message that does not match is done for this subscriber.
@@ -359,27 +471,34 @@ impl Delivery {
         }
     }
 
-    /// Retry-topic path: take messages from the cursor's `next` on.
-    fn receive_from_next(
+    /// Retry-topic path: up to `want` messages from the cursor's `next` on that pass TAG/SQL.
+    fn gather_from_next(
         &self,
         state: &mut State,
         key: &CursorKey,
         req: &Receive<'_>,
-        now: i64,
-        batch: usize,
-        out: &mut Vec<Delivered>,
-    ) -> Result<(), DeliveryError> {
-        let Some((min, _)) = self.store.queue_bounds(&key.topic, key.queue_id) else { return Ok(()) };
+        want: usize,
+    ) -> Result<Vec<Candidate>, DeliveryError> {
+        let Some((min, _)) = self.store.queue_bounds(&key.topic, key.queue_id) else { return Ok(Vec::new()) };
         let cursor = self.cursor_at_least(state, key, req.group.consume_from, min);
         cursor.next = cursor.next.max(cursor.commit);
         let from = cursor.next;
-        let entries = self.store.read_queue(&key.topic, key.queue_id, from, (batch - out.len()) * 4);
-        for entry in entries {
-            if out.len() >= batch {
+        let mut candidates = Vec::new();
+        for entry in self.store.read_queue(&key.topic, key.queue_id, from, want * 4) {
+            if candidates.len() >= want {
                 break;
             }
             let cursor = self.cursor(state, key, req.group.consume_from);
-            cursor.next = entry.queue_offset + 1;
+            cursor.next = cursor.next.max(entry.queue_offset + 1);
+            let o = entry.queue_offset;
+            // `next` goes back over what a filter passed but a receive had no room for.
+            if cursor.done.contains(&o)
+                || cursor.moving.contains(&o)
+                || cursor.inflight.contains_key(&o)
+                || cursor.judging.contains_key(&o)
+            {
+                continue;
+            }
             if !req.filter.may_match(entry.tag_hash) {
                 cursor.complete(entry.queue_offset);
                 continue;
@@ -393,49 +512,49 @@ impl Delivery {
                 }
             };
             let decoded = record.decode()?;
-            if key.topic.starts_with(crate::metadata::RETRY_TOPIC_PREFIX)
-                && properties::get(decoded.properties, RETRY_TOPIC) != Some(req.topic)
-            {
-                cursor.complete(entry.queue_offset);
-                continue;
-            }
-            if !self.admit(req, &decoded) {
+            let foreign_retry = key.topic.starts_with(crate::metadata::RETRY_TOPIC_PREFIX)
+                && properties::get(decoded.properties, RETRY_TOPIC) != Some(req.topic);
+            if foreign_retry || !self.admit(req, &decoded) {
                 self.cursor(state, key, req.group.consume_from).complete(entry.queue_offset);
                 continue;
             }
             let attempt = decoded.meta.reconsume_times.saturating_add(1);
-
-            out.push(self.deliver(state, key, entry.queue_offset, record, attempt, None, req, now));
+            candidates.push(Candidate { offset: entry.queue_offset, record, attempt, group: None });
         }
         let cursor = self.cursor(state, key, req.group.consume_from);
         self.save(key, cursor);
-        Ok(())
+        Ok(candidates)
     }
 
-    /// In-place path: look again from `commit`, skipping what is done or in flight; for FIFO groups,
-    /// at most one message of each message group in flight.
-    fn receive_in_place(
+    /// In-place path: up to `want` messages from `commit` on that pass TAG/SQL, skipping what is done,
+    /// in flight or being judged; for FIFO groups, at most one message of each message group in flight.
+    fn gather_in_place(
         &self,
         state: &mut State,
         key: &CursorKey,
         req: &Receive<'_>,
-        now: i64,
-        batch: usize,
-        out: &mut Vec<Delivered>,
-    ) -> Result<(), DeliveryError> {
-        let Some((min, _)) = self.store.queue_bounds(&key.topic, key.queue_id) else { return Ok(()) };
+        want: usize,
+    ) -> Result<Vec<Candidate>, DeliveryError> {
+        let Some((min, _)) = self.store.queue_bounds(&key.topic, key.queue_id) else { return Ok(Vec::new()) };
         let fifo = req.group.fifo;
         let cursor = self.cursor_at_least(state, key, req.group.consume_from, min);
-        let mut blocked: HashSet<Option<String>> =
-            if fifo { cursor.inflight.values().map(|i| i.message_group.clone()).collect() } else { HashSet::new() };
-        let entries = self.store.read_queue(&key.topic, key.queue_id, cursor.commit, IN_PLACE_SCAN_MAX);
-        for entry in entries {
-            if out.len() >= batch {
+        let mut blocked: HashSet<Option<String>> = if fifo {
+            cursor.inflight.values().map(|i| i.message_group.clone()).chain(cursor.judging.values().cloned()).collect()
+        } else {
+            HashSet::new()
+        };
+        let mut candidates = Vec::new();
+        for entry in self.store.read_queue(&key.topic, key.queue_id, cursor.commit, IN_PLACE_SCAN_MAX) {
+            if candidates.len() >= want {
                 break;
             }
             let o = entry.queue_offset;
             let cursor = self.cursor(state, key, req.group.consume_from);
-            if cursor.done.contains(&o) || cursor.moving.contains(&o) || cursor.inflight.contains_key(&o) {
+            if cursor.done.contains(&o)
+                || cursor.moving.contains(&o)
+                || cursor.inflight.contains_key(&o)
+                || cursor.judging.contains_key(&o)
+            {
                 continue;
             }
             if !req.filter.may_match(entry.tag_hash) {
@@ -461,12 +580,11 @@ impl Delivery {
             }
             let earlier = self.cursor(state, key, req.group.consume_from).attempts.get(&o).copied().unwrap_or(0);
             let attempt = decoded.meta.reconsume_times.saturating_add(earlier).saturating_add(1);
-
-            out.push(self.deliver(state, key, o, record, attempt, group, req, now));
+            candidates.push(Candidate { offset: o, record, attempt, group });
         }
         let cursor = self.cursor(state, key, req.group.consume_from);
         self.save(key, cursor);
-        Ok(())
+        Ok(candidates)
     }
 
     /// Finds the in-flight message a handle names, if the handle is current and not expired.

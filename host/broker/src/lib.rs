@@ -6,6 +6,7 @@
 //! * [`timer`] — delay and timer messages.
 //! * [`transaction`] — half messages, commit/rollback, check-back, discard.
 //! * [`filter`] — TAG and SQL92 filters.
+//! * [`hooks`] — where filter and route plugins plug in.
 //! * [`offsets`] — consumer progress.
 //! * [`broker`] — the whole, with its background thread.
 //!
@@ -15,6 +16,7 @@ pub mod broker;
 pub mod delivery;
 pub mod durable_file;
 pub mod filter;
+pub mod hooks;
 pub mod metadata;
 pub mod offsets;
 pub mod search;

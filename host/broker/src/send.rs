@@ -41,7 +41,7 @@ impl Default for SendLimits {
 }
 
 /// A message as a producer sent it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outgoing {
     pub topic: String,
     pub kind: Option<MessageKind>,
@@ -96,6 +96,8 @@ pub enum SendRejection {
     Unsupported(String),
     #[error("transaction recovery time {0} ms is outside 0..={max} ms", max = TRANSACTION_RECOVERY_MS_MAX)]
     IllegalRecoveryTime(i64),
+    #[error("refused by the topic's route policy: {0}")]
+    RefusedByPolicy(String),
 }
 
 /// Longest wait before the first check of a transaction a producer may ask for (RocketMQ's 1 h).

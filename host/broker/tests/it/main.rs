@@ -4,5 +4,6 @@
 mod support;
 
 mod delivery;
+mod policies;
 mod timer;
 mod transaction;

@@ -40,6 +40,7 @@ pub fn from_rejection(rejection: &SendRejection) -> Status {
         SendRejection::TypeMismatch { .. } => Code::MessagePropertyConflictWithType,
         SendRejection::Unsupported(_) => Code::Unsupported,
         SendRejection::IllegalRecoveryTime(_) => Code::BadRequest,
+        SendRejection::RefusedByPolicy(_) => Code::Forbidden,
     };
     status(code, rejection.to_string())
 }
