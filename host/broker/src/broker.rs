@@ -1,5 +1,6 @@
-//! The broker: topics, groups, sending, delivery and timers over one store, with the background
-//! thread that redelivers expired messages, delivers due timer messages and saves consumer progress.
+//! The broker: topics, groups, sending, delivery and timers over one store, with a background
+//! thread that redelivers expired messages, delivers due timer messages and saves consumer progress,
+//! and one that checks orphaned transactions.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,7 +70,7 @@ pub enum BrokerError {
     Metadata(#[from] MetadataError),
     #[error("consumer progress: {0}")]
     Offsets(std::io::Error),
-    #[error("start the broker thread: {0}")]
+    #[error("start a broker thread: {0}")]
     Thread(std::io::Error),
 }
 
@@ -119,7 +120,7 @@ pub struct Broker {
     policies: std::sync::RwLock<Option<Arc<dyn Policies>>>,
     dropped: AtomicU64,
     stopping: Arc<AtomicBool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -144,34 +145,50 @@ impl Broker {
             Arc::new(Transactions::open(store.clone(), offsets.clone(), clock.clone(), config.transactions.clone()));
         let hooks: Arc<std::sync::RwLock<Hooks>> = Arc::default();
         let stopping = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (delivery, timer, offsets, stopping) =
-                (delivery.clone(), timer.clone(), offsets.clone(), stopping.clone());
-            let (transactions, hooks) = (transactions.clone(), hooks.clone());
+        let spawn = |name: &str, work: Box<dyn Fn() + Send>| {
+            let stopping = stopping.clone();
             let tick = Duration::from_millis(config.tick_ms);
-            let persist_every = (config.offsets_persist_ms / config.tick_ms).max(1);
             std::thread::Builder::new()
-                .name("ferrymq-broker".into())
+                .name(name.into())
                 .spawn(move || {
-                    let mut ticks = 0u64;
                     while !stopping.load(Ordering::Acquire) {
-                        delivery.revive();
-                        timer.tick();
-                        let (checker, prober) = {
-                            let hooks = hooks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            (hooks.checker.clone(), hooks.prober.clone())
-                        };
-                        transactions.check(checker.as_deref(), prober.as_deref());
-                        ticks += 1;
-                        if ticks.is_multiple_of(persist_every)
-                            && let Err(err) = offsets.persist()
-                        {
-                            tracing::error!(%err, "could not save consumer progress; will retry");
-                        }
+                        work();
                         std::thread::park_timeout(tick);
                     }
                 })
-                .map_err(BrokerError::Thread)?
+                .map_err(BrokerError::Thread)
+        };
+        let housekeeping = {
+            let (delivery, timer, offsets) = (delivery.clone(), timer.clone(), offsets.clone());
+            let persist_every = (config.offsets_persist_ms / config.tick_ms).max(1);
+            let ticks = AtomicU64::new(0);
+            spawn(
+                "ferrymq-broker",
+                Box::new(move || {
+                    delivery.revive();
+                    timer.tick();
+                    if (ticks.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(persist_every)
+                        && let Err(err) = offsets.persist()
+                    {
+                        tracing::error!(%err, "could not save consumer progress; will retry");
+                    }
+                }),
+            )?
+        };
+        // Checks may wait on a plugin's HTTP call; they get a thread of their own so redelivery and
+        // timers never wait behind them.
+        let checks = {
+            let (transactions, hooks) = (transactions.clone(), hooks.clone());
+            spawn(
+                "ferrymq-tx-check",
+                Box::new(move || {
+                    let (checker, prober) = {
+                        let hooks = hooks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        (hooks.checker.clone(), hooks.prober.clone())
+                    };
+                    transactions.check(checker.as_deref(), prober.as_deref());
+                }),
+            )?
         };
         Ok(Self {
             store,
@@ -187,7 +204,7 @@ impl Broker {
             policies: std::sync::RwLock::new(None),
             dropped: AtomicU64::new(0),
             stopping,
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![housekeeping, checks]),
         })
     }
 
@@ -244,6 +261,13 @@ impl Broker {
             Some(group) => p.has_filter(topic, group),
             None => p.has_route(topic),
         })
+    }
+
+    /// The policies, if a filter is bound to (`topic`, `group`): for pull consumers, which judge
+    /// what they read themselves.
+    pub fn filter_bound(&self, topic: &str, group: &str) -> Option<Arc<dyn Policies>> {
+        let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        policies.clone().filter(|p| p.has_filter(topic, group))
     }
 
     /// Checks and stores a message; `done` runs once when it is stored as durably as the store's flush
@@ -358,10 +382,11 @@ impl Broker {
         );
     }
 
-    /// Stops the background thread and saves consumer progress. The store is closed by its owner.
+    /// Stops the background threads and saves consumer progress. The store is closed by its owner.
     pub fn close(&self) {
         self.stopping.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for thread in threads {
             thread.thread().unpark();
             let _ = thread.join();
         }

@@ -28,7 +28,7 @@ use ferrymq_store::{NewMessage, Store, StoreError, StoredRecord};
 use thiserror::Error;
 
 use crate::filter::{Filter, Verdict};
-use crate::hooks::{FilterVerdict, Policies};
+use crate::hooks::{FilterInput, FilterVerdict, Policies};
 use crate::metadata::{ConsumeFrom, GroupConfig, Metadata, dlq_topic, retry_topic};
 use crate::offsets::{OffsetKey, Offsets};
 
@@ -357,8 +357,11 @@ impl Delivery {
                             let cursor = self.cursor(&mut state, &key, req.group.consume_from);
                             cursor.judging.extend(candidates.iter().map(|c| (c.offset, c.group.clone())));
                             drop(state);
-                            let records: Vec<StoredRecord> = candidates.iter().map(|c| c.record.clone()).collect();
-                            let verdicts = policies.filter(req.topic, &req.group.name, &records);
+                            let inputs: Vec<FilterInput> = candidates
+                                .iter()
+                                .map(|c| FilterInput { record: c.record.clone(), attempt: c.attempt })
+                                .collect();
+                            let verdicts = policies.filter(req.topic, &req.group.name, &inputs);
                             state = self.lock();
                             let cursor = self.cursor(&mut state, &key, req.group.consume_from);
                             for c in &candidates {
@@ -368,7 +371,10 @@ impl Delivery {
                         }
                         None => Vec::new(),
                     };
-                    self.settle(&mut state, &key, req, candidates, &verdicts, want, &mut out, &mut moves);
+                    let held = self.settle(&mut state, &key, req, candidates, &verdicts, want, &mut out, &mut moves);
+                    if held {
+                        break;
+                    }
                 }
             }
             Ok(())
@@ -380,7 +386,8 @@ impl Delivery {
     }
 
     /// Delivers (up to `want`), withholds or dead-letters each candidate by its verdict (deliver when
-    /// there is none). Deliverable candidates beyond `want` stay where they are for a later receive.
+    /// there is none). Deliverable candidates beyond `want`, and held ones, stay where they are for a
+    /// later receive; returns whether any was held.
     #[allow(clippy::too_many_arguments)]
     fn settle(
         &self,
@@ -392,11 +399,17 @@ impl Delivery {
         want: usize,
         out: &mut Vec<Delivered>,
         moves: &mut Vec<Move>,
-    ) {
+    ) -> bool {
         let now = self.clock.now_ms();
         let mut delivered = 0;
+        let mut held = false;
         for (i, c) in candidates.into_iter().enumerate() {
             match verdicts.get(i).copied().unwrap_or(FilterVerdict::Deliver) {
+                FilterVerdict::Hold => {
+                    held = true;
+                    let cursor = self.cursor(state, key, req.group.consume_from);
+                    cursor.next = cursor.next.min(c.offset);
+                }
                 FilterVerdict::Deliver if delivered >= want => {
                     let cursor = self.cursor(state, key, req.group.consume_from);
                     cursor.next = cursor.next.min(c.offset);
@@ -420,6 +433,7 @@ impl Delivery {
         }
         let cursor = self.cursor(state, key, req.group.consume_from);
         self.save(key, cursor);
+        held
     }
 
     /// Checks one entry's filter; a message that does not match is done for this subscriber.

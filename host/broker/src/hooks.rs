@@ -5,6 +5,14 @@ use ferrymq_store::StoredRecord;
 
 use crate::send::Outgoing;
 
+/// One message a filter judges.
+#[derive(Clone, Debug)]
+pub struct FilterInput {
+    pub record: StoredRecord,
+    /// 1 on first delivery.
+    pub attempt: u32,
+}
+
 /// What a filter decided for one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterVerdict {
@@ -13,6 +21,8 @@ pub enum FilterVerdict {
     Withhold,
     /// Moved to the group's dead-letter topic (a failure policy).
     DeadLetter,
+    /// Not decided (the filter failed, fail-closed): kept for a later receive, which asks again.
+    Hold,
 }
 
 /// What becomes of a produced message.
@@ -34,11 +44,12 @@ pub enum RouteVerdict {
 pub trait Policies: Send + Sync {
     /// Whether a filter is bound to (`topic`, `group`); receives on it then run off the async workers.
     fn has_filter(&self, topic: &str, group: &str) -> bool;
-    /// One verdict per record, for records of `topic` that passed the group's TAG/SQL filter.
-    fn filter(&self, topic: &str, group: &str, records: &[StoredRecord]) -> Vec<FilterVerdict>;
+    /// One verdict per message, for messages of `topic` that passed the group's TAG/SQL filter (a
+    /// missing verdict means deliver). Called with no broker lock held; it may block.
+    fn filter(&self, topic: &str, group: &str, messages: &[FilterInput]) -> Vec<FilterVerdict>;
     /// Whether a route is bound to `topic`.
     fn has_route(&self, topic: &str) -> bool;
-    /// The verdict on one produced message.
+    /// The verdict on one produced message. Called on the sending thread; it may block.
     fn route(&self, message: &Outgoing) -> RouteVerdict;
 }
 

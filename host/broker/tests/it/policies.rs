@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferrymq_broker::delivery::{Delivered, Receive};
 use ferrymq_broker::filter::Filter;
-use ferrymq_broker::hooks::{FilterVerdict, Policies, RouteVerdict, route_dlq_topic};
+use ferrymq_broker::hooks::{FilterInput, FilterVerdict, Policies, RouteVerdict, route_dlq_topic};
 use ferrymq_broker::metadata::{GroupConfig, TopicType, dlq_topic};
 use ferrymq_broker::send::{Outgoing, SendRejection};
 use ferrymq_broker::{SendError, SendReceipt};
@@ -16,10 +16,12 @@ use ferrymq_store::StoredRecord;
 use crate::support::{Fixture, body, message};
 
 /// Decides by the first word of the body: `keep`, `skip`, `dead` for the filter bound to (`t`, `g`);
-/// `change`, `split`, `refuse`, `drop`, `broken`, `stray` for the route bound to `t`. `slow` bodies make
+/// `hold` for the filter while `holding` is set; `change`, `split`, `refuse`, `drop`, `broken`, `stray` for the route bound to `t`. `slow` bodies make
 /// the filter wait for the test's signal.
 #[derive(Default)]
 struct ByFirstWord {
+    /// While set, `hold` bodies are held (the filter "fails", fail-closed); then they are delivered.
+    holding: std::sync::atomic::AtomicBool,
     slow_gate: Mutex<Option<mpsc::Receiver<()>>>,
     slow_entered: Mutex<Option<mpsc::Sender<()>>>,
 }
@@ -34,12 +36,13 @@ impl Policies for ByFirstWord {
         topic == "t" && group == "g"
     }
 
-    fn filter(&self, _topic: &str, _group: &str, records: &[StoredRecord]) -> Vec<FilterVerdict> {
-        records
+    fn filter(&self, _topic: &str, _group: &str, messages: &[FilterInput]) -> Vec<FilterVerdict> {
+        messages
             .iter()
-            .map(|r| match first_word(r).as_str() {
+            .map(|m| match first_word(&m.record).as_str() {
                 "skip" => FilterVerdict::Withhold,
                 "dead" => FilterVerdict::DeadLetter,
+                "hold" if self.holding.load(std::sync::atomic::Ordering::SeqCst) => FilterVerdict::Hold,
                 "slow" => {
                     if let Some(entered) = self.slow_entered.lock().unwrap().take() {
                         entered.send(()).unwrap();
@@ -150,6 +153,25 @@ fn what_a_filter_passes_beyond_a_receive_is_delivered_by_the_next() {
     let mut expected: Vec<String> = (0..10).map(|i| format!("keep {i}")).collect();
     expected.sort();
     assert_eq!(seen, expected, "each passed message exactly once");
+}
+
+#[test]
+fn a_held_message_waits_for_a_filter_that_answers_and_others_pass_it() {
+    let f = Fixture::new();
+    f.topic("t", TopicType::Normal, 1);
+    let g = f.group("g", |_| {});
+    let policies = with_policies(&f);
+    policies.holding.store(true, std::sync::atomic::Ordering::SeqCst);
+    f.send(message("t", "keep 1"));
+    f.send(message("t", "hold 2"));
+    f.send(message("t", "keep 3"));
+    assert_eq!(bodies(&receive(&f, &g, "t", 8)), ["keep 1", "keep 3"]);
+    for _ in 0..3 {
+        assert!(receive(&f, &g, "t", 8).is_empty(), "held, not delivered, not lost");
+    }
+    policies.holding.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(bodies(&receive(&f, &g, "t", 8)), ["hold 2"]);
+    assert!(receive(&f, &g, "t", 8).is_empty());
 }
 
 #[test]
