@@ -33,6 +33,16 @@ command -v npm >/dev/null 2>&1 || { say "npm is missing: install Node.js 20 or n
 say "official clients: Rust (crate rocketmq 5.0.0)"
 (cd tests/clients/rust && cargo build --locked --quiet)
 
+# The Wasm plugin side: the SDK (native tests), then the example and fixture plugins the broker's
+# tests load, built as components for wasm32-wasip2 (plugins/ is its own workspace).
+say "plugins: SDK and example plugins (wasm32-wasip2)"
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+(cd sdk/rust && cargo fmt -- --check && cargo clippy --locked --all-targets --quiet -- -D warnings \
+  && cargo test --locked --quiet)
+(cd plugins && cargo fmt --all -- --check \
+  && cargo clippy --locked --release --target wasm32-wasip2 --workspace --quiet -- -D warnings \
+  && cargo build --locked --release --target wasm32-wasip2 --workspace --quiet)
+
 say "format"
 cargo fmt --all -- --check
 

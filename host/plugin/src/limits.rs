@@ -32,8 +32,8 @@ impl Default for PluginLimits {
 
 /// Largest plugin binary accepted.
 pub const PLUGIN_BYTES_MAX: usize = 16 << 20;
-/// Largest memory limit a binding may set (the engine reserves this much address space per instance).
-pub const MEMORY_BYTES_LIMIT: u64 = 1 << 30;
+/// Largest memory limit a binding may set: what the engine reserves per instance.
+pub const MEMORY_BYTES_LIMIT: u64 = crate::engine::ENGINE_MEMORY_BYTES_MAX;
 /// Longest time limit a binding may set.
 pub const CALL_MS_LIMIT: u64 = 60_000;
 

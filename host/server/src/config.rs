@@ -10,6 +10,7 @@ use ferrymq_broker::BrokerConfig;
 use ferrymq_store::StoreConfig;
 
 use crate::grpc::GrpcConfig;
+use crate::plugins::PluginsConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -22,6 +23,7 @@ pub struct ServerConfig {
     pub log: LogConfig,
     pub broker: BrokerConfig,
     pub store: StoreConfig,
+    pub plugins: PluginsConfig,
 }
 
 impl Default for ServerConfig {
@@ -33,6 +35,7 @@ impl Default for ServerConfig {
             log: LogConfig::default(),
             broker: BrokerConfig::default(),
             store: StoreConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -82,7 +85,9 @@ impl ServerConfig {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let Some(path) = path else { return Ok(Self::default()) };
         let text = std::fs::read_to_string(path).with_context(|| format!("read configuration {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("configuration {}", path.display()))
+        let mut config = Self::parse(&text).with_context(|| format!("configuration {}", path.display()))?;
+        config.plugins.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -100,6 +105,9 @@ impl ServerConfig {
         }
         if let Err(reason) = self.grpc.validate() {
             bail!("[grpc] {reason}");
+        }
+        if let Err(reason) = self.plugins.validate() {
+            bail!("[plugins] {reason}");
         }
         if self.admin.connections_max == 0 {
             bail!("[admin] connections_max must be positive");

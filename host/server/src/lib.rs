@@ -12,6 +12,7 @@ pub mod data_dir;
 pub mod grpc;
 pub mod logging;
 pub mod metrics;
+pub mod plugins;
 pub mod standalone;
 
 use std::process::ExitCode;

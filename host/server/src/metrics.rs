@@ -20,6 +20,10 @@ pub struct Snapshot {
     /// Requests per gRPC method.
     pub rpcs: Vec<(&'static str, u64)>,
     pub transactions: ferrymq_broker::transaction::TransactionStats,
+    /// Messages route plugins dropped.
+    pub dropped_by_policy: u64,
+    /// Per plugin binding: name, kind and counters.
+    pub plugins: Vec<(String, &'static str, ferrymq_plugin::PluginStats)>,
 }
 
 struct Writer(String);
@@ -94,10 +98,43 @@ pub fn render(s: &Snapshot) -> String {
         "Transactions discarded after too many checks.",
         t.discards,
     );
+    w.metric("ferrymq_route_dropped_total", "counter", "Messages route plugins dropped.", s.dropped_by_policy);
+    plugin_metrics(&mut w, &s.plugins);
     let r = &s.recovery;
     w.metric("ferrymq_store_recovery_clean", "gauge", "1 if the last start found a clean shutdown.", u8::from(r.clean));
     w.metric("ferrymq_store_recovery_scanned_bytes", "gauge", "Log bytes verified at the last start.", r.scanned_bytes);
     w.0
+}
+
+fn plugin_metrics(w: &mut Writer, plugins: &[(String, &'static str, ferrymq_plugin::PluginStats)]) {
+    type Field = fn(&ferrymq_plugin::PluginStats) -> f64;
+    let families: [(&str, &str, &str, Field); 5] = [
+        ("ferrymq_plugin_calls_total", "counter", "Calls into a plugin.", |p| p.calls as f64),
+        (
+            "ferrymq_plugin_failures_total",
+            "counter",
+            "Plugin calls that trapped, ran out of time or memory, or answered wrongly.",
+            |p| p.failures as f64,
+        ),
+        ("ferrymq_plugin_call_seconds_total", "counter", "Time spent in plugin calls.", |p| {
+            p.call_ns_total as f64 / 1e9
+        }),
+        (
+            "ferrymq_plugin_quarantined",
+            "gauge",
+            "1 while a plugin is quarantined and its failure policy applies.",
+            |p| f64::from(u8::from(p.quarantined)),
+        ),
+        ("ferrymq_plugin_log_lines_dropped_total", "counter", "Plugin log lines over the rate limit.", |p| {
+            p.log_lines_dropped as f64
+        }),
+    ];
+    for (name, kind, help, field) in families {
+        let _ = writeln!(w.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (plugin, world, stats) in plugins {
+            let _ = writeln!(w.0, "{name}{{plugin=\"{plugin}\",kind=\"{world}\"}} {}", field(stats));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,11 +166,14 @@ mod tests {
             groups: 1,
             rpcs: vec![("QueryRoute", 3)],
             transactions: Default::default(),
+            dropped_by_policy: 0,
+            plugins: vec![("inbox".into(), "filter", ferrymq_plugin::PluginStats { calls: 7, ..Default::default() })],
         };
         let text = render(&snapshot);
         assert!(text.contains("\nferrymq_store_written_bytes 4096\n"), "{text}");
         assert!(text.contains("\nferrymq_store_recovery_clean 1\n"), "{text}");
         assert!(text.contains("\nferrymq_grpc_requests_total{rpc=\"QueryRoute\"} 3\n"), "{text}");
+        assert!(text.contains("\nferrymq_plugin_calls_total{plugin=\"inbox\",kind=\"filter\"} 7\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

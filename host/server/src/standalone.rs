@@ -18,6 +18,7 @@ use crate::config::ServerConfig;
 use crate::data_dir::DataDirLock;
 use crate::grpc::{self, Arrivals, GrpcState};
 use crate::logging;
+use crate::plugins::PluginHost;
 
 /// Exit code after the store stopped on a fatal I/O error (EX_IOERR): restart to recover.
 const EXIT_FATAL_IO: u8 = 74;
@@ -70,6 +71,11 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("open the broker in {}", config.data_dir.display()))?,
     );
 
+    let plugins = Arc::new(PluginHost::start(&config.plugins, &config.data_dir)?);
+    if !plugins.is_empty() {
+        broker.set_policies(Some(plugins.clone()));
+    }
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferrymq-rt")
@@ -89,11 +95,14 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         let admin_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let grpc = Arc::new(GrpcState::new(broker.clone(), arrivals.clone(), config.grpc.clone(), grpc_addr));
-        broker.set_transaction_hooks(None, Some(grpc.clone()));
+        let checker: Option<Arc<dyn ferrymq_broker::transaction::TransactionChecker>> =
+            plugins.has_tx_checks().then(|| plugins.clone() as _);
+        broker.set_transaction_hooks(checker, Some(grpc.clone()));
         let grpc_task = tokio::spawn(grpc::serve(grpc_listener, grpc.clone(), stop_rx.clone()));
         let expiry_task = tokio::spawn(grpc.clone().expire_idle_clients(stop_rx.clone()));
         tracing::info!(addr = %grpc_addr, "gRPC listening");
-        let state = Arc::new(AdminState { broker: broker.clone(), grpc: grpc.clone(), started });
+        let state =
+            Arc::new(AdminState { broker: broker.clone(), grpc: grpc.clone(), plugins: plugins.clone(), started });
         let admin_task = tokio::spawn(admin::serve(listener, state, config.admin.clone(), stop_rx));
         tracing::info!(addr = %admin_addr, "admin HTTP listening");
         tracing::info!(data_dir = %config.data_dir.display(), flush = ?config.store.flush,

@@ -3,6 +3,7 @@
 use ferrymq_plugin_sdk::{Change, RouteDecision};
 
 ferrymq_plugin_sdk::route_plugin!(|message, _config| match message.property("classification") {
-    Some(c) if !c.trim().is_empty() => RouteDecision::Accept(Change { tag: None, set_properties: vec![], remove_properties: vec![], body: None }),
+    Some(c) if !c.trim().is_empty() =>
+        RouteDecision::Accept(Change { tag: None, set_properties: vec![], remove_properties: vec![], body: None }),
     _ => RouteDecision::Reject("messages must carry a classification property".into()),
 });

@@ -149,3 +149,70 @@ impl<'a> Message<'a> {
         self.attempt
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_str(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+
+    /// One message laid out as docs/plugins.md describes.
+    fn message(flags: u32, tag: &str, keys: &str, properties: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&flags.to_le_bytes());
+        m.extend_from_slice(&1_700_000_000_000i64.to_le_bytes());
+        m.extend_from_slice(&1_700_000_000_005i64.to_le_bytes());
+        m.extend_from_slice(&2u32.to_le_bytes());
+        put_str(&mut m, "inbox");
+        put_str(&mut m, tag);
+        put_str(&mut m, keys);
+        put_bytes(&mut m, properties);
+        put_bytes(&mut m, body);
+        let mut out = (m.len() as u32).to_le_bytes().to_vec();
+        out.extend(m);
+        out
+    }
+
+    fn fetch(index: u32) -> Option<Vec<u8>> {
+        Some(format!("fetched {index}").into_bytes())
+    }
+
+    #[test]
+    fn reads_every_field_in_place_and_fetches_only_omitted_bodies() {
+        let mut buf = 2u32.to_le_bytes().to_vec();
+        buf.extend(message(0, "urgent", "k1 k2", b"enterpriseId\x01E1\x02region\x01north\x02", b"hello"));
+        buf.extend(message(FLAG_BODY_OMITTED, "", "", b"", b""));
+        let batch = Batch::parse(&buf, Some(fetch)).expect("header");
+        assert_eq!(batch.len(), 2);
+        let all: Vec<Message<'_>> = batch.iter().collect();
+        assert_eq!(all.len(), 2);
+        let first = &all[0];
+        assert_eq!((first.topic(), first.tag(), first.attempt()), ("inbox", Some("urgent"), 2));
+        assert_eq!(first.keys().collect::<Vec<_>>(), ["k1", "k2"]);
+        assert_eq!(first.property("enterpriseId"), Some("E1"));
+        assert_eq!(first.properties().count(), 2);
+        assert_eq!(first.body().as_deref(), Some(&b"hello"[..]));
+        assert_eq!((first.born_ms(), first.store_ms()), (1_700_000_000_000, 1_700_000_000_005));
+        assert_eq!(all[1].tag(), None);
+        assert_eq!(all[1].body().as_deref(), Some(&b"fetched 1"[..]));
+    }
+
+    #[test]
+    fn a_truncated_batch_yields_the_messages_before_the_damage() {
+        let mut buf = 2u32.to_le_bytes().to_vec();
+        buf.extend(message(0, "a", "", b"", b"x"));
+        let second = message(0, "b", "", b"", b"y");
+        buf.extend(&second[..second.len() - 1]);
+        let batch = Batch::parse(&buf, None).expect("header");
+        assert_eq!(batch.iter().count(), 1);
+        assert!(Batch::parse(&[1, 0], None).is_none(), "a header shorter than 4 bytes");
+    }
+}

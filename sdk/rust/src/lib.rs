@@ -6,9 +6,10 @@
 //! carries the generated bindings, decodes the broker's compact batch encoding without allocating, and
 //! turns a plain function into an exported plugin:
 //!
-//! ```ignore
+//! ```no_run
 //! // A filter that delivers only messages tagged "urgent".
 //! ferrymq_plugin_sdk::filter_plugin!(|message, _config| message.tag() == Some("urgent"));
+//! # fn main() {}
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` file is the component.
@@ -94,7 +95,11 @@ pub fn run_route(message: &[u8], decide: impl Fn(&Message<'_>, &Config) -> Route
 
 /// Runs `check` over a transaction check.
 #[doc(hidden)]
-pub fn run_tx_check(transaction_id: &str, message: &[u8], check: impl Fn(&str, &Message<'_>, &Config) -> Resolution) -> Resolution {
+pub fn run_tx_check(
+    transaction_id: &str,
+    message: &[u8],
+    check: impl Fn(&str, &Message<'_>, &Config) -> Resolution,
+) -> Resolution {
     let config = Config::get();
     match Batch::parse(message, None).and_then(|b| b.iter().next()) {
         Some(m) => check(transaction_id, &m, config),
@@ -137,7 +142,10 @@ macro_rules! tx_check_plugin {
     ($check:expr) => {
         struct FerrymqTxCheck;
         impl $crate::tx_check::Guest for FerrymqTxCheck {
-            fn check(transaction_id: ::std::string::String, message: ::std::vec::Vec<u8>) -> $crate::tx_check::Resolution {
+            fn check(
+                transaction_id: ::std::string::String,
+                message: ::std::vec::Vec<u8>,
+            ) -> $crate::tx_check::Resolution {
                 $crate::run_tx_check(&transaction_id, &message, $check)
             }
         }

@@ -25,6 +25,7 @@ use ferrymq_broker::Broker;
 use crate::config::AdminConfig;
 use crate::grpc::GrpcState;
 use crate::metrics::{self, Snapshot};
+use crate::plugins::PluginHost;
 
 /// Largest request body the admin API reads.
 pub const BODY_BYTES_MAX: usize = 1 << 20;
@@ -34,6 +35,7 @@ pub const BODY_BYTES_MAX: usize = 1 << 20;
 pub struct AdminState {
     pub broker: Arc<Broker>,
     pub grpc: Arc<GrpcState>,
+    pub plugins: Arc<PluginHost>,
     pub started: Instant,
 }
 
@@ -53,6 +55,8 @@ impl AdminState {
             groups: self.broker.metadata().groups().len(),
             rpcs: self.grpc.rpcs.snapshot(),
             transactions: self.broker.transactions().stats(),
+            dropped_by_policy: self.broker.dropped_by_policy(),
+            plugins: self.plugins.bindings().into_iter().map(|(b, stats)| (b.name, b.kind.name(), stats)).collect(),
         }
     }
 }
@@ -193,7 +197,11 @@ mod tests {
             GrpcConfig::default(),
             std::net::SocketAddr::from(([127, 0, 0, 1], 8081)),
         ));
-        (dir, AdminState { broker, grpc, started: Instant::now() })
+        let plugins = Arc::new(
+            crate::plugins::PluginHost::start(&crate::plugins::PluginsConfig::default(), dir.path())
+                .expect("no plugins"),
+        );
+        (dir, AdminState { broker, grpc, plugins, started: Instant::now() })
     }
 
     fn call(state: &AdminState, method: Method, path: &str, body: &str) -> (StatusCode, serde_json::Value) {

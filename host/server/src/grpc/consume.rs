@@ -97,6 +97,10 @@ impl GrpcState {
         };
         let end = Instant::now()
             + Duration::from_millis(self.polling_ms(request.long_polling_timeout.as_ref(), deadline_ms) as u64);
+        let delivery = self.broker.delivery().clone();
+        let filtered = self.broker.runs_plugins(&topic, Some(&group.name));
+        let auto_renew = request.auto_renew;
+        let owned = std::sync::Arc::new((group.clone(), client_id.to_owned(), topic.clone(), filter.clone()));
         let on_topic = self.arrivals.listener(&topic);
         let on_retry = self.arrivals.listener(&retry_topic(&group.name, &topic));
         loop {
@@ -105,16 +109,26 @@ impl GrpcState {
             tokio::pin!(arrived, retried);
             arrived.as_mut().enable();
             retried.as_mut().enable();
-            let receive = Receive {
-                group: &group,
-                client_id,
-                topic: &topic,
-                filter: &filter,
-                batch,
-                invisible_ms,
-                auto_renew: request.auto_renew,
+            let job = {
+                let (delivery, owned) = (delivery.clone(), owned.clone());
+                move || {
+                    let (group, client_id, topic, filter) = &*owned;
+                    delivery.receive(&Receive { group, client_id, topic, filter, batch, invisible_ms, auto_renew })
+                }
             };
-            let got = match self.broker.delivery().receive(&receive) {
+            let received = if filtered {
+                // A filter plugin runs inside `receive`: keep it off the async workers.
+                match tokio::task::spawn_blocking(job).await {
+                    Ok(received) => received,
+                    Err(err) => {
+                        tracing::error!(%err, "a receive running a filter plugin failed");
+                        return fail(status(Code::InternalServerError, "the receive could not be completed"));
+                    }
+                }
+            } else {
+                job()
+            };
+            let got = match received {
                 Ok(got) => got,
                 Err(err) => return fail(from_delivery(&err)),
             };

@@ -30,18 +30,43 @@ impl GrpcState {
         if request.messages.len() > SEND_BATCH_MAX {
             return fail(status(Code::PayloadTooLarge, format!("more than {SEND_BATCH_MAX} messages in one request")));
         }
-        let mut pending = Vec::with_capacity(request.messages.len());
-        for message in &request.messages {
-            let id = message.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
-            match convert::outgoing(message, peer) {
-                Err(status) => pending.push(Pending::Failed(id, status)),
-                Ok(outgoing) => {
-                    let (tx, rx) = oneshot::channel();
-                    self.broker.send(&outgoing, Box::new(move |result| drop(tx.send(result))));
-                    pending.push(Pending::Stored(id, rx));
+        let converted: Vec<(String, Result<_, pb::Status>)> = request
+            .messages
+            .iter()
+            .map(|message| {
+                let id = message.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+                (id, convert::outgoing(message, peer))
+            })
+            .collect();
+        let broker = self.broker.clone();
+        let submit = move || {
+            // In request order, so that a FIFO producer's batch keeps its order.
+            converted
+                .into_iter()
+                .map(|(id, outgoing)| match outgoing {
+                    Err(status) => Pending::Failed(id, status),
+                    Ok(outgoing) => {
+                        let (tx, rx) = oneshot::channel();
+                        broker.send(&outgoing, Box::new(move |result| drop(tx.send(result))));
+                        Pending::Stored(id, rx)
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let routed =
+            request.messages.iter().any(|m| m.topic.as_ref().is_some_and(|t| self.broker.runs_plugins(&t.name, None)));
+        // A route plugin runs inside `send`: keep it off the async workers.
+        let pending = if routed {
+            match tokio::task::spawn_blocking(submit).await {
+                Ok(pending) => pending,
+                Err(err) => {
+                    tracing::error!(%err, "a send running route plugins failed");
+                    return fail(status(Code::InternalServerError, "the send could not be completed"));
                 }
             }
-        }
+        } else {
+            submit()
+        };
         let mut entries = Vec::with_capacity(pending.len());
         for p in pending {
             let entry = match p {

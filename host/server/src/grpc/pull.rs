@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use ferrymq_broker::filter::Verdict;
+use ferrymq_broker::filter::{Filter, Verdict};
+use ferrymq_broker::hooks::{FilterInput, FilterVerdict, Policies};
 use ferrymq_broker::offsets::OffsetKey;
 use ferrymq_broker::search::offset_at_time;
 use ferrymq_proto::grpc::v2::{self as pb, Code, pull_message_response::Content};
+use ferrymq_store::Store;
 use tokio::time::Instant;
 
 use super::GrpcState;
@@ -22,6 +24,59 @@ const PULL_SCAN_MAX: usize = 1024;
 fn queue_of(q: Option<&pb::MessageQueue>) -> (String, u32) {
     let topic = q.and_then(|q| q.topic.as_ref()).map(|t| t.name.clone()).unwrap_or_default();
     (topic, q.map_or(0, |q| q.id.max(0) as u32))
+}
+
+/// Reads up to `batch` matching messages from `from` on; returns them and the offset to pull next.
+/// A filter plugin bound to the group judges what passed TAG/SQL; a message it cannot judge (its
+/// failure policy is not fail-open) ends the pull there, to be judged again by the next.
+fn scan(
+    store: &Store,
+    key: &OffsetKey,
+    filter: &Filter,
+    policies: Option<&dyn Policies>,
+    from: u64,
+    batch: usize,
+) -> Result<(Vec<pb::Message>, u64), pb::Status> {
+    let mut candidates = Vec::new();
+    let mut next = from;
+    for entry in store.read_queue(&key.topic, key.queue_id, from, PULL_SCAN_MAX) {
+        if candidates.len() >= batch {
+            break;
+        }
+        next = entry.queue_offset + 1;
+        if !filter.may_match(entry.tag_hash) {
+            continue;
+        }
+        let record = store.record(entry.offset, entry.len).map_err(|err| from_store(&err))?;
+        let Ok(rec) = record.decode() else { continue };
+        if filter.matches(rec.properties) == Verdict::Match {
+            candidates.push((entry.queue_offset, record));
+        }
+    }
+    let verdicts = match policies {
+        Some(policies) => {
+            let inputs: Vec<FilterInput> =
+                candidates.iter().map(|(_, record)| FilterInput { record: record.clone(), attempt: 1 }).collect();
+            policies.filter(&key.topic, &key.subscriber, &inputs)
+        }
+        None => Vec::new(),
+    };
+    let mut messages = Vec::with_capacity(candidates.len());
+    for (i, (offset, record)) in candidates.iter().enumerate() {
+        match verdicts.get(i).copied().unwrap_or(FilterVerdict::Deliver) {
+            FilterVerdict::Deliver => {
+                if let Ok(rec) = record.decode() {
+                    messages.push(convert::message(&key.topic, &rec, key.queue_id, *offset));
+                }
+            }
+            FilterVerdict::Withhold => {}
+            FilterVerdict::Hold | FilterVerdict::DeadLetter => {
+                next = *offset;
+                break;
+            }
+        }
+    }
+    Ok((messages, next))
 }
 
 impl GrpcState {
@@ -64,30 +119,32 @@ impl GrpcState {
         let batch = usize::try_from(request.batch_size).unwrap_or(0).clamp(1, PULL_BATCH_MAX);
         let end = Instant::now()
             + Duration::from_millis(self.polling_ms(request.long_polling_timeout.as_ref(), deadline_ms) as u64);
+        let policies = self.broker.filter_bound(&key.topic, &key.subscriber);
         let listener = self.arrivals.listener(&key.topic);
         loop {
             let arrived = listener.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let mut messages = Vec::new();
-            let mut next = from;
-            for entry in store.read_queue(&key.topic, key.queue_id, from, PULL_SCAN_MAX) {
-                if messages.len() >= batch {
-                    break;
+            let scan = {
+                let (store, key, filter, policies) = (store.clone(), key.clone(), filter.clone(), policies.clone());
+                move || scan(&store, &key, &filter, policies.as_deref(), from, batch)
+            };
+            let scanned = if policies.is_some() {
+                // A filter plugin runs in the scan: keep it off the async workers.
+                match tokio::task::spawn_blocking(scan).await {
+                    Ok(scanned) => scanned,
+                    Err(err) => {
+                        tracing::error!(%err, "a pull running a filter plugin failed");
+                        Err(status(Code::InternalServerError, "the pull could not be completed"))
+                    }
                 }
-                next = entry.queue_offset + 1;
-                if !filter.may_match(entry.tag_hash) {
-                    continue;
-                }
-                let record = match store.record(entry.offset, entry.len) {
-                    Ok(record) => record,
-                    Err(err) => return vec![one(Content::Status(from_store(&err)))],
-                };
-                let Ok(rec) = record.decode() else { continue };
-                if filter.matches(rec.properties) == Verdict::Match {
-                    messages.push(convert::message(&key.topic, &rec, key.queue_id, entry.queue_offset));
-                }
-            }
+            } else {
+                scan()
+            };
+            let (messages, next) = match scanned {
+                Ok(scanned) => scanned,
+                Err(status) => return vec![one(Content::Status(status))],
+            };
             if !messages.is_empty() || next > from || Instant::now() >= end {
                 let code = if messages.is_empty() { status(Code::MessageNotFound, "no new message") } else { ok() };
                 let mut out = vec![one(Content::Status(code))];
