@@ -133,7 +133,7 @@ mod tests {
     fn sample(i: u8) -> PluginMessage<'static> {
         PluginMessage {
             topic: "orders",
-            tag: if i % 2 == 0 { "TagA" } else { "" },
+            tag: if i.is_multiple_of(2) { "TagA" } else { "" },
             keys: "k1 k2",
             properties: b"enterpriseId\x0191350200\x02",
             body: Some(b"hello body"),
