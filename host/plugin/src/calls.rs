@@ -1,6 +1,8 @@
 //! The three kinds of plugin as the broker calls them: typed inputs and outputs, with every answer
 //! checked before it is believed.
 
+use std::sync::Arc;
+
 use ferrymq_proto::plugin_batch::{PluginMessage, encode_batch, encode_message};
 
 use crate::bindings::filter::FilterPre;
@@ -26,7 +28,7 @@ fn expect_world(loaded: &Loaded, world: World) -> Result<(), PluginError> {
 }
 
 /// A filter bound to a (topic, group).
-pub struct FilterPlugin(Plugin<FilterPre<PluginState>>);
+pub struct FilterPlugin(Arc<Plugin<FilterPre<PluginState>>>);
 
 impl FilterPlugin {
     pub fn new(
@@ -38,7 +40,7 @@ impl FilterPlugin {
     ) -> Result<Self, PluginError> {
         expect_world(loaded, World::Filter)?;
         let pre = prepare(engine, loaded, FilterPre::new)?;
-        Ok(Self(Plugin::new(name, engine, pre, limits, grant)))
+        Ok(Self(Arc::new(Plugin::new(name, engine, pre, true, limits, grant))))
     }
 
     /// Which of `messages` to deliver. Bodies are not sent; `bodies` gives one when the plugin asks.
@@ -46,7 +48,10 @@ impl FilterPlugin {
         let mut buf = Vec::with_capacity(messages.len() * 128);
         encode_batch(messages.iter().cloned(), false, &mut buf);
         let expected = messages.len().div_ceil(8);
-        let bits = self.0.call(|state| state.bodies = Some(bodies), |store, filter| filter.call_filter(store, &buf))?;
+        let bits = self.0.call_on_worker(
+            move |state| state.bodies = Some(bodies),
+            move |store, filter| filter.call_filter(store, &buf),
+        )?;
         if bits.len() != expected {
             let err = PluginError::BadOutput(format!(
                 "answered {} bytes for {} messages (expected {expected})",
@@ -83,7 +88,7 @@ pub enum RouteOutcome {
 }
 
 /// A route bound to a topic.
-pub struct RoutePlugin(Plugin<RoutePre<PluginState>>);
+pub struct RoutePlugin(Arc<Plugin<RoutePre<PluginState>>>);
 
 impl RoutePlugin {
     pub fn new(
@@ -95,14 +100,14 @@ impl RoutePlugin {
     ) -> Result<Self, PluginError> {
         expect_world(loaded, World::Route)?;
         let pre = prepare(engine, loaded, RoutePre::new)?;
-        Ok(Self(Plugin::new(name, engine, pre, limits, grant)))
+        Ok(Self(Arc::new(Plugin::new(name, engine, pre, true, limits, grant))))
     }
 
     pub fn route(&self, message: &PluginMessage<'_>) -> Result<RouteOutcome, PluginError> {
         let mut buf = Vec::with_capacity(256 + message.body.map_or(0, <[u8]>::len));
         buf.extend_from_slice(&1u32.to_le_bytes());
         encode_message(message, true, &mut buf);
-        let decision = self.0.call(|_| {}, |store, route| route.call_route(store, &buf))?;
+        let decision = self.0.call_on_worker(|_| {}, move |store, route| route.call_route(store, &buf))?;
         let outcome = self.check(decision);
         if let Err(err) = &outcome {
             self.0.settle::<()>(&Err(err.clone()));
@@ -170,8 +175,9 @@ impl TxCheckPlugin {
         grant: Grant,
     ) -> Result<Self, PluginError> {
         expect_world(loaded, World::TxCheck)?;
+        // Not gated: checks run one at a time on the broker's check thread, mostly waiting on HTTP.
         let pre = prepare(engine, loaded, TxCheckPre::new)?;
-        Ok(Self(Plugin::new(name, engine, pre, limits, grant)))
+        Ok(Self(Plugin::new(name, engine, pre, false, limits, grant)))
     }
 
     /// Asks the plugin about one transaction. Call from a thread that is not an async runtime's

@@ -15,6 +15,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::error::PluginError;
 use crate::limits::PLUGIN_BYTES_MAX;
+use crate::workers::{WORKER_NICE_DEFAULT, Workers, default_workers};
 
 /// The contract versions this broker runs plugins for.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
@@ -63,6 +64,7 @@ impl std::fmt::Debug for Loaded {
 pub struct PluginEngine {
     pub(crate) engine: Engine,
     cache_dir: Option<PathBuf>,
+    pub(crate) workers: Arc<Workers>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -81,9 +83,21 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl PluginEngine {
-    /// An engine with pooled instances (`instances_max` in all), epoch interruption, and compiled
-    /// components cached in `cache_dir`.
+    /// An engine with pooled instances (`instances_max` in all), epoch interruption, compiled
+    /// components cached in `cache_dir`, and the default workers ([`default_workers`] threads at
+    /// niceness [`WORKER_NICE_DEFAULT`]).
     pub fn new(cache_dir: Option<PathBuf>, instances_max: u32) -> Result<Self, PluginError> {
+        Self::with_workers(cache_dir, instances_max, default_workers(), WORKER_NICE_DEFAULT)
+    }
+
+    /// [`PluginEngine::new`] with `workers` threads for filter and route calls, run at niceness
+    /// `worker_nice` (0 keeps the broker's priority).
+    pub fn with_workers(
+        cache_dir: Option<PathBuf>,
+        instances_max: u32,
+        workers: usize,
+        worker_nice: i32,
+    ) -> Result<Self, PluginError> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(instances_max)
             // A Rust wasip2 component instantiates a few core modules, memories and tables.
@@ -114,7 +128,13 @@ impl PluginEngine {
                 })
                 .map_err(|e| PluginError::Refused(format!("start the plugin clock: {e}")))?
         };
-        Ok(Self { engine, cache_dir, stop, ticker: Some(ticker) })
+        let workers = Arc::new(Workers::start(workers, worker_nice)?);
+        Ok(Self { engine, cache_dir, workers, stop, ticker: Some(ticker) })
+    }
+
+    /// How many worker threads run filter and route calls.
+    pub fn workers(&self) -> usize {
+        self.workers.count()
     }
 
     /// Compiles (or reuses the cached compilation of) a component and checks it against the contract.
@@ -213,6 +233,8 @@ fn write_cache(path: &Path, component: &Component) -> Result<(), String> {
 
 impl Drop for PluginEngine {
     fn drop(&mut self) {
+        // Workers first: the calls they finish need the epoch ticker to keep their time limits.
+        self.workers.stop();
         self.stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = self.ticker.take() {
             let _ = ticker.join();

@@ -20,6 +20,8 @@ pub enum PluginError {
     Quarantined { failures: u32 },
     #[error("plugin has no free instance (limit {instances})")]
     Busy { instances: usize },
+    #[error("all {calls} plugin workers stayed busy for the whole wait")]
+    Saturated { calls: usize },
     #[error("plugin cache: {0}")]
     Cache(String),
 }

@@ -20,6 +20,7 @@ mod error;
 mod limits;
 mod plugin;
 mod state;
+mod workers;
 
 pub use calls::{FilterPlugin, REDIRECT_TOPICS_MAX, RouteOutcome, RoutePlugin, TxCheckPlugin, TxOutcome};
 pub use engine::{ENGINE_MEMORY_BYTES_MAX, Loaded, PluginEngine, SUPPORTED_VERSIONS, World};
@@ -27,3 +28,4 @@ pub use error::PluginError;
 pub use limits::{CALL_MS_LIMIT, MEMORY_BYTES_LIMIT, PLUGIN_BYTES_MAX, PluginLimits};
 pub use plugin::{Grant, PluginStats};
 pub use state::BodySource;
+pub use workers::{QUEUE_WAIT_MAX, WORKER_NICE_DEFAULT, default_workers};

@@ -16,6 +16,7 @@ use crate::engine::{EPOCH_TICK, Loaded, PluginEngine, World};
 use crate::error::PluginError;
 use crate::limits::PluginLimits;
 use crate::state::PluginState;
+use crate::workers::Workers;
 
 /// What a binding gives its plugin.
 #[derive(Clone, Debug, Default)]
@@ -78,6 +79,8 @@ pub(crate) struct Plugin<P: WorldPre> {
     name: Arc<str>,
     engine: wasmtime::Engine,
     pre: P,
+    /// The engine's worker threads, for worlds whose calls run there.
+    workers: Option<Arc<Workers>>,
     limits: PluginLimits,
     config: Arc<Vec<(String, String)>>,
     http_allowlist: Arc<HashSet<String>>,
@@ -113,11 +116,19 @@ pub(crate) fn linker(engine: &PluginEngine, world: World) -> Result<Linker<Plugi
 }
 
 impl<P: WorldPre> Plugin<P> {
-    pub(crate) fn new(name: &str, engine: &PluginEngine, pre: P, limits: PluginLimits, grant: Grant) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        engine: &PluginEngine,
+        pre: P,
+        on_workers: bool,
+        limits: PluginLimits,
+        grant: Grant,
+    ) -> Self {
         Self {
             name: name.into(),
             engine: engine.engine.clone(),
             pre,
+            workers: on_workers.then(|| engine.workers.clone()),
             limits,
             config: Arc::new(grant.config),
             http_allowlist: Arc::new(grant.http_allowlist.into_iter().map(|h| h.to_ascii_lowercase()).collect()),
@@ -231,6 +242,26 @@ impl<P: WorldPre> Plugin<P> {
         self.call_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.settle(&result);
         result
+    }
+
+    /// [`Plugin::call`] on one of the engine's workers when this world runs there, else on the
+    /// calling thread.
+    pub(crate) fn call_on_worker<R>(
+        self: &Arc<Self>,
+        prepare: impl FnOnce(&mut PluginState) + Send + 'static,
+        run: impl FnOnce(&mut Store<PluginState>, &P::Bindings) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<R, PluginError>
+    where
+        R: Send + 'static,
+        P: 'static,
+    {
+        match &self.workers {
+            Some(workers) => {
+                let plugin = self.clone();
+                workers.run(move || plugin.call(prepare, run))
+            }
+            None => self.call(prepare, run),
+        }
     }
 
     /// Records the outcome of a call for quarantine.

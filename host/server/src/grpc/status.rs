@@ -80,7 +80,8 @@ pub fn from_metadata(err: &MetadataError) -> Status {
     status(code, err.to_string())
 }
 
-/// The overall status of a batch: the common code of every entry, or MULTIPLE_RESULTS.
+/// The overall status of a batch: the common code of every entry (with the first entry's message,
+/// which clients show, e.g. a route plugin's reason), or MULTIPLE_RESULTS.
 pub fn overall<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
     let mut first: Option<&Status> = None;
     for entry in entries {
@@ -92,7 +93,7 @@ pub fn overall<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
     }
     match first {
         Some(s) if s.code == Code::Ok as i32 => ok(),
-        Some(s) => Code::try_from(s.code).map(named).unwrap_or_else(|_| s.clone()),
+        Some(s) => s.clone(),
         None => ok(),
     }
 }

@@ -8,11 +8,20 @@ use ferrymq_plugin::{CALL_MS_LIMIT, MEMORY_BYTES_LIMIT, PluginLimits};
 use ferrymq_store::TOPIC_BYTES_MAX;
 use serde::{Deserialize, Serialize};
 
+/// Most plugin worker threads a broker starts.
+pub const PLUGIN_WORKERS_MAX: usize = 256;
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Plugin instances the engine keeps at once, over all bindings.
     pub instances_max: u32,
+    /// Threads that run filter and route calls (so at most this many run at once; a call waits up to
+    /// a second for one). Absent means every core but one, and at least one.
+    pub workers: Option<usize>,
+    /// Niceness of those threads: a plugin that spins gets only the CPU the broker leaves over.
+    /// 0 keeps the broker's priority.
+    pub worker_nice: i32,
     /// Compiled plugins are cached here; empty means `<data_dir>/plugins/cache`.
     pub cache_dir: Option<PathBuf>,
     pub bindings: Vec<BindingConfig>,
@@ -20,7 +29,13 @@ pub struct PluginsConfig {
 
 impl Default for PluginsConfig {
     fn default() -> Self {
-        Self { instances_max: 256, cache_dir: None, bindings: Vec::new() }
+        Self {
+            instances_max: 256,
+            workers: None,
+            worker_nice: ferrymq_plugin::WORKER_NICE_DEFAULT,
+            cache_dir: None,
+            bindings: Vec::new(),
+        }
     }
 }
 
@@ -91,7 +106,9 @@ pub struct BindingConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub memory_bytes_max: u64,
-    pub call_ms_max: u64,
+    /// Wall time of one call; by default 10 ms, and 2000 ms for a tx-check (it may wait on HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_ms_max: Option<u64>,
     pub output_bytes_max: usize,
     pub instances_max: usize,
     pub failures_max: u32,
@@ -103,7 +120,7 @@ impl Default for LimitsConfig {
         let d = PluginLimits::default();
         Self {
             memory_bytes_max: d.memory_bytes_max,
-            call_ms_max: d.call_ms_max,
+            call_ms_max: None,
             output_bytes_max: d.output_bytes_max,
             instances_max: d.instances_max,
             failures_max: d.failures_max,
@@ -112,15 +129,23 @@ impl Default for LimitsConfig {
     }
 }
 
-impl From<&LimitsConfig> for PluginLimits {
-    fn from(l: &LimitsConfig) -> Self {
+/// Time limit of a tx-check call unless its binding sets one: room for an HTTP round trip.
+pub const TX_CHECK_CALL_MS_DEFAULT: u64 = 2_000;
+
+impl LimitsConfig {
+    /// The limits of a plugin of `kind`.
+    pub fn for_kind(&self, kind: PluginKind) -> PluginLimits {
+        let call_ms_default = match kind {
+            PluginKind::TxCheck => TX_CHECK_CALL_MS_DEFAULT,
+            PluginKind::Filter | PluginKind::Route => PluginLimits::default().call_ms_max,
+        };
         PluginLimits {
-            memory_bytes_max: l.memory_bytes_max,
-            call_ms_max: l.call_ms_max,
-            output_bytes_max: l.output_bytes_max,
-            instances_max: l.instances_max,
-            failures_max: l.failures_max,
-            log_lines_per_s_max: l.log_lines_per_s_max,
+            memory_bytes_max: self.memory_bytes_max,
+            call_ms_max: self.call_ms_max.unwrap_or(call_ms_default),
+            output_bytes_max: self.output_bytes_max,
+            instances_max: self.instances_max,
+            failures_max: self.failures_max,
+            log_lines_per_s_max: self.log_lines_per_s_max,
         }
     }
 }
@@ -164,7 +189,7 @@ impl BindingConfig {
         if let Some(host) = self.http_allowlist.iter().find(|h| h.is_empty() || h.contains(['/', ' ', '@'])) {
             return Err(format!("{name}: http_allowlist entry {host:?} is not `host` or `host:port`"));
         }
-        PluginLimits::from(&self.limits).validate().map_err(|reason| {
+        self.limits.for_kind(self.kind).validate().map_err(|reason| {
             format!(
                 "{name}: limits: {reason} (memory at most {MEMORY_BYTES_LIMIT} bytes, time at most {CALL_MS_LIMIT} ms)"
             )
@@ -176,6 +201,16 @@ impl PluginsConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.instances_max == 0 {
             return Err("instances_max must be positive".into());
+        }
+        if let Some(workers) = self.workers
+            && !(1..=PLUGIN_WORKERS_MAX).contains(&workers)
+        {
+            return Err(format!(
+                "workers must be 1 to {PLUGIN_WORKERS_MAX} (leave it out for every core but one), not {workers}"
+            ));
+        }
+        if !(0..=19).contains(&self.worker_nice) {
+            return Err(format!("worker_nice must be 0 to 19, not {}", self.worker_nice));
         }
         let mut seen = std::collections::HashSet::new();
         let mut places = std::collections::HashSet::new();
@@ -211,5 +246,68 @@ impl PluginsConfig {
                 binding.component = base.join(&binding.component);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+
+    const INBOX: &str = r#"
+[[plugins.bindings]]
+name = "inbox-e1"
+kind = "filter"
+component = "plugins/enterprise_inbox.wasm"
+topic = "inbox"
+group = "inbox-e1"
+policy = "fail-open"
+params = { enterprise_ids = "E1,E3" }
+limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
+"#;
+
+    #[test]
+    fn a_binding_parses_with_defaults_for_what_it_leaves_out() {
+        let config = ServerConfig::parse(INBOX).expect("parses");
+        let b = &config.plugins.bindings[0];
+        assert_eq!((b.kind, b.policy, b.name()), (PluginKind::Filter, FailurePolicy::FailOpen, "inbox-e1".into()));
+        assert_eq!(b.params.get("enterprise_ids").map(String::as_str), Some("E1,E3"));
+        let limits = b.limits.for_kind(b.kind);
+        assert_eq!((limits.memory_bytes_max, limits.call_ms_max, limits.failures_max), (16 << 20, 5, 5));
+
+        let tx = ServerConfig::parse(
+            "[[plugins.bindings]]\nkind = \"tx-check\"\ncomponent = \"/p/tx_check_http.wasm\"\ntopic = \"t\"\n",
+        )
+        .expect("parses");
+        let b = &tx.plugins.bindings[0];
+        assert_eq!(b.name(), "tx_check_http", "named after the component by default");
+        assert_eq!(b.policy, FailurePolicy::FailClosed, "nothing passes unchecked by default");
+        assert_eq!(b.limits.for_kind(b.kind).call_ms_max, TX_CHECK_CALL_MS_DEFAULT);
+    }
+
+    #[test]
+    fn relative_components_are_found_next_to_the_configuration() {
+        let mut config = ServerConfig::parse(INBOX).expect("parses").plugins;
+        config.resolve_paths(Path::new("/etc/ferrymq"));
+        assert_eq!(config.bindings[0].component, Path::new("/etc/ferrymq/plugins/enterprise_inbox.wasm"));
+    }
+
+    #[test]
+    fn bindings_that_cannot_work_are_refused_with_the_reason() {
+        let bad = |body: &str| {
+            let text = format!("[[plugins.bindings]]\ncomponent = \"/p/x.wasm\"\n{body}");
+            format!("{:#}", ServerConfig::parse(&text).expect_err(body))
+        };
+        assert!(bad("kind = \"filter\"\ntopic = \"t\"").contains("needs the group"));
+        assert!(bad("kind = \"route\"\ntopic = \"t\"\ngroup = \"g\"").contains("not a group"));
+        assert!(bad("kind = \"tx-check\"\ntopic = \"t\"\npolicy = \"dead-letter\"").contains("cannot dead-letter"));
+        assert!(bad("kind = \"route\"\ntopic = \"t\"\nhttp_allowlist = [\"a\"]").contains("only tx-check"));
+        assert!(bad("kind = \"route\"\ntopic = \"a b\"").contains("only letters"));
+        assert!(bad("kind = \"route\"\ntopic = \"t\"\nlimits = { call_ms_max = 0 }").contains("call_ms_max"));
+        assert!(bad("kind = \"router\"\ntopic = \"t\"").contains("unknown variant"));
+        let twice = format!("{INBOX}{}", INBOX.replace("name = \"inbox-e1\"", "name = \"other\""));
+        assert!(format!("{:#}", ServerConfig::parse(&twice).expect_err("twice")).contains("already bound"));
+        let greedy = INBOX.replace("call_ms_max = 5", "instances_max = 300");
+        assert!(format!("{:#}", ServerConfig::parse(&greedy).expect_err("greedy")).contains("instances_max"));
     }
 }

@@ -14,8 +14,8 @@ use ferrymq_broker::hooks::{FilterInput, FilterVerdict, Policies, RouteVerdict};
 use ferrymq_broker::send::Outgoing;
 use ferrymq_broker::transaction::{Resolution, TransactionChecker};
 use ferrymq_plugin::{
-    BodySource, FilterPlugin, Grant, PluginEngine, PluginError, PluginLimits, PluginStats, RouteOutcome, RoutePlugin,
-    TxCheckPlugin, TxOutcome,
+    BodySource, FilterPlugin, Grant, PluginEngine, PluginError, PluginStats, RouteOutcome, RoutePlugin, TxCheckPlugin,
+    TxOutcome,
 };
 use ferrymq_proto::plugin_batch::PluginMessage;
 use ferrymq_proto::properties::{self, KEYS, TAGS};
@@ -55,6 +55,8 @@ pub struct PluginHost {
     engine: OnceLock<PluginEngine>,
     cache_dir: PathBuf,
     instances_max: u32,
+    workers: usize,
+    worker_nice: i32,
     set: RwLock<Arc<BindingSet>>,
 }
 
@@ -71,6 +73,8 @@ impl PluginHost {
             engine: OnceLock::new(),
             cache_dir: config.cache_dir.clone().unwrap_or_else(|| data_dir.join("plugins").join("cache")),
             instances_max: config.instances_max,
+            workers: config.workers.unwrap_or_else(ferrymq_plugin::default_workers),
+            worker_nice: config.worker_nice,
             set: RwLock::new(Arc::default()),
         };
         let mut set = BindingSet::default();
@@ -85,8 +89,14 @@ impl PluginHost {
         if let Some(engine) = self.engine.get() {
             return Ok(engine);
         }
-        let engine =
-            PluginEngine::new(Some(self.cache_dir.clone()), self.instances_max).context("start the plugin engine")?;
+        let engine = PluginEngine::with_workers(
+            Some(self.cache_dir.clone()),
+            self.instances_max,
+            self.workers,
+            self.worker_nice,
+        )
+        .context("start the plugin engine")?;
+        tracing::info!(workers = self.workers, worker_nice = self.worker_nice, "plugin engine started");
         Ok(self.engine.get_or_init(|| engine))
     }
 
@@ -96,7 +106,7 @@ impl PluginHost {
         let engine = self.engine()?;
         let loaded = engine.load(&bytes)?;
         let name = binding.name();
-        let limits = PluginLimits::from(&binding.limits);
+        let limits = binding.limits.for_kind(binding.kind);
         let grant = Grant {
             config: binding.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             http_allowlist: binding.http_allowlist.clone(),

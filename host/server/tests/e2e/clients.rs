@@ -47,6 +47,30 @@ impl Client {
         self.spawn(endpoint, args).wait(limit)
     }
 
+    /// Sends `count` messages to `topic` (`extra`: produce options); the run must succeed.
+    pub fn produce(self, endpoint: std::net::SocketAddr, topic: &str, count: usize, extra: &[&str]) -> Events {
+        let count = count.to_string();
+        let mut args = vec!["produce", "--topic", topic, "--count", &count];
+        args.extend_from_slice(extra);
+        self.run(endpoint, &args, crate::compat_limit()).ok()
+    }
+
+    /// Receives with a SimpleConsumer until `expect` messages or `timeout_s`; the run must succeed.
+    pub fn simple(
+        self,
+        endpoint: std::net::SocketAddr,
+        group: &str,
+        topic: &str,
+        expect: usize,
+        timeout_s: u32,
+        extra: &[&str],
+    ) -> Events {
+        let (expect, timeout) = (expect.to_string(), timeout_s.to_string());
+        let mut args = vec!["simple", "--group", group, "--topic", topic, "--expect", &expect, "--timeout-s", &timeout];
+        args.extend_from_slice(extra);
+        self.run(endpoint, &args, crate::compat_limit()).ok()
+    }
+
     /// Starts the driver in the background.
     pub fn spawn(self, endpoint: std::net::SocketAddr, args: &[&str]) -> Running {
         let mut child = self

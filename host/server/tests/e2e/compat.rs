@@ -31,17 +31,11 @@ impl Fixture {
     }
 
     fn produce(&self, topic: &str, count: usize, extra: &[&str]) -> Events {
-        let count = count.to_string();
-        let mut args = vec!["produce", "--topic", topic, "--count", &count];
-        args.extend_from_slice(extra);
-        self.run(&args).ok()
+        self.client.produce(self.node.grpc, topic, count, extra)
     }
 
     fn simple(&self, group: &str, topic: &str, expect: usize, timeout_s: u32, extra: &[&str]) -> Events {
-        let (expect, timeout) = (expect.to_string(), timeout_s.to_string());
-        let mut args = vec!["simple", "--group", group, "--topic", topic, "--expect", &expect, "--timeout-s", &timeout];
-        args.extend_from_slice(extra);
-        self.run(&args).ok()
+        self.client.simple(self.node.grpc, group, topic, expect, timeout_s, extra)
     }
 
     /// Stops the node cleanly and starts it again on the same data.

@@ -83,9 +83,16 @@ impl Node {
     /// Starts a node with settings that keep client tests short (1 s minimum invisible time, 50 ms
     /// broker ticks, transactions checked after 500 ms and every 500 ms, discarded after 4 checks).
     pub fn start_for_clients(data_dir: &Path) -> Node {
+        Node::start_for_clients_with(data_dir, "")
+    }
+
+    /// As [`Node::start_for_clients`], with more configuration (TOML) appended.
+    pub fn start_for_clients_with(data_dir: &Path, extra: &str) -> Node {
         let config = data_dir.with_extension("toml");
-        let settings = "[grpc]\ninvisible_ms_min = 1000\n[broker]\ntick_ms = 50\n\
-            [broker.transactions]\nfirst_check_ms = 500\ncheck_interval_ms = 500\nchecks_max = 4\n";
+        let settings = format!(
+            "[grpc]\ninvisible_ms_min = 1000\n[broker]\ntick_ms = 50\n\
+            [broker.transactions]\nfirst_check_ms = 500\ncheck_interval_ms = 500\nchecks_max = 4\n{extra}"
+        );
         std::fs::write(&config, settings).expect("write config");
         Node::start(data_dir, &["--config", config.to_str().expect("utf-8 path")])
     }
