@@ -118,6 +118,9 @@ pub struct Broker {
     config: BrokerConfig,
     round_robin: AtomicU64,
     policies: std::sync::RwLock<Option<Arc<dyn Policies>>>,
+    /// Held (read) by each send from its route decision until its records are queued for the log;
+    /// taken (write) by [`Broker::with_sends_held`].
+    send_gate: std::sync::RwLock<()>,
     dropped: AtomicU64,
     stopping: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -202,6 +205,7 @@ impl Broker {
             config,
             round_robin: AtomicU64::new(0),
             policies: std::sync::RwLock::new(None),
+            send_gate: std::sync::RwLock::new(()),
             dropped: AtomicU64::new(0),
             stopping,
             threads: Mutex::new(vec![housekeeping, checks]),
@@ -273,6 +277,7 @@ impl Broker {
     /// Checks and stores a message; `done` runs once when it is stored as durably as the store's flush
     /// mode promises, or has failed. A route bound to the topic decides first.
     pub fn send(&self, message: &Outgoing, done: SendDone) {
+        let _gate = self.send_gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(policies) = policies.filter(|p| p.has_route(&message.topic)) else {
             return self.send_one(message, None, done);
@@ -297,6 +302,15 @@ impl Broker {
                 self.send_one(message, Some(route_dlq_topic(&message.topic)), done)
             }
         }
+    }
+
+    /// Runs `change` with no send between its route decision and its place in the log: sends that
+    /// decided before finish queueing their records first, sends that arrive meanwhile wait. A route
+    /// swapped inside `change` (with a record of the swap appended there) therefore decides exactly
+    /// the messages stored after that record.
+    pub fn with_sends_held<R>(&self, change: impl FnOnce() -> R) -> R {
+        let _gate = self.send_gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        change()
     }
 
     /// Messages a route policy dropped.

@@ -28,6 +28,7 @@ fn expect_world(loaded: &Loaded, world: World) -> Result<(), PluginError> {
 }
 
 /// A filter bound to a (topic, group).
+#[derive(Clone)]
 pub struct FilterPlugin(Arc<Plugin<FilterPre<PluginState>>>);
 
 impl FilterPlugin {
@@ -71,6 +72,11 @@ impl FilterPlugin {
     pub fn stats(&self) -> PluginStats {
         self.0.stats()
     }
+
+    /// Lets go of idle instances, as when a newer version takes over.
+    pub fn release_idle(&self) {
+        self.0.release_idle();
+    }
 }
 
 /// What a route decided for one message.
@@ -88,6 +94,7 @@ pub enum RouteOutcome {
 }
 
 /// A route bound to a topic.
+#[derive(Clone)]
 pub struct RoutePlugin(Arc<Plugin<RoutePre<PluginState>>>);
 
 impl RoutePlugin {
@@ -153,6 +160,11 @@ impl RoutePlugin {
     pub fn stats(&self) -> PluginStats {
         self.0.stats()
     }
+
+    /// Lets go of idle instances, as when a newer version takes over.
+    pub fn release_idle(&self) {
+        self.0.release_idle();
+    }
 }
 
 /// A transaction's outcome, as a tx-check plugin sees it.
@@ -164,7 +176,8 @@ pub enum TxOutcome {
 }
 
 /// A transaction check bound to a topic.
-pub struct TxCheckPlugin(Plugin<TxCheckPre<PluginState>>);
+#[derive(Clone)]
+pub struct TxCheckPlugin(Arc<Plugin<TxCheckPre<PluginState>>>);
 
 impl TxCheckPlugin {
     pub fn new(
@@ -177,7 +190,7 @@ impl TxCheckPlugin {
         expect_world(loaded, World::TxCheck)?;
         // Not gated: checks run one at a time on the broker's check thread, mostly waiting on HTTP.
         let pre = prepare(engine, loaded, TxCheckPre::new)?;
-        Ok(Self(Plugin::new(name, engine, pre, false, limits, grant)))
+        Ok(Self(Arc::new(Plugin::new(name, engine, pre, false, limits, grant))))
     }
 
     /// Asks the plugin about one transaction. Call from a thread that is not an async runtime's
@@ -200,5 +213,10 @@ impl TxCheckPlugin {
 
     pub fn stats(&self) -> PluginStats {
         self.0.stats()
+    }
+
+    /// Lets go of idle instances, as when a newer version takes over.
+    pub fn release_idle(&self) {
+        self.0.release_idle();
     }
 }

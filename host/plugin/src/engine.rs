@@ -15,6 +15,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::error::PluginError;
 use crate::limits::PLUGIN_BYTES_MAX;
+use crate::plugin::QuarantineHook;
 use crate::workers::{WORKER_NICE_DEFAULT, Workers, default_workers};
 
 /// The contract versions this broker runs plugins for.
@@ -65,6 +66,7 @@ pub struct PluginEngine {
     pub(crate) engine: Engine,
     cache_dir: Option<PathBuf>,
     pub(crate) workers: Arc<Workers>,
+    pub(crate) on_quarantine: Arc<std::sync::Mutex<Option<QuarantineHook>>>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -129,7 +131,13 @@ impl PluginEngine {
                 .map_err(|e| PluginError::Refused(format!("start the plugin clock: {e}")))?
         };
         let workers = Arc::new(Workers::start(workers, worker_nice)?);
-        Ok(Self { engine, cache_dir, workers, stop, ticker: Some(ticker) })
+        Ok(Self { engine, cache_dir, workers, on_quarantine: Arc::default(), stop, ticker: Some(ticker) })
+    }
+
+    /// Calls `hook` whenever one of this engine's plugins is quarantined (on the thread of the call
+    /// that tipped it; keep it short).
+    pub fn on_quarantine(&self, hook: QuarantineHook) {
+        *self.on_quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
     }
 
     /// How many worker threads run filter and route calls.

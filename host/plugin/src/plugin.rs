@@ -37,6 +37,9 @@ pub struct PluginStats {
     pub log_lines_dropped: u64,
 }
 
+/// Told of each quarantine: the plugin's name and the error that tipped it.
+pub type QuarantineHook = Arc<dyn Fn(&str, &PluginError) + Send + Sync>;
+
 /// How each world's pre-instantiated component becomes bindings in a store.
 pub(crate) trait WorldPre: Send + Sync {
     type Bindings: Send;
@@ -81,6 +84,7 @@ pub(crate) struct Plugin<P: WorldPre> {
     pre: P,
     /// The engine's worker threads, for worlds whose calls run there.
     workers: Option<Arc<Workers>>,
+    on_quarantine: Arc<Mutex<Option<QuarantineHook>>>,
     limits: PluginLimits,
     config: Arc<Vec<(String, String)>>,
     http_allowlist: Arc<HashSet<String>>,
@@ -129,6 +133,7 @@ impl<P: WorldPre> Plugin<P> {
             engine: engine.engine.clone(),
             pre,
             workers: on_workers.then(|| engine.workers.clone()),
+            on_quarantine: engine.on_quarantine.clone(),
             limits,
             config: Arc::new(grant.config),
             http_allowlist: Arc::new(grant.http_allowlist.into_iter().map(|h| h.to_ascii_lowercase()).collect()),
@@ -274,10 +279,26 @@ impl<P: WorldPre> Plugin<P> {
                 tracing::warn!(plugin = %self.name, %err, consecutive = n, "plugin call failed");
                 if n >= self.limits.failures_max && !self.quarantined.swap(true, Ordering::AcqRel) {
                     tracing::error!(plugin = %self.name, failures = n, "plugin quarantined: its binding's failure policy applies until it is replaced");
+                    let hook = lock(&self.on_quarantine).clone();
+                    if let Some(hook) = hook {
+                        hook(&self.name, err);
+                    }
                 }
             }
             Err(_) => {}
         }
+    }
+
+    /// Drops the idle instances (their memory goes back to the engine's pool); calls still make new
+    /// ones when they need them.
+    pub(crate) fn release_idle(&self) {
+        let released = {
+            let mut idle = lock(&self.idle);
+            let released = std::mem::take(&mut idle.instances);
+            idle.live -= released.len();
+            released
+        };
+        drop(released);
     }
 
     pub(crate) fn stats(&self) -> PluginStats {

@@ -22,6 +22,9 @@ pub enum Command {
     /// Manage a running broker: topics, groups, offsets, consumer lag, message lookup
     /// (through its admin endpoint, 127.0.0.1:8082 unless --admin-addr or FERRYMQ_ADMIN says otherwise).
     Admin(crate::admin_cli::AdminArgs),
+    /// Hot-load WebAssembly plugins on a running broker: push versions, bind them to topics and
+    /// groups, activate, roll back, dry-run; make signing keys.
+    Plugin(crate::admin_cli::plugin::PluginArgs),
     /// Print or check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -50,11 +50,22 @@ pub struct AdminConfig {
     pub connections_max: usize,
     /// Time allowed for a client to send its request headers.
     pub header_timeout_ms: u64,
+    /// Bearer tokens and the principal and roles each stands for. None: the API is open and every
+    /// caller is admin (keep `listen` on loopback then).
+    pub tokens: Vec<crate::admin::auth::TokenConfig>,
+    /// Plugin signatures: the keys trusted per department, and whether they are required.
+    pub signatures: crate::admin::signatures::SignaturesConfig,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8082)), connections_max: 64, header_timeout_ms: 10_000 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            connections_max: 64,
+            header_timeout_ms: 10_000,
+            tokens: Vec::new(),
+            signatures: crate::admin::signatures::SignaturesConfig::default(),
+        }
     }
 }
 
@@ -114,6 +125,12 @@ impl ServerConfig {
         }
         if self.admin.header_timeout_ms == 0 {
             bail!("[admin] header_timeout_ms must be positive");
+        }
+        if let Err(reason) = crate::admin::auth::Tokens::from_config(&self.admin.tokens) {
+            bail!("[admin] {reason}");
+        }
+        if let Err(reason) = crate::admin::signatures::Signatures::from_config(&self.admin.signatures) {
+            bail!("[admin.signatures] {reason}");
         }
         Ok(())
     }

@@ -10,10 +10,13 @@ pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod grpc;
+pub mod hex;
 pub mod logging;
 pub mod metrics;
 pub mod plugins;
+pub mod registry;
 pub mod standalone;
+pub mod system_topic;
 
 use std::process::ExitCode;
 
@@ -25,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Standalone(args) => standalone::run(args),
         Command::Admin(args) => admin_cli::run(args),
+        Command::Plugin(args) => admin_cli::plugin::run(args),
         Command::Config(ConfigCommand::Default) => {
             print!("{}", ServerConfig::default_toml()?);
             Ok(ExitCode::SUCCESS)

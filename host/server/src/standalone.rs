@@ -12,6 +12,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::admin::audit::AuditLog;
+use crate::admin::auth::Tokens;
+use crate::admin::signatures::Signatures;
 use crate::admin::{self, AdminState};
 use crate::cli::{FlushArg, StandaloneArgs};
 use crate::config::ServerConfig;
@@ -19,6 +22,8 @@ use crate::data_dir::DataDirLock;
 use crate::grpc::{self, Arrivals, GrpcState};
 use crate::logging;
 use crate::plugins::PluginHost;
+use crate::plugins::compile::Compiler;
+use crate::registry::Registry;
 
 /// Exit code after the store stopped on a fatal I/O error (EX_IOERR): restart to recover.
 const EXIT_FATAL_IO: u8 = 74;
@@ -72,8 +77,33 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     );
 
     let plugins = Arc::new(PluginHost::start(&config.plugins, &config.data_dir)?);
-    if !plugins.is_empty() {
-        broker.set_policies(Some(plugins.clone()));
+    let audit = Arc::new(AuditLog::open(store.clone()));
+    let compiler = Compiler::Process {
+        exe: std::env::current_exe().context("find the ferrymq executable (it compiles uploaded plugins)")?,
+        cache_dir: plugins.cache_dir().to_path_buf(),
+        instances_max: plugins.instances_max(),
+        time: std::time::Duration::from_millis(config.plugins.compile_ms_max),
+        memory_bytes: config.plugins.compile_memory_bytes_max,
+    };
+    let registry = Arc::new(Registry::open(broker.clone(), plugins.clone(), &config.data_dir, compiler)?);
+    {
+        let (audit, weak) = (audit.clone(), Arc::downgrade(&plugins));
+        plugins.engine()?.on_quarantine(Arc::new(move |name: &str, err: &ferrymq_plugin::PluginError| {
+            let digest = weak.upgrade().and_then(|p| p.binding(name)).map(|b| b.digest);
+            audit.record("broker", "plugin.quarantine", name, digest, &err.to_string());
+        }));
+    }
+    // Bindings come and go through the admin API, so the broker always asks the host.
+    broker.set_policies(Some(plugins.clone()));
+    let tokens = Tokens::from_config(&config.admin.tokens).map_err(anyhow::Error::msg)?;
+    let signatures = Signatures::from_config(&config.admin.signatures).map_err(anyhow::Error::msg)?;
+    if !tokens.enabled() {
+        let level_warn = !config.admin.listen.ip().is_loopback();
+        if level_warn {
+            tracing::warn!(listen = %config.admin.listen, "admin API authentication is off (no [[admin.tokens]]) and it listens beyond loopback: anyone who reaches it is admin");
+        } else {
+            tracing::info!("admin API authentication is off (no [[admin.tokens]]): every caller on this host is admin");
+        }
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -95,14 +125,23 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         let admin_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let grpc = Arc::new(GrpcState::new(broker.clone(), arrivals.clone(), config.grpc.clone(), grpc_addr));
-        let checker: Option<Arc<dyn ferrymq_broker::transaction::TransactionChecker>> =
-            plugins.has_tx_checks().then(|| plugins.clone() as _);
+        // Tx-check bindings can arrive at any time; with none bound the host answers "no opinion".
+        let checker: Option<Arc<dyn ferrymq_broker::transaction::TransactionChecker>> = Some(plugins.clone() as _);
         broker.set_transaction_hooks(checker, Some(grpc.clone()));
         let grpc_task = tokio::spawn(grpc::serve(grpc_listener, grpc.clone(), stop_rx.clone()));
         let expiry_task = tokio::spawn(grpc.clone().expire_idle_clients(stop_rx.clone()));
         tracing::info!(addr = %grpc_addr, "gRPC listening");
-        let state =
-            Arc::new(AdminState { broker: broker.clone(), grpc: grpc.clone(), plugins: plugins.clone(), started });
+        let state = Arc::new(AdminState {
+            broker: broker.clone(),
+            grpc: grpc.clone(),
+            plugins: plugins.clone(),
+            registry,
+            audit,
+            tokens,
+            signatures,
+            upload_bytes_max: config.plugins.upload_bytes_max,
+            started,
+        });
         let admin_task = tokio::spawn(admin::serve(listener, state, config.admin.clone(), stop_rx));
         tracing::info!(addr = %admin_addr, "admin HTTP listening");
         tracing::info!(data_dir = %config.data_dir.display(), flush = ?config.store.flush,

@@ -96,9 +96,13 @@ def simple(args, config):
     consumer.startup()
     count = 0
     deadline = time.time() + args.timeout_s
+    last = time.time()
     try:
         while count < args.expect and time.time() < deadline:
+            if args.idle_s and count > 0 and time.time() - last > args.idle_s:
+                break
             for msg in consumer.receive(args.batch, args.invisible_s):
+                last = time.time()
                 emit(event="received", **describe(msg))
                 count += 1
                 if not args.no_ack:
@@ -239,6 +243,7 @@ def main():
         c.add_argument("--batch", type=int, default=16)
         c.add_argument("--await-s", type=int, default=5)
         c.add_argument("--no-ack", action="store_true")
+        c.add_argument("--idle-s", type=float, default=0, help="stop after this long without a message (once one came)")
         c.add_argument("--fail-times", type=int, default=0)
     args = parser.parse_args()
     config = ClientConfiguration(args.endpoint, Credentials())

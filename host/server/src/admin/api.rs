@@ -126,15 +126,6 @@ pub fn route(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
         (&Method::GET, ["topics"]) => {
             json(StatusCode::OK, Value::Array(meta.topics().iter().map(topic_json).collect()))
         }
-        (&Method::GET, ["plugins"]) => {
-            let rows = state.plugins.bindings().into_iter().map(|(b, s)| {
-                json!({ "name": b.name, "kind": b.kind.name(), "topic": b.topic, "group": b.group,
-                        "policy": b.policy, "component": b.component, "digest": b.digest,
-                        "quarantined": s.quarantined, "calls": s.calls, "failures": s.failures,
-                        "call_seconds_total": s.call_ns_total as f64 / 1e9, "log_lines_dropped": s.log_lines_dropped })
-            });
-            json(StatusCode::OK, Value::Array(rows.collect()))
-        }
         (&Method::POST, ["topics"]) => {
             let new: NewTopic = match parse(call.body) {
                 Ok(new) => new,
@@ -256,7 +247,6 @@ pub fn route(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
             json(StatusCode::OK, Value::Array(found.iter().filter_map(message_json).collect()))
         }
         (_, ["topics"] | ["groups"]) => super::method_not_allowed(call.path, "GET, POST"),
-        (_, ["plugins"]) => super::method_not_allowed(call.path, "GET"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {} {}", call.method, call.path)),
     }
 }

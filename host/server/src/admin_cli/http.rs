@@ -10,12 +10,27 @@ use anyhow::{Context, bail};
 const RESPONSE_BYTES_MAX: u64 = 64 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sends one request; returns the status code and the parsed JSON body.
+/// Sends one request with a JSON body (or none); returns the status code and the parsed JSON body.
 pub fn request(
     address: &str,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    request_raw(address, method, path, payload.as_bytes(), "application/json", token, &[])
+}
+
+/// Sends one request with `body` as given, `token` as a bearer token and `headers` besides.
+pub fn request_raw(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    content_type: &str,
+    token: Option<&str>,
+    headers: &[(&str, String)],
 ) -> anyhow::Result<(u16, serde_json::Value)> {
     let addr = address
         .to_socket_addrs()
@@ -25,14 +40,22 @@ pub fn request(
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| {
         format!("connect to the broker's admin endpoint at {address} (is ferrymq running? see --admin-addr)")
     })?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
+    // Compiling an uploaded plugin may take a while; everything else answers at once.
+    stream.set_read_timeout(Some(TIMEOUT * 10))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
-        payload.len()
-    )?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.take(RESPONSE_BYTES_MAX).read_to_end(&mut raw).context("read the admin response")?;
     let text = String::from_utf8_lossy(&raw);

@@ -8,6 +8,9 @@ use ferrymq_plugin::{CALL_MS_LIMIT, MEMORY_BYTES_LIMIT, PluginLimits};
 use ferrymq_store::TOPIC_BYTES_MAX;
 use serde::{Deserialize, Serialize};
 
+/// Most versions a filter binding keeps.
+pub const FILTER_HISTORY_MAX: usize = 256;
+
 /// Most plugin worker threads a broker starts.
 pub const PLUGIN_WORKERS_MAX: usize = 256;
 
@@ -24,6 +27,15 @@ pub struct PluginsConfig {
     pub worker_nice: i32,
     /// Compiled plugins are cached here; empty means `<data_dir>/plugins/cache`.
     pub cache_dir: Option<PathBuf>,
+    /// Versions of a filter binding kept so that each message is judged by the version that was
+    /// active where it was stored; older messages go to the oldest kept.
+    pub filter_history_max: usize,
+    /// Largest component the admin API accepts.
+    pub upload_bytes_max: usize,
+    /// Time allowed to compile an uploaded component (in a separate process, killed past it).
+    pub compile_ms_max: u64,
+    /// Memory allowed to that process.
+    pub compile_memory_bytes_max: u64,
     pub bindings: Vec<BindingConfig>,
 }
 
@@ -34,6 +46,10 @@ impl Default for PluginsConfig {
             workers: None,
             worker_nice: ferrymq_plugin::WORKER_NICE_DEFAULT,
             cache_dir: None,
+            filter_history_max: 16,
+            upload_bytes_max: ferrymq_plugin::PLUGIN_BYTES_MAX,
+            compile_ms_max: 120_000,
+            compile_memory_bytes_max: 2 << 30,
             bindings: Vec::new(),
         }
     }
@@ -160,13 +176,44 @@ impl BindingConfig {
 
     fn validate(&self) -> Result<(), String> {
         let name = self.name();
-        if let Some(problem) = ferrymq_proto::name::problem(&name, GROUP_NAME_BYTES_MAX) {
+        Shape {
+            name: &name,
+            kind: self.kind,
+            topic: &self.topic,
+            group: self.group.as_deref(),
+            policy: self.policy,
+            params: &self.params,
+            http_allowlist: &self.http_allowlist,
+            limits: &self.limits,
+        }
+        .check()
+    }
+}
+
+/// A binding's rules, wherever it comes from (the configuration file or the admin API).
+#[derive(Clone, Copy, Debug)]
+pub struct Shape<'a> {
+    pub name: &'a str,
+    pub kind: PluginKind,
+    pub topic: &'a str,
+    pub group: Option<&'a str>,
+    pub policy: FailurePolicy,
+    pub params: &'a BTreeMap<String, String>,
+    pub http_allowlist: &'a [String],
+    pub limits: &'a LimitsConfig,
+}
+
+impl Shape<'_> {
+    /// Why this binding cannot work, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let name = self.name;
+        if let Some(problem) = ferrymq_proto::name::problem(name, GROUP_NAME_BYTES_MAX) {
             return Err(format!("binding name {name:?}: {problem}"));
         }
-        if let Some(problem) = ferrymq_proto::name::problem(&self.topic, TOPIC_BYTES_MAX) {
+        if let Some(problem) = ferrymq_proto::name::problem(self.topic, TOPIC_BYTES_MAX) {
             return Err(format!("{name}: topic {:?}: {problem}", self.topic));
         }
-        match (self.kind, &self.group) {
+        match (self.kind, self.group) {
             (PluginKind::Filter, None) => return Err(format!("{name}: a filter needs the group it filters for")),
             (PluginKind::Filter, Some(group)) => {
                 if let Some(problem) = ferrymq_proto::name::problem(group, GROUP_NAME_BYTES_MAX) {
@@ -182,6 +229,9 @@ impl BindingConfig {
             return Err(format!(
                 "{name}: a tx-check plugin cannot dead-letter; use fail-open (ask the producer) or fail-closed (check again later)"
             ));
+        }
+        if let Some(reserved) = self.params.keys().find(|k| k.starts_with(super::host::RESERVED_PARAM_PREFIX)) {
+            return Err(format!("{name}: parameter {reserved:?}: names starting with \"ferrymq.\" are the broker's"));
         }
         if self.kind != PluginKind::TxCheck && !self.http_allowlist.is_empty() {
             return Err(format!("{name}: only tx-check plugins may call out over HTTP"));
@@ -208,6 +258,22 @@ impl PluginsConfig {
             return Err(format!(
                 "workers must be 1 to {PLUGIN_WORKERS_MAX} (leave it out for every core but one), not {workers}"
             ));
+        }
+        if !(1..=FILTER_HISTORY_MAX).contains(&self.filter_history_max) {
+            return Err(format!(
+                "filter_history_max must be 1 to {FILTER_HISTORY_MAX}, not {}",
+                self.filter_history_max
+            ));
+        }
+        if !(1..=ferrymq_plugin::PLUGIN_BYTES_MAX).contains(&self.upload_bytes_max) {
+            return Err(format!(
+                "upload_bytes_max must be 1 to {} (the engine's limit), not {}",
+                ferrymq_plugin::PLUGIN_BYTES_MAX,
+                self.upload_bytes_max
+            ));
+        }
+        if self.compile_ms_max == 0 || self.compile_memory_bytes_max < 64 << 20 {
+            return Err("compile_ms_max must be positive and compile_memory_bytes_max at least 64 MiB".into());
         }
         if !(0..=19).contains(&self.worker_nice) {
             return Err(format!("worker_nice must be 0 to 19, not {}", self.worker_nice));

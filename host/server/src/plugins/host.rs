@@ -5,9 +5,10 @@
 //! binding's failure policy; nothing here panics or blocks an async worker (callers run plugins on
 //! blocking threads).
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use anyhow::Context;
 use ferrymq_broker::hooks::{FilterInput, FilterVerdict, Policies, RouteVerdict};
@@ -21,7 +22,17 @@ use ferrymq_proto::plugin_batch::PluginMessage;
 use ferrymq_proto::properties::{self, KEYS, TAGS};
 use ferrymq_proto::record::RecordRef;
 
-use super::config::{BindingConfig, FailurePolicy, PluginKind, PluginsConfig};
+use super::config::{FailurePolicy, LimitsConfig, PluginKind, PluginsConfig};
+
+/// Where a binding came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `[[plugins.bindings]]` in the configuration file: fixed until restart.
+    Config,
+    /// The admin API: changed at run time, recorded in the plugins topic.
+    Admin,
+}
 
 /// What the admin API and metrics show of a binding.
 #[derive(Clone, Debug)]
@@ -31,24 +42,117 @@ pub struct BindingInfo {
     pub topic: String,
     pub group: Option<String>,
     pub policy: FailurePolicy,
-    pub component: PathBuf,
-    /// SHA-256 of the component.
+    pub source: Source,
+    /// The component file (configuration bindings).
+    pub component: Option<PathBuf>,
+    /// The plugin and version (admin bindings).
+    pub plugin: Option<String>,
+    pub version: Option<u32>,
+    /// SHA-256 of the active component.
     pub digest: String,
+    /// Commit-log position from which the active version decides.
+    pub position: u64,
+    /// Filters: the versions kept for older messages, oldest first, as (version, position).
+    pub history: Vec<(Option<u32>, u64)>,
 }
 
-struct Bound<P> {
+/// One version of a binding's plugin and the log position from which it decides.
+struct Version<P> {
     plugin: P,
-    info: BindingInfo,
+    version: Option<u32>,
+    position: u64,
 }
 
-/// One consistent set of bindings; replaced whole.
-#[derive(Default)]
+/// A bound plugin: the active version last; filters keep earlier versions for the messages stored
+/// before each later one took over.
+struct Bound<P> {
+    info: BindingInfo,
+    versions: Vec<Version<P>>,
+}
+
+impl<P> Bound<P> {
+    fn active(&self) -> &P {
+        // Never empty: built with one version and only ever grown or trimmed from the front.
+        &self.versions[self.versions.len() - 1].plugin
+    }
+}
+
+/// One consistent set of bindings; replaced whole, so a call sees one set from start to end.
+#[derive(Default, Clone)]
 struct BindingSet {
     /// topic → group → filter.
-    filters: HashMap<String, HashMap<String, Bound<FilterPlugin>>>,
-    routes: HashMap<String, Bound<RoutePlugin>>,
-    tx_checks: HashMap<String, Bound<TxCheckPlugin>>,
+    filters: HashMap<String, HashMap<String, Arc<Bound<FilterPlugin>>>>,
+    routes: HashMap<String, Arc<Bound<RoutePlugin>>>,
+    tx_checks: HashMap<String, Arc<Bound<TxCheckPlugin>>>,
 }
+
+impl BindingSet {
+    fn infos(&self) -> impl Iterator<Item = &BindingInfo> {
+        self.filters
+            .values()
+            .flat_map(HashMap::values)
+            .map(|b| &b.info)
+            .chain(self.routes.values().map(|b| &b.info))
+            .chain(self.tx_checks.values().map(|b| &b.info))
+    }
+
+    /// Removes the binding named `name`; whether there was one.
+    fn remove(&mut self, name: &str) -> bool {
+        let before = self.infos().count();
+        for groups in self.filters.values_mut() {
+            groups.retain(|_, b| b.info.name != name);
+        }
+        self.filters.retain(|_, groups| !groups.is_empty());
+        self.routes.retain(|_, b| b.info.name != name);
+        self.tx_checks.retain(|_, b| b.info.name != name);
+        self.infos().count() != before
+    }
+}
+
+/// A plugin to bind (or a new version of a bound one).
+#[derive(Debug)]
+pub struct Install<'a> {
+    pub name: &'a str,
+    pub kind: PluginKind,
+    pub topic: &'a str,
+    pub group: Option<&'a str>,
+    pub policy: FailurePolicy,
+    pub params: &'a BTreeMap<String, String>,
+    pub http_allowlist: &'a [String],
+    pub limits: &'a LimitsConfig,
+    pub source: Source,
+    pub component: Option<PathBuf>,
+    pub plugin: Option<&'a str>,
+    pub version: Option<u32>,
+    pub bytes: &'a [u8],
+    /// Commit-log position from which this version decides.
+    pub position: u64,
+    /// Keep the binding's earlier versions for messages stored before `position` (a filter's new
+    /// version); otherwise this version decides for every message (a new binding or new parameters).
+    pub keep_history: bool,
+}
+
+/// A plugin loaded and checked, ready to swap in.
+pub struct Prepared {
+    info: BindingInfo,
+    plugin: Built,
+    keep_history: bool,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("binding", &self.info.name).finish_non_exhaustive()
+    }
+}
+
+enum Built {
+    Filter(FilterPlugin),
+    Route(RoutePlugin),
+    TxCheck(TxCheckPlugin),
+}
+
+/// Parameter names the broker sets for a plugin: `ferrymq.plugin` and `ferrymq.version`.
+pub const RESERVED_PARAM_PREFIX: &str = "ferrymq.";
 
 /// The plugin engine and the current bindings.
 pub struct PluginHost {
@@ -57,7 +161,10 @@ pub struct PluginHost {
     instances_max: u32,
     workers: usize,
     worker_nice: i32,
+    history_max: usize,
     set: RwLock<Arc<BindingSet>>,
+    /// Serialises changes to `set` (readers never wait on it).
+    changing: Mutex<()>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -75,17 +182,38 @@ impl PluginHost {
             instances_max: config.instances_max,
             workers: config.workers.unwrap_or_else(ferrymq_plugin::default_workers),
             worker_nice: config.worker_nice,
+            history_max: config.filter_history_max,
             set: RwLock::new(Arc::default()),
+            changing: Mutex::new(()),
         };
-        let mut set = BindingSet::default();
         for binding in &config.bindings {
-            host.bind(&mut set, binding).with_context(|| format!("plugin binding {:?}", binding.name()))?;
+            let bytes = std::fs::read(&binding.component)
+                .with_context(|| format!("read the component {}", binding.component.display()))?;
+            let name = binding.name();
+            host.install(&Install {
+                name: &name,
+                kind: binding.kind,
+                topic: &binding.topic,
+                group: binding.group.as_deref(),
+                policy: binding.policy,
+                params: &binding.params,
+                http_allowlist: &binding.http_allowlist,
+                limits: &binding.limits,
+                source: Source::Config,
+                component: Some(binding.component.clone()),
+                plugin: None,
+                version: None,
+                bytes: &bytes,
+                position: 0,
+                keep_history: false,
+            })
+            .with_context(|| format!("plugin binding {name:?}"))?;
         }
-        *host.set.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
         Ok(host)
     }
 
-    fn engine(&self) -> anyhow::Result<&PluginEngine> {
+    /// The engine, started on first use.
+    pub fn engine(&self) -> anyhow::Result<&PluginEngine> {
         if let Some(engine) = self.engine.get() {
             return Ok(engine);
         }
@@ -100,44 +228,139 @@ impl PluginHost {
         Ok(self.engine.get_or_init(|| engine))
     }
 
-    fn bind(&self, set: &mut BindingSet, binding: &BindingConfig) -> anyhow::Result<()> {
-        let bytes = std::fs::read(&binding.component)
-            .with_context(|| format!("read the component {}", binding.component.display()))?;
+    /// Versions a filter binding keeps.
+    pub fn history_max(&self) -> usize {
+        self.history_max.max(1)
+    }
+
+    /// Where compiled components are cached.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Engine settings a separate compiling process must share for its cached output to be used.
+    pub fn instances_max(&self) -> u32 {
+        self.instances_max
+    }
+
+    /// Binds `install`'s plugin at once: [`PluginHost::prepare`] then [`PluginHost::commit`].
+    pub fn install(&self, install: &Install<'_>) -> anyhow::Result<BindingInfo> {
+        let prepared = self.prepare(install)?;
+        Ok(self.commit(prepared, install.position))
+    }
+
+    /// Loads `install`'s plugin and checks that it can be bound (its place is free or already its
+    /// own): everything that can fail, done before anything changes.
+    pub fn prepare(&self, install: &Install<'_>) -> anyhow::Result<Prepared> {
         let engine = self.engine()?;
-        let loaded = engine.load(&bytes)?;
-        let name = binding.name();
-        let limits = binding.limits.for_kind(binding.kind);
-        let grant = Grant {
-            config: binding.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            http_allowlist: binding.http_allowlist.clone(),
+        let loaded = engine.load(install.bytes)?;
+        let limits = install.limits.for_kind(install.kind);
+        let mut config: Vec<(String, String)> = install
+            .params
+            .iter()
+            .filter(|(k, _)| !k.starts_with(RESERVED_PARAM_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        config.push(("ferrymq.plugin".into(), install.plugin.unwrap_or(install.name).to_owned()));
+        if let Some(version) = install.version {
+            config.push(("ferrymq.version".into(), version.to_string()));
+        }
+        let grant = Grant { config, http_allowlist: install.http_allowlist.to_vec() };
+        let name = install.name;
+        let set = self.current();
+        if let Some(owner) = set.infos().find(|b| {
+            b.name != name && b.kind == install.kind && b.topic == install.topic && b.group.as_deref() == install.group
+        }) {
+            anyhow::bail!(
+                "binding {:?} already binds a {} plugin to {}{}",
+                owner.name,
+                install.kind.name(),
+                install.topic,
+                install.group.map(|g| format!(" for group {g}")).unwrap_or_default()
+            );
+        }
+        let plugin = match install.kind {
+            PluginKind::Filter => Built::Filter(FilterPlugin::new(engine, name, &loaded, limits, grant)?),
+            PluginKind::Route => Built::Route(RoutePlugin::new(engine, name, &loaded, limits, grant)?),
+            PluginKind::TxCheck => Built::TxCheck(TxCheckPlugin::new(engine, name, &loaded, limits, grant)?),
         };
         let info = BindingInfo {
-            name: name.clone(),
-            kind: binding.kind,
-            topic: binding.topic.clone(),
-            group: binding.group.clone(),
-            policy: binding.policy,
-            component: binding.component.clone(),
+            name: name.to_owned(),
+            kind: install.kind,
+            topic: install.topic.to_owned(),
+            group: install.group.map(str::to_owned),
+            policy: install.policy,
+            source: install.source,
+            component: install.component.clone(),
+            plugin: install.plugin.map(str::to_owned),
+            version: install.version,
             digest: loaded.digest.clone(),
+            position: install.position,
+            history: Vec::new(),
         };
-        match binding.kind {
-            PluginKind::Filter => {
-                let plugin = FilterPlugin::new(engine, &name, &loaded, limits, grant)?;
-                let group = binding.group.clone().unwrap_or_default();
-                set.filters.entry(binding.topic.clone()).or_default().insert(group, Bound { plugin, info });
+        Ok(Prepared { info, plugin, keep_history: install.keep_history })
+    }
+
+    /// Swaps a prepared plugin in, deciding from `position`; replaces the binding of the same name.
+    /// Readers switch atomically: a call already running finishes on the version it started with.
+    pub fn commit(&self, prepared: Prepared, position: u64) -> BindingInfo {
+        let _changing = self.changing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Prepared { mut info, plugin, keep_history } = prepared;
+        info.position = position;
+        let current = self.current();
+        let mut set = (*current).clone();
+        let same_place = set
+            .infos()
+            .any(|p| p.name == info.name && p.kind == info.kind && p.topic == info.topic && p.group == info.group);
+        let keep = keep_history && same_place;
+        set.remove(&info.name);
+        let history_max = self.history_max.max(1);
+        let version = info.version;
+        match plugin {
+            Built::Filter(plugin) => {
+                let group = info.group.clone().unwrap_or_default();
+                let mut versions: Vec<Version<FilterPlugin>> = Vec::new();
+                if let Some(old) = current.filters.get(&info.topic).and_then(|g| g.get(&group)).filter(|_| keep) {
+                    old.active().release_idle();
+                    let skip = old.versions.len().saturating_sub(history_max - 1);
+                    versions.extend(old.versions.iter().skip(skip).map(|v| Version {
+                        plugin: v.plugin.clone(),
+                        version: v.version,
+                        position: v.position,
+                    }));
+                }
+                versions.push(Version { plugin, version, position });
+                info.history = versions.iter().map(|v| (v.version, v.position)).collect();
+                let bound = Arc::new(Bound { info: info.clone(), versions });
+                set.filters.entry(info.topic.clone()).or_default().insert(group, bound);
             }
-            PluginKind::Route => {
-                let plugin = RoutePlugin::new(engine, &name, &loaded, limits, grant)?;
-                set.routes.insert(binding.topic.clone(), Bound { plugin, info });
+            Built::Route(plugin) => {
+                let versions = vec![Version { plugin, version, position }];
+                set.routes.insert(info.topic.clone(), Arc::new(Bound { info: info.clone(), versions }));
             }
-            PluginKind::TxCheck => {
-                let plugin = TxCheckPlugin::new(engine, &name, &loaded, limits, grant)?;
-                set.tx_checks.insert(binding.topic.clone(), Bound { plugin, info });
+            Built::TxCheck(plugin) => {
+                let versions = vec![Version { plugin, version, position }];
+                set.tx_checks.insert(info.topic.clone(), Arc::new(Bound { info: info.clone(), versions }));
             }
         }
-        tracing::info!(plugin = %name, kind = binding.kind.name(), topic = %binding.topic,
-            group = binding.group.as_deref().unwrap_or(""), digest = %loaded.digest, "plugin bound");
-        Ok(())
+        *self.set.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
+        tracing::info!(binding = %info.name, kind = info.kind.name(), topic = %info.topic,
+            group = info.group.as_deref().unwrap_or(""), plugin = info.plugin.as_deref().unwrap_or(""),
+            version = info.version.map(|v| v.to_string()).unwrap_or_default(), digest = %info.digest,
+            position, "plugin bound");
+        info
+    }
+
+    /// Unbinds the binding named `name`; whether there was one.
+    pub fn remove(&self, name: &str) -> bool {
+        let _changing = self.changing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut set = (*self.current()).clone();
+        let removed = set.remove(name);
+        if removed {
+            *self.set.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
+            tracing::info!(binding = %name, "plugin unbound");
+        }
+        removed
     }
 
     fn current(&self) -> Arc<BindingSet> {
@@ -145,24 +368,28 @@ impl PluginHost {
     }
 
     pub fn is_empty(&self) -> bool {
-        let set = self.current();
-        set.filters.is_empty() && set.routes.is_empty() && set.tx_checks.is_empty()
+        self.current().infos().next().is_none()
     }
 
     pub fn has_tx_checks(&self) -> bool {
         !self.current().tx_checks.is_empty()
     }
 
-    /// Every binding with its counters, by name.
+    /// The binding named `name`.
+    pub fn binding(&self, name: &str) -> Option<BindingInfo> {
+        self.current().infos().find(|b| b.name == name).cloned()
+    }
+
+    /// Every binding with the active version's counters, by name.
     pub fn bindings(&self) -> Vec<(BindingInfo, PluginStats)> {
         let set = self.current();
         let mut out: Vec<(BindingInfo, PluginStats)> = set
             .filters
             .values()
             .flat_map(HashMap::values)
-            .map(|b| (b.info.clone(), b.plugin.stats()))
-            .chain(set.routes.values().map(|b| (b.info.clone(), b.plugin.stats())))
-            .chain(set.tx_checks.values().map(|b| (b.info.clone(), b.plugin.stats())))
+            .map(|b| (b.info.clone(), b.active().stats()))
+            .chain(set.routes.values().map(|b| (b.info.clone(), b.active().stats())))
+            .chain(set.tx_checks.values().map(|b| (b.info.clone(), b.active().stats())))
             .collect();
         out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         out
@@ -177,7 +404,7 @@ fn note_failure(info: &BindingInfo, err: &PluginError) {
 }
 
 /// A stored message as a plugin sees it, body left out.
-fn from_record<'a>(topic: &'a str, record: &RecordRef<'a>, attempt: u32) -> PluginMessage<'a> {
+pub fn from_record<'a>(topic: &'a str, record: &RecordRef<'a>, attempt: u32) -> PluginMessage<'a> {
     PluginMessage {
         topic,
         tag: properties::get(record.properties, TAGS).unwrap_or(""),
@@ -198,37 +425,26 @@ impl Policies for PluginHost {
     fn filter(&self, topic: &str, group: &str, messages: &[FilterInput]) -> Vec<FilterVerdict> {
         let set = self.current();
         let Some(bound) = set.filters.get(topic).and_then(|groups| groups.get(group)) else { return Vec::new() };
-        let decoded: Vec<_> = messages.iter().map(|m| m.record.decode()).collect();
-        if let Some(err) = decoded.iter().find_map(|d| d.as_ref().err()) {
-            // The broker decoded these a moment ago; a failure here is the store's, not the plugin's.
-            tracing::warn!(plugin = %bound.info.name, %err, "a message could not be decoded for its filter");
-        }
         let on_failure = match bound.info.policy {
             FailurePolicy::FailOpen => FilterVerdict::Deliver,
             FailurePolicy::FailClosed => FilterVerdict::Hold,
             FailurePolicy::DeadLetter => FilterVerdict::DeadLetter,
         };
-        let mut inputs = Vec::with_capacity(messages.len());
-        let mut positions = Vec::with_capacity(messages.len());
-        for (i, (m, d)) in messages.iter().zip(&decoded).enumerate() {
-            if let Ok(record) = d {
-                inputs.push(from_record(topic, record, m.attempt));
-                positions.push(i);
-            }
-        }
-        let records: Vec<_> = positions.iter().map(|&i| messages[i].record.clone()).collect();
-        let bodies: BodySource = Box::new(move |index| {
-            let record = records.get(usize::try_from(index).ok()?)?;
-            record.decode().ok().map(|r| r.body.to_vec())
-        });
         let mut verdicts = vec![on_failure; messages.len()];
-        match bound.plugin.filter(&inputs, bodies) {
-            Ok(keep) => {
-                for (position, keep) in positions.into_iter().zip(keep) {
-                    verdicts[position] = if keep { FilterVerdict::Deliver } else { FilterVerdict::Withhold };
-                }
-            }
-            Err(err) => note_failure(&bound.info, &err),
+        if bound.versions.len() == 1 {
+            let all: Vec<usize> = (0..messages.len()).collect();
+            filter_with(bound.active(), &bound.info, topic, messages, &all, &mut verdicts);
+            return verdicts;
+        }
+        // Each message is judged by the version active at its position in the log.
+        let mut by_version: Vec<Vec<usize>> = vec![Vec::new(); bound.versions.len()];
+        for (i, m) in messages.iter().enumerate() {
+            let offset = m.record.offset();
+            let v = bound.versions.partition_point(|v| v.position <= offset).saturating_sub(1);
+            by_version[v].push(i);
+        }
+        for (v, indices) in by_version.iter().enumerate().filter(|(_, ix)| !ix.is_empty()) {
+            filter_with(&bound.versions[v].plugin, &bound.info, topic, messages, indices, &mut verdicts);
         }
         verdicts
     }
@@ -242,7 +458,7 @@ impl Policies for PluginHost {
         let Some(bound) = set.routes.get(&message.topic) else {
             return RouteVerdict::Accept(Box::new(message.clone()));
         };
-        let outcome = route_once(&bound.plugin, message);
+        let outcome = route_once(bound.active(), message);
         match outcome {
             Ok(RouteOutcome::Accept { tag, set_properties, remove_properties, body }) => {
                 match changed(message, tag, set_properties, remove_properties, body) {
@@ -262,6 +478,43 @@ impl Policies for PluginHost {
                 on_route_failure(&bound.info, message, &err)
             }
         }
+    }
+}
+
+/// Runs `plugin` on the messages at `indices`, writing its verdicts over the failure policy's.
+fn filter_with(
+    plugin: &FilterPlugin,
+    info: &BindingInfo,
+    topic: &str,
+    messages: &[FilterInput],
+    indices: &[usize],
+    verdicts: &mut [FilterVerdict],
+) {
+    let decoded: Vec<_> = indices.iter().map(|&i| messages[i].record.decode()).collect();
+    if let Some(err) = decoded.iter().find_map(|d| d.as_ref().err()) {
+        // The broker decoded these a moment ago; a failure here is the store's, not the plugin's.
+        tracing::warn!(plugin = %info.name, %err, "a message could not be decoded for its filter");
+    }
+    let mut inputs = Vec::with_capacity(indices.len());
+    let mut positions = Vec::with_capacity(indices.len());
+    for (&i, d) in indices.iter().zip(&decoded) {
+        if let Ok(record) = d {
+            inputs.push(from_record(topic, record, messages[i].attempt));
+            positions.push(i);
+        }
+    }
+    let records: Vec<_> = positions.iter().map(|&i| messages[i].record.clone()).collect();
+    let bodies: BodySource = Box::new(move |index| {
+        let record = records.get(usize::try_from(index).ok()?)?;
+        record.decode().ok().map(|r| r.body.to_vec())
+    });
+    match plugin.filter(&inputs, bodies) {
+        Ok(keep) => {
+            for (position, keep) in positions.into_iter().zip(keep) {
+                verdicts[position] = if keep { FilterVerdict::Deliver } else { FilterVerdict::Withhold };
+            }
+        }
+        Err(err) => note_failure(info, &err),
     }
 }
 
@@ -326,7 +579,7 @@ impl TransactionChecker for PluginHost {
         let bound = set.tx_checks.get(topic)?;
         let mut message = from_record(topic, half, 0);
         message.body = Some(half.body);
-        match bound.plugin.check(transaction_id, &message) {
+        match bound.active().check(transaction_id, &message) {
             Ok(TxOutcome::Commit) => Some(Resolution::Commit),
             Ok(TxOutcome::Rollback) => Some(Resolution::Rollback),
             // No opinion: a producer is asked, as without a plugin.

@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod cli;
 mod compat;
+mod hot_load;
 mod plugins;
 mod pull;
 mod standalone;

@@ -51,7 +51,7 @@ impl Broker {
     }
 
     fn plugin(&self, name: &str) -> serde_json::Value {
-        let (status, body) = self.node.get("/v1/plugins");
+        let (status, body) = self.node.get("/v1/bindings");
         assert_eq!(status, 200, "{body}");
         let all: serde_json::Value = serde_json::from_str(&body).expect("json");
         all.as_array().and_then(|a| a.iter().find(|p| p["name"] == name).cloned()).expect("binding listed")
@@ -489,10 +489,20 @@ fn failing_plugins_fall_back_to_their_policy_and_are_quarantined() {
     // Memory bomb, fail-closed: nothing delivered, nothing lost.
     assert!(Client::Node.simple(grpc, "g-bomb", "hoard", 1, 4, &[]).bodies().is_empty());
 
+    let (status, audit) = b.node.get("/v1/audit");
+    assert_eq!(status, 200, "{audit}");
+    let audit: serde_json::Value = serde_json::from_str(&audit).expect("json");
     for (name, failed) in [("trap", true), ("oversized", true), ("bomb", true), ("files", false), ("network", false)] {
         let listed = b.plugin(name);
         assert_eq!(listed["quarantined"], failed, "{name}: {listed}");
         assert_eq!(b.plugin_metric("ferrymq_plugin_quarantined", name, "filter"), f64::from(u8::from(failed)));
+        let audited = audit.as_array().expect("entries").iter().any(|e| {
+            e["action"] == "plugin.quarantine"
+                && e["target"] == name
+                && e["principal"] == "broker"
+                && e["digest"] == listed["digest"]
+        });
+        assert_eq!(audited, failed, "{name}: each quarantine is in the audit log: {audit}");
     }
     // Reaching for files or the network fails inside the sandbox; the filters deliver what they
     // could not withhold on that ground.

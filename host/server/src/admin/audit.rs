@@ -1,0 +1,204 @@
+//! The audit log: every admin action and every plugin quarantine, one entry per record of the audit
+//! system topic, each carrying the hash of the one before it, so an edited, removed or reordered
+//! entry breaks the chain ([`verify`]).
+
+use std::sync::{Arc, Mutex};
+
+use ferrymq_store::Store;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::system_topic::{self, AUDIT_TOPIC};
+
+/// The `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audited event.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct AuditEntry {
+    /// 0, 1, 2, … with no gaps.
+    pub seq: u64,
+    pub time_ms: i64,
+    /// Who: the token's principal, `anonymous` with authentication off, `unauthenticated` for a
+    /// refused token, `broker` for quarantines.
+    pub principal: String,
+    /// What: `POST /v1/plugins/tax/inbox/versions`, `plugin.quarantine`, …
+    pub action: String,
+    /// On what (a plugin, binding, topic…).
+    pub target: String,
+    /// SHA-256 of the component involved, if one was.
+    pub digest: Option<String>,
+    /// The outcome: an HTTP status line, or the failure that quarantined a plugin.
+    pub result: String,
+    /// The previous entry's hash ([`GENESIS`] for the first).
+    pub prev: String,
+    /// SHA-256 of this entry with `hash` empty.
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// The hash this entry should carry.
+    pub fn compute_hash(&self) -> String {
+        let unhashed = AuditEntry { hash: String::new(), ..self.clone() };
+        // Serialising this plain struct cannot fail.
+        let bytes = serde_json::to_vec(&unhashed).unwrap_or_default();
+        crate::hex::encode(&Sha256::digest(bytes))
+    }
+}
+
+/// What verifying a run of entries found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub ok: bool,
+    pub entries: usize,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The first entry that breaks the chain, and why.
+    pub broken_at: Option<u64>,
+    pub reason: Option<String>,
+}
+
+/// Checks that `entries` (consecutive, oldest first) form an intact chain. The first entry's `prev`
+/// is trusted unless it is entry 0, which must start from [`GENESIS`].
+pub fn verify(entries: &[AuditEntry]) -> Verdict {
+    let mut verdict = Verdict {
+        ok: true,
+        entries: entries.len(),
+        first_seq: entries.first().map(|e| e.seq),
+        last_seq: entries.last().map(|e| e.seq),
+        broken_at: None,
+        reason: None,
+    };
+    let mut previous: Option<&AuditEntry> = None;
+    for entry in entries {
+        let problem = if entry.compute_hash() != entry.hash {
+            Some("its content does not match its hash (edited)".to_owned())
+        } else if let Some(p) = previous {
+            if entry.seq != p.seq + 1 {
+                Some(format!("follows entry {} (entries missing or reordered)", p.seq))
+            } else if entry.prev != p.hash {
+                Some("its prev is not the hash of the entry before it".to_owned())
+            } else {
+                None
+            }
+        } else if entry.seq == 0 && entry.prev != GENESIS {
+            Some("the first entry does not start from the genesis hash".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            verdict.ok = false;
+            verdict.broken_at = Some(entry.seq);
+            verdict.reason = Some(format!("entry {}: {reason}", entry.seq));
+            return verdict;
+        }
+        previous = Some(entry);
+    }
+    verdict
+}
+
+/// Appends entries to the audit topic, one at a time, each chained to the last.
+#[derive(Debug)]
+pub struct AuditLog {
+    store: Arc<Store>,
+    /// (next seq, hash of the last entry).
+    tip: Mutex<(u64, String)>,
+}
+
+impl AuditLog {
+    /// Opens the log, continuing the chain from its last entry.
+    pub fn open(store: Arc<Store>) -> Self {
+        let end = system_topic::end(&store, AUDIT_TOPIC);
+        let mut tip = (0, GENESIS.to_owned());
+        if end > 0 {
+            system_topic::scan(&store, AUDIT_TOPIC, end - 1, |_, stored| {
+                match stored.decode().ok().and_then(|r| serde_json::from_slice::<AuditEntry>(r.body).ok()) {
+                    Some(last) => tip = (last.seq + 1, last.hash),
+                    None => tracing::error!("the last audit entry is unreadable; the chain restarts after it"),
+                }
+            });
+        }
+        Self { store, tip: Mutex::new(tip) }
+    }
+
+    /// Records one event; a failure to store it is logged (the action it records has happened).
+    pub fn record(&self, principal: &str, action: &str, target: &str, digest: Option<String>, result: &str) {
+        let mut tip = self.tip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut entry = AuditEntry {
+            seq: tip.0,
+            time_ms: now_ms,
+            principal: principal.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            digest,
+            result: result.to_owned(),
+            prev: tip.1.clone(),
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        let body = serde_json::to_vec(&entry).unwrap_or_default();
+        match system_topic::append(&self.store, AUDIT_TOPIC, now_ms, body) {
+            Ok(_) => *tip = (entry.seq + 1, entry.hash),
+            Err(err) => tracing::error!(%err, principal, action, target, result, "audit entry not stored"),
+        }
+    }
+
+    /// Up to `limit` entries from `from_seq` on (entries removed by retention are skipped).
+    pub fn read(&self, from_seq: u64, limit: usize) -> Vec<AuditEntry> {
+        let mut out = Vec::new();
+        // One entry per record, appended in seq order from 0: an entry's seq is its queue offset.
+        system_topic::scan_at_most(&self.store, AUDIT_TOPIC, from_seq, limit as u64, |_, stored| {
+            if let Some(entry) = stored.decode().ok().and_then(|r| serde_json::from_slice::<AuditEntry>(r.body).ok()) {
+                out.push(entry);
+            }
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<AuditEntry> {
+        let mut prev = GENESIS.to_owned();
+        (0..n)
+            .map(|seq| {
+                let mut e = AuditEntry {
+                    seq,
+                    time_ms: 1_700_000_000_000 + seq as i64,
+                    principal: "ops".into(),
+                    action: "PUT /v1/bindings/b".into(),
+                    target: "b".into(),
+                    digest: None,
+                    result: "200 OK".into(),
+                    prev: prev.clone(),
+                    hash: String::new(),
+                };
+                e.hash = e.compute_hash();
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_any_edit_breaks_it() {
+        let entries = chain(5);
+        assert!(verify(&entries).ok);
+        let mut edited = entries.clone();
+        edited[2].principal = "someone-else".into();
+        let verdict = verify(&edited);
+        assert_eq!((verdict.ok, verdict.broken_at), (false, Some(2)));
+        // Re-hashing the edited entry moves the break to the next one.
+        edited[2].hash = edited[2].compute_hash();
+        assert_eq!(verify(&edited).broken_at, Some(3));
+        let mut missing = entries.clone();
+        missing.remove(1);
+        assert_eq!(verify(&missing).broken_at, Some(2));
+        assert!(verify(&entries[2..]).ok, "a tail trimmed by retention still verifies");
+    }
+}

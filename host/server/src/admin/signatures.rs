@@ -1,0 +1,104 @@
+//! Plugin signatures: an ed25519 signature over the component's bytes, by a key trusted for the
+//! plugin's department, sent in the `x-ferrymq-signature` header (hex). With `enforce` on, an
+//! unsigned or wrongly signed upload is refused; with it off, a signature that is given must still
+//! verify.
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// How a refusal for a signature that is not even hex begins (a bad request, not a forbidden one).
+pub const MALFORMED: &str = "malformed signature";
+
+/// `[admin.signatures]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignaturesConfig {
+    /// Refuse plugin versions without a valid signature.
+    pub enforce: bool,
+    pub keys: Vec<TrustedKey>,
+}
+
+/// A public key trusted to sign a department's plugins.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKey {
+    pub department: String,
+    /// The ed25519 public key, 64 hex digits (`ferrymq plugin keygen` prints it).
+    pub public_key: String,
+}
+
+/// The trusted keys, parsed.
+#[derive(Clone, Debug, Default)]
+pub struct Signatures {
+    enforce: bool,
+    keys: Vec<(String, VerifyingKey)>,
+}
+
+impl Signatures {
+    pub fn from_config(config: &SignaturesConfig) -> Result<Self, String> {
+        let mut keys = Vec::with_capacity(config.keys.len());
+        for k in &config.keys {
+            let bytes: [u8; 32] = crate::hex::decode(&k.public_key)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("signing key of {}: public_key is not 64 hex digits", k.department))?;
+            let key = VerifyingKey::from_bytes(&bytes)
+                .map_err(|e| format!("signing key of {}: not an ed25519 public key: {e}", k.department))?;
+            keys.push((k.department.clone(), key));
+        }
+        Ok(Self { enforce: config.enforce, keys })
+    }
+
+    /// The department whose key signed `bytes` of `plugin` (`None`: unsigned and allowed), or why the
+    /// upload is refused.
+    pub fn check(&self, plugin: &str, bytes: &[u8], signature: Option<&str>) -> Result<Option<String>, String> {
+        let department = plugin.split_once('/').map_or(plugin, |(d, _)| d);
+        let Some(signature) = signature else {
+            return if self.enforce {
+                Err(format!("plugin signatures are enforced: sign {plugin} with a key trusted for {department}"))
+            } else {
+                Ok(None)
+            };
+        };
+        let signature: [u8; 64] = crate::hex::decode(signature)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(format!("{MALFORMED}: x-ferrymq-signature must be 128 hex digits"))?;
+        let signature = Signature::from_bytes(&signature);
+        let trusted = self.keys.iter().filter(|(d, _)| d == department);
+        if trusted.clone().any(|(_, key)| key.verify(bytes, &signature).is_ok()) {
+            Ok(Some(department.to_owned()))
+        } else {
+            Err(format!("the signature of {plugin} does not verify with any key trusted for department {department}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn only_a_trusted_departments_signature_passes_under_enforcement() {
+        let tax = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[9; 32]);
+        let config = SignaturesConfig {
+            enforce: true,
+            keys: vec![TrustedKey {
+                department: "tax".into(),
+                public_key: crate::hex::encode(tax.verifying_key().as_bytes()),
+            }],
+        };
+        let signatures = Signatures::from_config(&config).expect("valid");
+        let bytes = b"component";
+        let good = crate::hex::encode(&tax.sign(bytes).to_bytes());
+        assert_eq!(signatures.check("tax/inbox", bytes, Some(&good)), Ok(Some("tax".into())));
+        assert!(signatures.check("tax/inbox", b"tampered", Some(&good)).is_err(), "bytes changed after signing");
+        assert!(signatures.check("customs/inbox", bytes, Some(&good)).is_err(), "key of another department");
+        let forged = crate::hex::encode(&other.sign(bytes).to_bytes());
+        assert!(signatures.check("tax/inbox", bytes, Some(&forged)).is_err(), "untrusted key");
+        assert!(signatures.check("tax/inbox", bytes, None).is_err(), "unsigned");
+        let relaxed = Signatures::from_config(&SignaturesConfig { enforce: false, ..config }).expect("valid");
+        assert_eq!(relaxed.check("tax/inbox", bytes, None), Ok(None));
+        assert!(relaxed.check("tax/inbox", bytes, Some(&forged)).is_err(), "a given signature must verify");
+    }
+}

@@ -1,0 +1,534 @@
+//! The plugin registry: uploaded plugin versions and the bindings that run them, changed through the
+//! admin API while the broker runs.
+//!
+//! Every change is a record in the plugins system topic (so the log orders it among messages and
+//! replication carries it); a snapshot file (`<data_dir>/plugins/registry.json`) and the components
+//! (`<data_dir>/plugins/components/<digest>.wasm`) spare a full replay at start and survive retention.
+//! At start the snapshot is loaded, the records after it are replayed, and every binding is bound.
+//!
+//! An activation's record position is where the new version takes over: a route decides exactly the
+//! messages stored after it (sends are held while the record is written and the route swapped); a
+//! filter judges each message with the version active where that message was stored.
+
+mod records;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use ferrymq_broker::Broker;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use records::{Activation, BindingRecord, BindingSpec, VersionInfo};
+use records::{CHUNK_BYTES, Record};
+
+use crate::plugins::compile::Compiler;
+use crate::plugins::{BindingInfo, Install, PluginHost, PluginKind, Prepared, Shape, Source};
+use crate::system_topic::{self, PLUGINS_TOPIC};
+
+/// Why a registry change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+/// What the registry holds; also the snapshot file's content.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+struct State {
+    /// The plugins topic's queue offset of the first record not yet applied.
+    next: u64,
+    /// plugin name → version → what was uploaded.
+    plugins: BTreeMap<String, BTreeMap<u32, VersionInfo>>,
+    bindings: BTreeMap<String, BindingRecord>,
+    /// Components whose chunks are being collected during a replay: digest → chunks.
+    #[serde(skip)]
+    partial: BTreeMap<String, Vec<Option<Vec<u8>>>>,
+}
+
+/// The registry of a running broker.
+pub struct Registry {
+    broker: Arc<Broker>,
+    host: Arc<PluginHost>,
+    dir: PathBuf,
+    compiler: Compiler,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// `<department>/<plugin>`: each part lowercase letters, digits, `-` and `_`, at most 64 bytes.
+pub fn check_plugin_name(name: &str) -> std::result::Result<(), String> {
+    let ok = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 64
+            && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    };
+    match name.split_once('/') {
+        Some((department, plugin)) if ok(department) && ok(plugin) => Ok(()),
+        _ => Err(format!(
+            "plugin name {name:?} must be <department>/<plugin>, each part lowercase letters, digits, '-' or '_'"
+        )),
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Registry {
+    /// Loads the snapshot, replays the records after it, and binds every binding.
+    pub fn open(
+        broker: Arc<Broker>,
+        host: Arc<PluginHost>,
+        data_dir: &Path,
+        compiler: Compiler,
+    ) -> anyhow::Result<Self> {
+        let dir = data_dir.join("plugins");
+        std::fs::create_dir_all(dir.join("components"))
+            .with_context(|| format!("create {}", dir.join("components").display()))?;
+        let snapshot = dir.join("registry.json");
+        let mut state: State = match std::fs::read(&snapshot) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("read {}", snapshot.display()))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(err) => return Err(err).with_context(|| format!("read {}", snapshot.display())),
+        };
+        let registry = Self { broker, host, dir, compiler, state: Mutex::new(State::default()) };
+        let store = registry.broker.store();
+        let first = system_topic::first(store, PLUGINS_TOPIC);
+        if first > state.next {
+            tracing::warn!(
+                from = state.next,
+                first,
+                "plugin registry records were removed by retention before they were saved in registry.json; those changes are lost"
+            );
+        }
+        let mut replayed = 0u64;
+        state.next = system_topic::scan(store, PLUGINS_TOPIC, state.next, |_, stored| {
+            replayed += 1;
+            let parsed = stored
+                .decode()
+                .map_err(|e| e.to_string())
+                .and_then(|r| Record::parse(r.body).map(|(record, payload)| (record, payload.to_vec())));
+            match parsed {
+                Ok((record, payload)) => registry.replay(&mut state, record, &payload, stored.offset()),
+                Err(err) => {
+                    tracing::warn!(offset = stored.offset(), %err, "plugin registry record unreadable; skipped")
+                }
+            }
+        });
+        for (name, binding) in &state.bindings {
+            if let Err(err) = registry.restore(&state, binding) {
+                tracing::error!(binding = %name, err = %format!("{err:#}"), "plugin binding could not be restored; it stays unbound");
+            }
+        }
+        let count = state.bindings.len();
+        *registry.lock() = state;
+        registry.save()?;
+        tracing::info!(bindings = count, replayed, "plugin registry loaded");
+        Ok(registry)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn component_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("components").join(format!("{digest}.wasm"))
+    }
+
+    /// The bytes of an uploaded component.
+    pub fn component(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let path = self.component_path(digest);
+        let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        anyhow::ensure!(hex_digest(&bytes) == digest, "{} does not match its digest", path.display());
+        Ok(bytes)
+    }
+
+    fn write_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.component_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("sync {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("rename {}", path.display()))
+    }
+
+    /// Writes the snapshot (atomically: temporary file, fsync, rename).
+    fn save(&self) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(&*self.lock())?;
+        let path = self.dir.join("registry.json");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("sync {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("rename {}", path.display()))
+    }
+
+    fn save_or_warn(&self) {
+        if let Err(err) = self.save() {
+            tracing::warn!(err = %format!("{err:#}"), "plugin registry snapshot not saved; the records in the log still hold the change");
+        }
+    }
+
+    /// Applies one record read back from the log (start-up replay).
+    fn replay(&self, state: &mut State, record: Record, payload: &[u8], position: u64) {
+        match record {
+            Record::Chunk { digest, index, count } => {
+                if self.component_path(&digest).exists() {
+                    return;
+                }
+                let chunks = state.partial.entry(digest.clone()).or_insert_with(|| vec![None; count as usize]);
+                if let Some(slot) = chunks.get_mut(index as usize) {
+                    *slot = Some(payload.to_vec());
+                }
+                if chunks.iter().all(Option::is_some) {
+                    let bytes: Vec<u8> = chunks.iter().flatten().flatten().copied().collect();
+                    state.partial.remove(&digest);
+                    if hex_digest(&bytes) == digest {
+                        if let Err(err) = self.write_component(&digest, &bytes) {
+                            tracing::warn!(%digest, err = %format!("{err:#}"), "component not restored");
+                        }
+                    } else {
+                        tracing::warn!(%digest, "component chunks in the log do not match their digest; skipped");
+                    }
+                }
+            }
+            other => apply(state, other, position),
+        }
+    }
+
+    /// Loads `binding`'s plugin into a form ready to swap in (nothing changes yet).
+    /// `keep_history` keeps a filter's older versions for older messages.
+    fn prepare(&self, state: &State, spec: &BindingSpec, keep_history: bool) -> anyhow::Result<Prepared> {
+        let version = state
+            .plugins
+            .get(&spec.plugin)
+            .and_then(|v| v.get(&spec.version))
+            .with_context(|| format!("plugin {} version {} is not in the registry", spec.plugin, spec.version))?;
+        let bytes = self.component(&version.digest)?;
+        self.host.prepare(&Install {
+            name: &spec.name,
+            kind: spec.kind,
+            topic: &spec.topic,
+            group: spec.group.as_deref(),
+            policy: spec.policy,
+            params: &spec.params,
+            http_allowlist: &spec.http_allowlist,
+            limits: &spec.limits,
+            source: Source::Admin,
+            component: None,
+            plugin: Some(&spec.plugin),
+            version: Some(spec.version),
+            bytes: &bytes,
+            position: 0,
+            keep_history,
+        })
+    }
+
+    /// Binds a binding restored at start; a filter gets back the versions it keeps for older messages.
+    fn restore(&self, state: &State, binding: &BindingRecord) -> anyhow::Result<()> {
+        let kept = match binding.spec.kind {
+            PluginKind::Filter => self.host.history_max(),
+            PluginKind::Route | PluginKind::TxCheck => 1,
+        };
+        let skip = binding.history.len().saturating_sub(kept);
+        let mut spec = binding.spec.clone();
+        for (i, activation) in binding.history.iter().skip(skip).enumerate() {
+            spec.version = activation.version;
+            match self.prepare(state, &spec, i > 0) {
+                Ok(prepared) => {
+                    self.host.commit(prepared, activation.position);
+                }
+                Err(err) if activation.version != binding.spec.version => {
+                    tracing::warn!(binding = %spec.name, version = activation.version, err = %format!("{err:#}"),
+                        "an earlier version of a filter could not be restored; the next one judges its messages");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `record` to the plugins topic; returns its position.
+    fn append(&self, record: &Record) -> Result<u64> {
+        let body = record.encode(&[]);
+        let stored = system_topic::append(self.broker.store(), PLUGINS_TOPIC, self.broker.now_ms(), body)
+            .map_err(|e| RegistryError::Store(format!("the registry record could not be stored: {e}")))?;
+        Ok(stored.offset)
+    }
+
+    /// Every plugin and its versions.
+    pub fn plugins(&self) -> BTreeMap<String, Vec<VersionInfo>> {
+        self.lock()
+            .plugins
+            .iter()
+            .map(|(name, versions)| (name.clone(), versions.values().cloned().collect()))
+            .collect()
+    }
+
+    pub fn version(&self, plugin: &str, version: u32) -> Option<VersionInfo> {
+        self.lock().plugins.get(plugin).and_then(|v| v.get(&version)).cloned()
+    }
+
+    pub fn binding(&self, name: &str) -> Option<BindingRecord> {
+        self.lock().bindings.get(name).cloned()
+    }
+
+    pub fn bindings(&self) -> Vec<BindingRecord> {
+        self.lock().bindings.values().cloned().collect()
+    }
+
+    /// Validates and stores a new version of `plugin`. A component already uploaded as a version of
+    /// it answers that version (`false`: nothing new was stored).
+    pub fn push(
+        &self,
+        plugin: &str,
+        bytes: &[u8],
+        uploader: &str,
+        signed_by: Option<String>,
+    ) -> Result<(VersionInfo, bool)> {
+        check_plugin_name(plugin).map_err(RegistryError::Invalid)?;
+        let digest = hex_digest(bytes);
+        if let Some(existing) = self.lock().plugins.get(plugin).and_then(|v| v.values().find(|v| v.digest == digest)) {
+            return Ok((existing.clone(), false));
+        }
+        // Compiled in a separate process under a time and memory budget; the result lands in the
+        // engine's cache, so loading it here is only a check of its imports and exports.
+        self.compiler.compile(bytes).map_err(|e| RegistryError::Invalid(format!("{e:#}")))?;
+        let engine = self.host.engine().map_err(|e| RegistryError::Store(format!("{e:#}")))?;
+        let loaded = engine.load(bytes).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        self.write_component(&digest, bytes).map_err(|e| RegistryError::Store(format!("{e:#}")))?;
+        let mut state = self.lock();
+        let version = state.plugins.get(plugin).and_then(|v| v.keys().next_back()).map_or(1, |v| v + 1);
+        let count = u32::try_from(bytes.len().div_ceil(CHUNK_BYTES)).unwrap_or(u32::MAX);
+        let mut stored = Vec::with_capacity(count as usize);
+        for (index, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
+            let record = Record::Chunk { digest: digest.clone(), index: index as u32, count };
+            stored.push(system_topic::record(PLUGINS_TOPIC, self.broker.now_ms(), record.encode(chunk)));
+        }
+        self.broker
+            .store()
+            .append_batch_wait(stored)
+            .map_err(|e| RegistryError::Store(format!("the component could not be stored: {e}")))?;
+        let mut info = VersionInfo {
+            plugin: plugin.to_owned(),
+            version,
+            digest,
+            size: bytes.len() as u64,
+            world: loaded.world.name().to_owned(),
+            uploader: uploader.to_owned(),
+            uploaded_ms: self.broker.now_ms(),
+            signed_by,
+            position: 0,
+        };
+        info.position = self.append(&Record::Version(info.clone()))?;
+        apply(&mut state, Record::Version(info.clone()), info.position);
+        drop(state);
+        self.save_or_warn();
+        tracing::info!(plugin, version, digest = %info.digest, size = info.size, world = %info.world, uploader, "plugin version uploaded");
+        Ok((info, true))
+    }
+
+    /// Deletes a version no binding runs.
+    pub fn delete_version(&self, plugin: &str, version: u32) -> Result<VersionInfo> {
+        let mut state = self.lock();
+        let info = state
+            .plugins
+            .get(plugin)
+            .and_then(|v| v.get(&version))
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("plugin {plugin} has no version {version}")))?;
+        if let Some(b) = state.bindings.values().find(|b| b.spec.plugin == plugin && b.spec.version == version) {
+            return Err(RegistryError::Conflict(format!(
+                "binding {} runs {plugin} version {version}; activate another version or unbind it first",
+                b.spec.name
+            )));
+        }
+        let record = Record::VersionDeleted { plugin: plugin.to_owned(), version };
+        let position = self.append(&record)?;
+        apply(&mut state, record, position);
+        drop(state);
+        self.save_or_warn();
+        tracing::info!(plugin, version, "plugin version deleted");
+        Ok(info)
+    }
+
+    /// Creates or replaces a binding. A route's swap happens with sends held, so the record's position
+    /// divides the messages it decides from those its predecessor decided.
+    pub fn bind(&self, spec: BindingSpec) -> Result<BindingInfo> {
+        Shape {
+            name: &spec.name,
+            kind: spec.kind,
+            topic: &spec.topic,
+            group: spec.group.as_deref(),
+            policy: spec.policy,
+            params: &spec.params,
+            http_allowlist: &spec.http_allowlist,
+            limits: &spec.limits,
+        }
+        .check()
+        .map_err(RegistryError::Invalid)?;
+        if let Some(existing) = self.host.binding(&spec.name).filter(|b| b.source == Source::Config) {
+            return Err(RegistryError::Conflict(format!(
+                "binding {} comes from the configuration file and changes only with it",
+                existing.name
+            )));
+        }
+        let mut state = self.lock();
+        let version = state.plugins.get(&spec.plugin).and_then(|v| v.get(&spec.version)).ok_or_else(|| {
+            RegistryError::NotFound(format!("plugin {} has no version {}", spec.plugin, spec.version))
+        })?;
+        if version.world != spec.kind.name() {
+            return Err(RegistryError::Invalid(format!(
+                "{} version {} is a {} plugin and cannot be bound as a {}",
+                spec.plugin,
+                spec.version,
+                version.world,
+                spec.kind.name()
+            )));
+        }
+        let prepared = self.prepare(&state, &spec, false).map_err(|e| RegistryError::Conflict(format!("{e:#}")))?;
+        let kind = spec.kind;
+        let record = Record::Bound { spec };
+        let info = self.with_sends_held(kind, || {
+            let position = self.append(&record)?;
+            apply(&mut state, record.clone(), position);
+            Ok::<_, RegistryError>(self.host.commit(prepared, position))
+        })?;
+        drop(state);
+        self.save_or_warn();
+        Ok(info)
+    }
+
+    /// Activates `version` of the bound plugin on `binding`.
+    pub fn activate(&self, binding: &str, version: u32) -> Result<BindingInfo> {
+        self.switch(binding, Some(version))
+    }
+
+    /// Activates the version that was active before the current one.
+    pub fn rollback(&self, binding: &str) -> Result<BindingInfo> {
+        self.switch(binding, None)
+    }
+
+    fn switch(&self, binding: &str, version: Option<u32>) -> Result<BindingInfo> {
+        let mut state = self.lock();
+        let current = state
+            .bindings
+            .get(binding)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("no binding named {binding}")))?;
+        let rollback = version.is_none();
+        let version = match version {
+            Some(v) => v,
+            None => {
+                let n = current.history.len();
+                current.history.get(n.wrapping_sub(2)).filter(|_| n >= 2).map(|a| a.version).ok_or_else(|| {
+                    RegistryError::Conflict(format!("binding {binding} has no earlier version to roll back to"))
+                })?
+            }
+        };
+        let info = state.plugins.get(&current.spec.plugin).and_then(|v| v.get(&version)).ok_or_else(|| {
+            RegistryError::NotFound(format!("plugin {} has no version {version}", current.spec.plugin))
+        })?;
+        if info.world != current.spec.kind.name() {
+            return Err(RegistryError::Invalid(format!(
+                "{} version {version} is a {} plugin; binding {binding} runs a {}",
+                current.spec.plugin,
+                info.world,
+                current.spec.kind.name()
+            )));
+        }
+        let mut spec = current.spec.clone();
+        spec.version = version;
+        let prepared = self.prepare(&state, &spec, true).map_err(|e| RegistryError::Conflict(format!("{e:#}")))?;
+        let record = Record::Activated { binding: binding.to_owned(), version, rollback };
+        let info = self.with_sends_held(spec.kind, || {
+            let position = self.append(&record)?;
+            apply(&mut state, record.clone(), position);
+            Ok::<_, RegistryError>(self.host.commit(prepared, position))
+        })?;
+        drop(state);
+        self.save_or_warn();
+        tracing::info!(binding, version, rollback, position = info.position, "plugin version activated");
+        Ok(info)
+    }
+
+    /// Removes a binding.
+    pub fn unbind(&self, binding: &str) -> Result<BindingRecord> {
+        let mut state = self.lock();
+        let current = state
+            .bindings
+            .get(binding)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("no binding named {binding}")))?;
+        let record = Record::Unbound { binding: binding.to_owned() };
+        self.with_sends_held(current.spec.kind, || -> Result<()> {
+            let position = self.append(&record)?;
+            apply(&mut state, record.clone(), position);
+            self.host.remove(binding);
+            Ok(())
+        })?;
+        drop(state);
+        self.save_or_warn();
+        Ok(current)
+    }
+
+    /// Runs `change` with sends held when it swaps a route (filters and checks need no hold: they
+    /// judge by position or at check time).
+    fn with_sends_held<R>(&self, kind: PluginKind, change: impl FnOnce() -> R) -> R {
+        match kind {
+            PluginKind::Route => self.broker.with_sends_held(change),
+            PluginKind::Filter | PluginKind::TxCheck => change(),
+        }
+    }
+}
+
+/// Applies a (non-chunk) record at `position` to `state`.
+fn apply(state: &mut State, record: Record, position: u64) {
+    match record {
+        Record::Chunk { .. } => {}
+        Record::Version(mut info) => {
+            info.position = position;
+            state.plugins.entry(info.plugin.clone()).or_default().insert(info.version, info);
+        }
+        Record::VersionDeleted { plugin, version } => {
+            if let Some(versions) = state.plugins.get_mut(&plugin) {
+                versions.remove(&version);
+                if versions.is_empty() {
+                    state.plugins.remove(&plugin);
+                }
+            }
+        }
+        Record::Bound { spec } => {
+            let activation = Activation { version: spec.version, position, rollback: false };
+            state.bindings.insert(spec.name.clone(), BindingRecord { spec, history: vec![activation] });
+        }
+        Record::Activated { binding, version, rollback } => {
+            if let Some(b) = state.bindings.get_mut(&binding) {
+                b.spec.version = version;
+                b.history.push(Activation { version, position, rollback });
+                let excess = b.history.len().saturating_sub(records::HISTORY_RECORDS_MAX);
+                b.history.drain(..excess);
+            }
+        }
+        Record::Unbound { binding } => {
+            state.bindings.remove(&binding);
+        }
+    }
+}
