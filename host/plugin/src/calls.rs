@@ -73,7 +73,8 @@ impl FilterPlugin {
         self.0.stats()
     }
 
-    /// Lets go of idle instances, as when a newer version takes over.
+    /// Lets go of idle instances, as when a newer version takes over and this one only judges older
+    /// messages now and then. (A superseded route or check is dropped whole instead.)
     pub fn release_idle(&self) {
         self.0.release_idle();
     }
@@ -160,11 +161,6 @@ impl RoutePlugin {
     pub fn stats(&self) -> PluginStats {
         self.0.stats()
     }
-
-    /// Lets go of idle instances, as when a newer version takes over.
-    pub fn release_idle(&self) {
-        self.0.release_idle();
-    }
 }
 
 /// A transaction's outcome, as a tx-check plugin sees it.
@@ -213,10 +209,5 @@ impl TxCheckPlugin {
 
     pub fn stats(&self) -> PluginStats {
         self.0.stats()
-    }
-
-    /// Lets go of idle instances, as when a newer version takes over.
-    pub fn release_idle(&self) {
-        self.0.release_idle();
     }
 }

@@ -88,7 +88,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let registry = Arc::new(Registry::open(broker.clone(), plugins.clone(), &config.data_dir, compiler)?);
     {
         let (audit, weak) = (audit.clone(), Arc::downgrade(&plugins));
-        plugins.engine()?.on_quarantine(Arc::new(move |name: &str, err: &ferrymq_plugin::PluginError| {
+        plugins.on_quarantine(Arc::new(move |name: &str, err: &ferrymq_plugin::PluginError| {
             let digest = weak.upgrade().and_then(|p| p.binding(name)).map(|b| b.digest);
             audit.record("broker", "plugin.quarantine", name, digest, &err.to_string());
         }));

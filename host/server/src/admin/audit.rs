@@ -53,48 +53,81 @@ pub struct Verdict {
     pub entries: usize,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    /// The first entry that breaks the chain, and why.
+    /// The first entry that breaks the chain, and why (entries after it are not checked).
     pub broken_at: Option<u64>,
     pub reason: Option<String>,
 }
 
-/// Checks that `entries` (consecutive, oldest first) form an intact chain. The first entry's `prev`
-/// is trusted unless it is entry 0, which must start from [`GENESIS`].
-pub fn verify(entries: &[AuditEntry]) -> Verdict {
-    let mut verdict = Verdict {
-        ok: true,
-        entries: entries.len(),
-        first_seq: entries.first().map(|e| e.seq),
-        last_seq: entries.last().map(|e| e.seq),
-        broken_at: None,
-        reason: None,
-    };
-    let mut previous: Option<&AuditEntry> = None;
-    for entry in entries {
+/// Checks entries one at a time, oldest first, keeping only the last one seen: a chain of any
+/// length is verified in constant memory. The first entry's `prev` is trusted unless it is entry 0,
+/// which must start from [`GENESIS`].
+#[derive(Debug, Default)]
+pub struct Verifier {
+    /// Seq and hash of the last entry accepted.
+    previous: Option<(u64, String)>,
+    entries: usize,
+    first_seq: Option<u64>,
+    broken: Option<(u64, String)>,
+}
+
+impl Verifier {
+    /// Checks the next entry; false once the chain is broken (later entries are not looked at).
+    pub fn push(&mut self, entry: &AuditEntry) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        self.entries += 1;
+        self.first_seq.get_or_insert(entry.seq);
         let problem = if entry.compute_hash() != entry.hash {
             Some("its content does not match its hash (edited)".to_owned())
-        } else if let Some(p) = previous {
-            if entry.seq != p.seq + 1 {
-                Some(format!("follows entry {} (entries missing or reordered)", p.seq))
-            } else if entry.prev != p.hash {
-                Some("its prev is not the hash of the entry before it".to_owned())
-            } else {
-                None
-            }
-        } else if entry.seq == 0 && entry.prev != GENESIS {
-            Some("the first entry does not start from the genesis hash".to_owned())
         } else {
-            None
+            match &self.previous {
+                Some((seq, _)) if entry.seq != seq + 1 => {
+                    Some(format!("follows entry {seq} (entries missing or reordered)"))
+                }
+                Some((_, hash)) if entry.prev != *hash => {
+                    Some("its prev is not the hash of the entry before it".to_owned())
+                }
+                None if entry.seq == 0 && entry.prev != GENESIS => {
+                    Some("the first entry does not start from the genesis hash".to_owned())
+                }
+                _ => None,
+            }
         };
-        if let Some(reason) = problem {
-            verdict.ok = false;
-            verdict.broken_at = Some(entry.seq);
-            verdict.reason = Some(format!("entry {}: {reason}", entry.seq));
-            return verdict;
+        match problem {
+            Some(reason) => {
+                self.broken = Some((entry.seq, format!("entry {}: {reason}", entry.seq)));
+                false
+            }
+            None => {
+                self.previous = Some((entry.seq, entry.hash.clone()));
+                true
+            }
         }
-        previous = Some(entry);
     }
-    verdict
+
+    pub fn finish(self) -> Verdict {
+        let (broken_at, reason) = self.broken.map_or((None, None), |(seq, reason)| (Some(seq), Some(reason)));
+        Verdict {
+            ok: broken_at.is_none(),
+            entries: self.entries,
+            first_seq: self.first_seq,
+            last_seq: broken_at.or(self.previous.map(|(seq, _)| seq)),
+            broken_at,
+            reason,
+        }
+    }
+}
+
+/// Checks that `entries` (consecutive, oldest first) form an intact chain.
+pub fn verify(entries: &[AuditEntry]) -> Verdict {
+    let mut verifier = Verifier::default();
+    for entry in entries {
+        if !verifier.push(entry) {
+            break;
+        }
+    }
+    verifier.finish()
 }
 
 /// Appends entries to the audit topic, one at a time, each chained to the last.

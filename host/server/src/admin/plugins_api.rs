@@ -254,16 +254,17 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
             json(StatusCode::OK, serde_json::to_value(state.audit.read(from, limit)).unwrap_or_default())
         }
         (&Method::GET, ["audit", "verify"]) => {
-            let mut entries = Vec::new();
+            let mut verifier = super::audit::Verifier::default();
+            let mut from = 0;
             loop {
-                let from = entries.last().map_or(0, |e: &super::audit::AuditEntry| e.seq + 1);
                 let page = state.audit.read(from, AUDIT_PAGE_MAX);
-                if page.is_empty() {
+                let Some(last) = page.last() else { break };
+                from = last.seq + 1;
+                if !page.iter().all(|e| verifier.push(e)) {
                     break;
                 }
-                entries.extend(page);
             }
-            json(StatusCode::OK, serde_json::to_value(super::audit::verify(&entries)).unwrap_or_default())
+            json(StatusCode::OK, serde_json::to_value(verifier.finish()).unwrap_or_default())
         }
         (_, ["plugins" | "bindings" | "audit", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, format!("{} does not answer {}", call.path, call.method))

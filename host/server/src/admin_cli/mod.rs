@@ -10,8 +10,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+/// Which broker to talk to, as whom, and how to print its answers (`ferrymq admin` and `ferrymq plugin`).
 #[derive(Debug, Args)]
-pub struct AdminArgs {
+pub struct Endpoint {
     /// The broker's admin endpoint.
     #[arg(long, global = true, env = "FERRYMQ_ADMIN", default_value = "127.0.0.1:8082", value_name = "HOST:PORT")]
     pub admin_addr: String,
@@ -21,6 +22,12 @@ pub struct AdminArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -297,13 +304,14 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    let (status, response) = http::request(&args.admin_addr, method, &path, body.as_ref(), args.token.as_deref())?;
+    let (status, response) =
+        http::request(&args.endpoint.admin_addr, method, &path, body.as_ref(), args.endpoint.token.as_deref())?;
     if !(200..300).contains(&status) {
         let reason = response["error"].as_str().map_or_else(|| response.to_string(), str::to_owned);
         eprintln!("ferrymq admin: {reason} (HTTP {status})");
         return Ok(ExitCode::FAILURE);
     }
-    print_answer(&response, args.json, columns)
+    print_answer(&response, args.endpoint.json, columns)
 }
 
 /// Prints an API answer as JSON or as a table of `columns`.
@@ -324,33 +332,35 @@ pub fn print_answer(response: &Value, as_json: bool, columns: &[&str]) -> anyhow
 /// Verifies the audit chain here, from the broker's entries or a saved file: the check does not take
 /// the broker's word for it.
 fn audit_verify(args: &AdminArgs, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
-    use crate::admin::audit::{AuditEntry, verify};
-    let entries: Vec<AuditEntry> = match file {
+    use crate::admin::audit::{AuditEntry, Verifier};
+    let mut verifier = Verifier::default();
+    match file {
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a JSON array of audit entries", file.display()))?
+            let entries: Vec<AuditEntry> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON array of audit entries", file.display()))?;
+            let _ = entries.iter().all(|e| verifier.push(e));
         }
         None => {
-            let mut entries: Vec<AuditEntry> = Vec::new();
+            let (addr, token) = (&args.endpoint.admin_addr, args.endpoint.token.as_deref());
+            let mut from = 0;
             loop {
-                let from = entries.last().map_or(0, |e| e.seq + 1);
                 let path = format!("/v1/audit?from={from}&limit=1000");
-                let (status, page) = http::request(&args.admin_addr, "GET", &path, None, args.token.as_deref())?;
+                let (status, page) = http::request(addr, "GET", &path, None, token)?;
                 if status != 200 {
                     bail!("reading the audit log failed: {} (HTTP {status})", page["error"]);
                 }
                 let page: Vec<AuditEntry> = serde_json::from_value(page).context("parse audit entries")?;
-                if page.is_empty() {
+                let Some(last) = page.last() else { break };
+                from = last.seq + 1;
+                if !page.iter().all(|e| verifier.push(e)) {
                     break;
                 }
-                entries.extend(page);
             }
-            entries
         }
-    };
-    let verdict = verify(&entries);
-    if args.json {
+    }
+    let verdict = verifier.finish();
+    if args.endpoint.json {
         println!("{}", serde_json::to_string_pretty(&verdict)?);
     } else if verdict.ok {
         println!(

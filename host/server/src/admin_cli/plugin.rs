@@ -14,15 +14,8 @@ use super::{escape, http, print_answer};
 
 #[derive(Debug, Args)]
 pub struct PluginArgs {
-    /// The broker's admin endpoint.
-    #[arg(long, global = true, env = "FERRYMQ_ADMIN", default_value = "127.0.0.1:8082", value_name = "HOST:PORT")]
-    pub admin_addr: String,
-    /// Bearer token for the admin API (when the broker has `[[admin.tokens]]`).
-    #[arg(long, global = true, env = "FERRYMQ_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// Print the API's JSON instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub endpoint: super::Endpoint,
     #[command(subcommand)]
     pub command: PluginCommand,
 }
@@ -187,8 +180,8 @@ fn random_bytes() -> anyhow::Result<[u8; 32]> {
 }
 
 pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
-    let token = args.token.as_deref();
-    let addr = args.admin_addr.as_str();
+    let token = args.endpoint.token.as_deref();
+    let addr = args.endpoint.admin_addr.as_str();
     let version_columns: &[&str] = &["plugin", "version", "world", "digest", "size", "uploader", "signed_by"];
     let binding_columns: &[&str] = &["name", "version", "digest", "position"];
     let (status, response, columns) = match &args.command {
@@ -236,7 +229,8 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                     plugins.iter().flat_map(|p| p["versions"].as_array().cloned().unwrap_or_default()).collect()
                 })
                 .unwrap_or_default();
-            let response = if (200..300).contains(&status) && !args.json { Value::Array(rows) } else { response };
+            let response =
+                if (200..300).contains(&status) && !args.endpoint.json { Value::Array(rows) } else { response };
             (status, response, version_columns)
         }
         PluginCommand::Bindings => {
@@ -314,5 +308,5 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         eprintln!("ferrymq plugin: {reason} (HTTP {status})");
         return Ok(ExitCode::FAILURE);
     }
-    print_answer(&response, args.json, columns)
+    print_answer(&response, args.endpoint.json, columns)
 }

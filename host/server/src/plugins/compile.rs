@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// How often the broker looks whether the compiling process has finished.
+const POLL: Duration = Duration::from_millis(20);
+
 /// How uploads are compiled.
 #[derive(Clone, Debug)]
 pub enum Compiler {
@@ -34,16 +37,21 @@ impl Compiler {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("start the plugin compiler {}", exe.display()))?;
+        // Read what it says as it says it, so a chatty child cannot block on a full pipe.
+        let stderr = child.stderr.take().map(|mut err| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = err.read_to_string(&mut text);
+                text
+            })
+        });
         if let Some(mut stdin) = child.stdin.take() {
             // A child that dies early closes its end; its exit status tells why.
             let _ = stdin.write_all(bytes);
         }
         loop {
             if let Some(status) = child.try_wait().context("wait for the plugin compiler")? {
-                let mut stderr = String::new();
-                if let Some(mut err) = child.stderr.take() {
-                    let _ = err.read_to_string(&mut stderr);
-                }
+                let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
                 if status.success() {
                     return Ok(());
                 }
@@ -60,7 +68,7 @@ impl Compiler {
                 let _ = child.wait();
                 bail!("compiling the component took longer than the budget of {} ms", time.as_millis());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL);
         }
     }
 }
@@ -98,4 +106,33 @@ fn limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()>
     let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
     // SAFETY: setrlimit reads the struct we pass and changes only this process's limits.
     if unsafe { libc::setrlimit(resource, &limit) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for the compiling process: a shell script that does `body`.
+    fn compiler(dir: &std::path::Path, body: &str, time: Duration) -> Compiler {
+        let exe = dir.join("compiler.sh");
+        std::fs::write(&exe, format!("#!/bin/sh\ncat > /dev/null\n{body}\n")).expect("write");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Compiler::Process { exe, cache_dir: dir.to_path_buf(), instances_max: 1, time, memory_bytes: 64 << 20 }
+    }
+
+    #[test]
+    fn a_compiler_past_its_budget_is_killed_and_its_refusals_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slow = compiler(dir.path(), "sleep 30", Duration::from_millis(300));
+        let started = Instant::now();
+        let err = slow.compile(b"component").expect_err("over budget");
+        assert!(format!("{err}").contains("longer than the budget of 300 ms"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "killed, not waited for");
+        let refusing =
+            compiler(dir.path(), "echo 'ferrymq: error: not a component' >&2; exit 2", Duration::from_secs(10));
+        assert_eq!(format!("{}", refusing.compile(b"x").expect_err("refused")), "not a component");
+        let ok = compiler(dir.path(), "exit 0", Duration::from_secs(10));
+        assert!(ok.compile(&vec![0u8; 1 << 20]).is_ok(), "a large input is read whole");
+    }
 }

@@ -174,10 +174,10 @@ impl BindingConfig {
         })
     }
 
-    fn validate(&self) -> Result<(), String> {
-        let name = self.name();
+    /// Its rules, under `name` (its [`BindingConfig::name`]).
+    pub fn shape<'a>(&'a self, name: &'a str) -> Shape<'a> {
         Shape {
-            name: &name,
+            name,
             kind: self.kind,
             topic: &self.topic,
             group: self.group.as_deref(),
@@ -186,7 +186,10 @@ impl BindingConfig {
             http_allowlist: &self.http_allowlist,
             limits: &self.limits,
         }
-        .check()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.shape(&self.name()).check()
     }
 }
 

@@ -5,7 +5,6 @@
 //! binding's failure policy; nothing here panics or blocks an async worker (callers run plugins on
 //! blocking threads).
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -15,14 +14,14 @@ use ferrymq_broker::hooks::{FilterInput, FilterVerdict, Policies, RouteVerdict};
 use ferrymq_broker::send::Outgoing;
 use ferrymq_broker::transaction::{Resolution, TransactionChecker};
 use ferrymq_plugin::{
-    BodySource, FilterPlugin, Grant, PluginEngine, PluginError, PluginStats, RouteOutcome, RoutePlugin, TxCheckPlugin,
-    TxOutcome,
+    BodySource, FilterPlugin, Grant, PluginEngine, PluginError, PluginStats, QuarantineHook, RouteOutcome, RoutePlugin,
+    TxCheckPlugin, TxOutcome,
 };
 use ferrymq_proto::plugin_batch::PluginMessage;
 use ferrymq_proto::properties::{self, KEYS, TAGS};
 use ferrymq_proto::record::RecordRef;
 
-use super::config::{FailurePolicy, LimitsConfig, PluginKind, PluginsConfig};
+use super::config::{FailurePolicy, PluginKind, PluginsConfig, Shape};
 
 /// Where a binding came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -112,14 +111,8 @@ impl BindingSet {
 /// A plugin to bind (or a new version of a bound one).
 #[derive(Debug)]
 pub struct Install<'a> {
-    pub name: &'a str,
-    pub kind: PluginKind,
-    pub topic: &'a str,
-    pub group: Option<&'a str>,
-    pub policy: FailurePolicy,
-    pub params: &'a BTreeMap<String, String>,
-    pub http_allowlist: &'a [String],
-    pub limits: &'a LimitsConfig,
+    /// Where it is bound and under which rules.
+    pub shape: Shape<'a>,
     pub source: Source,
     pub component: Option<PathBuf>,
     pub plugin: Option<&'a str>,
@@ -163,6 +156,8 @@ pub struct PluginHost {
     worker_nice: i32,
     history_max: usize,
     set: RwLock<Arc<BindingSet>>,
+    /// Told of quarantines; handed to the engine when it starts.
+    on_quarantine: Mutex<Option<QuarantineHook>>,
     /// Serialises changes to `set` (readers never wait on it).
     changing: Mutex<()>,
 }
@@ -184,6 +179,7 @@ impl PluginHost {
             worker_nice: config.worker_nice,
             history_max: config.filter_history_max,
             set: RwLock::new(Arc::default()),
+            on_quarantine: Mutex::new(None),
             changing: Mutex::new(()),
         };
         for binding in &config.bindings {
@@ -191,14 +187,7 @@ impl PluginHost {
                 .with_context(|| format!("read the component {}", binding.component.display()))?;
             let name = binding.name();
             host.install(&Install {
-                name: &name,
-                kind: binding.kind,
-                topic: &binding.topic,
-                group: binding.group.as_deref(),
-                policy: binding.policy,
-                params: &binding.params,
-                http_allowlist: &binding.http_allowlist,
-                limits: &binding.limits,
+                shape: binding.shape(&name),
                 source: Source::Config,
                 component: Some(binding.component.clone()),
                 plugin: None,
@@ -224,8 +213,20 @@ impl PluginHost {
             self.worker_nice,
         )
         .context("start the plugin engine")?;
+        if let Some(hook) = self.on_quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            engine.on_quarantine(hook);
+        }
         tracing::info!(workers = self.workers, worker_nice = self.worker_nice, "plugin engine started");
         Ok(self.engine.get_or_init(|| engine))
+    }
+
+    /// Calls `hook` on every quarantine. The engine (its clock and worker threads) still starts only
+    /// when a plugin is first bound.
+    pub fn on_quarantine(&self, hook: QuarantineHook) {
+        *self.on_quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook.clone());
+        if let Some(engine) = self.engine.get() {
+            engine.on_quarantine(hook);
+        }
     }
 
     /// Versions a filter binding keeps.
@@ -254,42 +255,46 @@ impl PluginHost {
     pub fn prepare(&self, install: &Install<'_>) -> anyhow::Result<Prepared> {
         let engine = self.engine()?;
         let loaded = engine.load(install.bytes)?;
-        let limits = install.limits.for_kind(install.kind);
+        let limits = install.shape.limits.for_kind(install.shape.kind);
         let mut config: Vec<(String, String)> = install
+            .shape
             .params
             .iter()
             .filter(|(k, _)| !k.starts_with(RESERVED_PARAM_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        config.push(("ferrymq.plugin".into(), install.plugin.unwrap_or(install.name).to_owned()));
+        config.push(("ferrymq.plugin".into(), install.plugin.unwrap_or(install.shape.name).to_owned()));
         if let Some(version) = install.version {
             config.push(("ferrymq.version".into(), version.to_string()));
         }
-        let grant = Grant { config, http_allowlist: install.http_allowlist.to_vec() };
-        let name = install.name;
+        let grant = Grant { config, http_allowlist: install.shape.http_allowlist.to_vec() };
+        let name = install.shape.name;
         let set = self.current();
         if let Some(owner) = set.infos().find(|b| {
-            b.name != name && b.kind == install.kind && b.topic == install.topic && b.group.as_deref() == install.group
+            b.name != name
+                && b.kind == install.shape.kind
+                && b.topic == install.shape.topic
+                && b.group.as_deref() == install.shape.group
         }) {
             anyhow::bail!(
                 "binding {:?} already binds a {} plugin to {}{}",
                 owner.name,
-                install.kind.name(),
-                install.topic,
-                install.group.map(|g| format!(" for group {g}")).unwrap_or_default()
+                install.shape.kind.name(),
+                install.shape.topic,
+                install.shape.group.map(|g| format!(" for group {g}")).unwrap_or_default()
             );
         }
-        let plugin = match install.kind {
+        let plugin = match install.shape.kind {
             PluginKind::Filter => Built::Filter(FilterPlugin::new(engine, name, &loaded, limits, grant)?),
             PluginKind::Route => Built::Route(RoutePlugin::new(engine, name, &loaded, limits, grant)?),
             PluginKind::TxCheck => Built::TxCheck(TxCheckPlugin::new(engine, name, &loaded, limits, grant)?),
         };
         let info = BindingInfo {
             name: name.to_owned(),
-            kind: install.kind,
-            topic: install.topic.to_owned(),
-            group: install.group.map(str::to_owned),
-            policy: install.policy,
+            kind: install.shape.kind,
+            topic: install.shape.topic.to_owned(),
+            group: install.shape.group.map(str::to_owned),
+            policy: install.shape.policy,
             source: install.source,
             component: install.component.clone(),
             plugin: install.plugin.map(str::to_owned),

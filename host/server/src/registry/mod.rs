@@ -25,7 +25,7 @@ pub use records::{Activation, BindingRecord, BindingSpec, VersionInfo};
 use records::{CHUNK_BYTES, Record};
 
 use crate::plugins::compile::Compiler;
-use crate::plugins::{BindingInfo, Install, PluginHost, PluginKind, Prepared, Shape, Source};
+use crate::plugins::{BindingInfo, Install, PluginHost, PluginKind, Prepared, Source};
 use crate::system_topic::{self, PLUGINS_TOPIC};
 
 /// Why a registry change was refused.
@@ -51,6 +51,9 @@ struct State {
     /// plugin name → version → what was uploaded.
     plugins: BTreeMap<String, BTreeMap<u32, VersionInfo>>,
     bindings: BTreeMap<String, BindingRecord>,
+    /// plugin name → the number its next version gets (numbers are never reused, deleted or not).
+    #[serde(default)]
+    next_version: BTreeMap<String, u32>,
     /// Components whose chunks are being collected during a replay: digest → chunks.
     #[serde(skip)]
     partial: BTreeMap<String, Vec<Option<Vec<u8>>>>,
@@ -87,7 +90,21 @@ pub fn check_plugin_name(name: &str) -> std::result::Result<(), String> {
 }
 
 fn hex_digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&Sha256::digest(bytes))
+}
+
+/// Most chunks a component can have.
+const CHUNKS_MAX: usize = ferrymq_plugin::PLUGIN_BYTES_MAX.div_ceil(CHUNK_BYTES);
+
+/// Writes `bytes` to `path` so that after a crash it holds either the old content or all of the new:
+/// a temporary file, fsync, rename, fsync of the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename {}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("sync {}", dir.display()))
 }
 
 impl Registry {
@@ -118,14 +135,15 @@ impl Registry {
             );
         }
         let mut replayed = 0u64;
-        state.next = system_topic::scan(store, PLUGINS_TOPIC, state.next, |_, stored| {
+        state.next = system_topic::scan(store, PLUGINS_TOPIC, state.next, |queue_offset, stored| {
             replayed += 1;
             let parsed = stored
                 .decode()
                 .map_err(|e| e.to_string())
                 .and_then(|r| Record::parse(r.body).map(|(record, payload)| (record, payload.to_vec())));
+            let at = Appended { offset: stored.offset(), queue_offset };
             match parsed {
-                Ok((record, payload)) => registry.replay(&mut state, record, &payload, stored.offset()),
+                Ok((record, payload)) => registry.replay(&mut state, record, payload, at),
                 Err(err) => {
                     tracing::warn!(offset = stored.offset(), %err, "plugin registry record unreadable; skipped")
                 }
@@ -164,20 +182,13 @@ impl Registry {
         if path.exists() {
             return Ok(());
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("rename {}", path.display()))
+        write_durably(&path, bytes)
     }
 
-    /// Writes the snapshot (atomically: temporary file, fsync, rename).
+    /// Writes the snapshot.
     fn save(&self) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(&*self.lock())?;
-        let path = self.dir.join("registry.json");
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("rename {}", path.display()))
+        write_durably(&self.dir.join("registry.json"), &bytes)
     }
 
     fn save_or_warn(&self) {
@@ -187,15 +198,20 @@ impl Registry {
     }
 
     /// Applies one record read back from the log (start-up replay).
-    fn replay(&self, state: &mut State, record: Record, payload: &[u8], position: u64) {
+    fn replay(&self, state: &mut State, record: Record, payload: Vec<u8>, at: Appended) {
         match record {
             Record::Chunk { digest, index, count } => {
+                state.next = state.next.max(at.queue_offset + 1);
                 if self.component_path(&digest).exists() {
+                    return;
+                }
+                if count as usize > CHUNKS_MAX || index >= count {
+                    tracing::warn!(%digest, index, count, "component chunk out of range; skipped");
                     return;
                 }
                 let chunks = state.partial.entry(digest.clone()).or_insert_with(|| vec![None; count as usize]);
                 if let Some(slot) = chunks.get_mut(index as usize) {
-                    *slot = Some(payload.to_vec());
+                    *slot = Some(payload);
                 }
                 if chunks.iter().all(Option::is_some) {
                     let bytes: Vec<u8> = chunks.iter().flatten().flatten().copied().collect();
@@ -209,7 +225,7 @@ impl Registry {
                     }
                 }
             }
-            other => apply(state, other, position),
+            other => apply(state, other, at),
         }
     }
 
@@ -223,14 +239,7 @@ impl Registry {
             .with_context(|| format!("plugin {} version {} is not in the registry", spec.plugin, spec.version))?;
         let bytes = self.component(&version.digest)?;
         self.host.prepare(&Install {
-            name: &spec.name,
-            kind: spec.kind,
-            topic: &spec.topic,
-            group: spec.group.as_deref(),
-            policy: spec.policy,
-            params: &spec.params,
-            http_allowlist: &spec.http_allowlist,
-            limits: &spec.limits,
+            shape: spec.shape(),
             source: Source::Admin,
             component: None,
             plugin: Some(&spec.plugin),
@@ -265,12 +274,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Appends `record` to the plugins topic; returns its position.
-    fn append(&self, record: &Record) -> Result<u64> {
+    /// Appends `record` to the plugins topic; returns where it was stored.
+    fn append(&self, record: &Record) -> Result<Appended> {
         let body = record.encode(&[]);
         let stored = system_topic::append(self.broker.store(), PLUGINS_TOPIC, self.broker.now_ms(), body)
             .map_err(|e| RegistryError::Store(format!("the registry record could not be stored: {e}")))?;
-        Ok(stored.offset)
+        Ok(Appended { offset: stored.offset, queue_offset: stored.queue_offset })
     }
 
     /// Every plugin and its versions.
@@ -315,17 +324,25 @@ impl Registry {
         let loaded = engine.load(bytes).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         self.write_component(&digest, bytes).map_err(|e| RegistryError::Store(format!("{e:#}")))?;
         let mut state = self.lock();
-        let version = state.plugins.get(plugin).and_then(|v| v.keys().next_back()).map_or(1, |v| v + 1);
+        // Another upload of the same bytes may have finished while this one compiled.
+        if let Some(existing) = state.plugins.get(plugin).and_then(|v| v.values().find(|v| v.digest == digest)) {
+            return Ok((existing.clone(), false));
+        }
+        let version = state.next_version.get(plugin).copied().unwrap_or(1);
         let count = u32::try_from(bytes.len().div_ceil(CHUNK_BYTES)).unwrap_or(u32::MAX);
         let mut stored = Vec::with_capacity(count as usize);
         for (index, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
             let record = Record::Chunk { digest: digest.clone(), index: index as u32, count };
             stored.push(system_topic::record(PLUGINS_TOPIC, self.broker.now_ms(), record.encode(chunk)));
         }
-        self.broker
+        let chunks = self
+            .broker
             .store()
             .append_batch_wait(stored)
             .map_err(|e| RegistryError::Store(format!("the component could not be stored: {e}")))?;
+        if let Some(last) = chunks.last() {
+            state.next = state.next.max(last.queue_offset + 1);
+        }
         let mut info = VersionInfo {
             plugin: plugin.to_owned(),
             version,
@@ -337,8 +354,9 @@ impl Registry {
             signed_by,
             position: 0,
         };
-        info.position = self.append(&Record::Version(info.clone()))?;
-        apply(&mut state, Record::Version(info.clone()), info.position);
+        let at = self.append(&Record::Version(info.clone()))?;
+        info.position = at.offset;
+        apply(&mut state, Record::Version(info.clone()), at);
         drop(state);
         self.save_or_warn();
         tracing::info!(plugin, version, digest = %info.digest, size = info.size, world = %info.world, uploader, "plugin version uploaded");
@@ -361,8 +379,8 @@ impl Registry {
             )));
         }
         let record = Record::VersionDeleted { plugin: plugin.to_owned(), version };
-        let position = self.append(&record)?;
-        apply(&mut state, record, position);
+        let at = self.append(&record)?;
+        apply(&mut state, record, at);
         drop(state);
         self.save_or_warn();
         tracing::info!(plugin, version, "plugin version deleted");
@@ -372,18 +390,7 @@ impl Registry {
     /// Creates or replaces a binding. A route's swap happens with sends held, so the record's position
     /// divides the messages it decides from those its predecessor decided.
     pub fn bind(&self, spec: BindingSpec) -> Result<BindingInfo> {
-        Shape {
-            name: &spec.name,
-            kind: spec.kind,
-            topic: &spec.topic,
-            group: spec.group.as_deref(),
-            policy: spec.policy,
-            params: &spec.params,
-            http_allowlist: &spec.http_allowlist,
-            limits: &spec.limits,
-        }
-        .check()
-        .map_err(RegistryError::Invalid)?;
+        spec.shape().check().map_err(RegistryError::Invalid)?;
         if let Some(existing) = self.host.binding(&spec.name).filter(|b| b.source == Source::Config) {
             return Err(RegistryError::Conflict(format!(
                 "binding {} comes from the configuration file and changes only with it",
@@ -391,25 +398,16 @@ impl Registry {
             )));
         }
         let mut state = self.lock();
-        let version = state.plugins.get(&spec.plugin).and_then(|v| v.get(&spec.version)).ok_or_else(|| {
-            RegistryError::NotFound(format!("plugin {} has no version {}", spec.plugin, spec.version))
-        })?;
-        if version.world != spec.kind.name() {
-            return Err(RegistryError::Invalid(format!(
-                "{} version {} is a {} plugin and cannot be bound as a {}",
-                spec.plugin,
-                spec.version,
-                version.world,
-                spec.kind.name()
-            )));
-        }
+        runnable(&state, &spec.plugin, spec.version, spec.kind)?;
         let prepared = self.prepare(&state, &spec, false).map_err(|e| RegistryError::Conflict(format!("{e:#}")))?;
-        let kind = spec.kind;
+        // Sends are held if a route comes or goes: the one this binding was may have been a route.
+        let replaces_route = state.bindings.get(&spec.name).is_some_and(|b| b.spec.kind == PluginKind::Route);
+        let kind = if replaces_route { PluginKind::Route } else { spec.kind };
         let record = Record::Bound { spec };
         let info = self.with_sends_held(kind, || {
-            let position = self.append(&record)?;
-            apply(&mut state, record.clone(), position);
-            Ok::<_, RegistryError>(self.host.commit(prepared, position))
+            let at = self.append(&record)?;
+            apply(&mut state, record.clone(), at);
+            Ok::<_, RegistryError>(self.host.commit(prepared, at.offset))
         })?;
         drop(state);
         self.save_or_warn();
@@ -443,25 +441,15 @@ impl Registry {
                 })?
             }
         };
-        let info = state.plugins.get(&current.spec.plugin).and_then(|v| v.get(&version)).ok_or_else(|| {
-            RegistryError::NotFound(format!("plugin {} has no version {version}", current.spec.plugin))
-        })?;
-        if info.world != current.spec.kind.name() {
-            return Err(RegistryError::Invalid(format!(
-                "{} version {version} is a {} plugin; binding {binding} runs a {}",
-                current.spec.plugin,
-                info.world,
-                current.spec.kind.name()
-            )));
-        }
+        runnable(&state, &current.spec.plugin, version, current.spec.kind)?;
         let mut spec = current.spec.clone();
         spec.version = version;
         let prepared = self.prepare(&state, &spec, true).map_err(|e| RegistryError::Conflict(format!("{e:#}")))?;
         let record = Record::Activated { binding: binding.to_owned(), version, rollback };
         let info = self.with_sends_held(spec.kind, || {
-            let position = self.append(&record)?;
-            apply(&mut state, record.clone(), position);
-            Ok::<_, RegistryError>(self.host.commit(prepared, position))
+            let at = self.append(&record)?;
+            apply(&mut state, record.clone(), at);
+            Ok::<_, RegistryError>(self.host.commit(prepared, at.offset))
         })?;
         drop(state);
         self.save_or_warn();
@@ -479,8 +467,8 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(format!("no binding named {binding}")))?;
         let record = Record::Unbound { binding: binding.to_owned() };
         self.with_sends_held(current.spec.kind, || -> Result<()> {
-            let position = self.append(&record)?;
-            apply(&mut state, record.clone(), position);
+            let at = self.append(&record)?;
+            apply(&mut state, record.clone(), at);
             self.host.remove(binding);
             Ok(())
         })?;
@@ -499,12 +487,40 @@ impl Registry {
     }
 }
 
-/// Applies a (non-chunk) record at `position` to `state`.
-fn apply(state: &mut State, record: Record, position: u64) {
+/// Where a record was stored: its commit-log position and its offset in the plugins topic.
+#[derive(Clone, Copy, Debug)]
+struct Appended {
+    offset: u64,
+    queue_offset: u64,
+}
+
+/// `version` of `plugin`, if it exists and is a plugin of `kind`.
+fn runnable<'a>(state: &'a State, plugin: &str, version: u32, kind: PluginKind) -> Result<&'a VersionInfo> {
+    let info = state
+        .plugins
+        .get(plugin)
+        .and_then(|v| v.get(&version))
+        .ok_or_else(|| RegistryError::NotFound(format!("plugin {plugin} has no version {version}")))?;
+    if info.world != kind.name() {
+        return Err(RegistryError::Invalid(format!(
+            "{plugin} version {version} is a {} plugin and cannot be bound as a {}",
+            info.world,
+            kind.name()
+        )));
+    }
+    Ok(info)
+}
+
+/// Applies a record stored `at` to `state`; the state then reflects the log up to and including it.
+fn apply(state: &mut State, record: Record, at: Appended) {
+    state.next = state.next.max(at.queue_offset + 1);
+    let position = at.offset;
     match record {
         Record::Chunk { .. } => {}
         Record::Version(mut info) => {
             info.position = position;
+            let next = state.next_version.entry(info.plugin.clone()).or_insert(1);
+            *next = (*next).max(info.version + 1);
             state.plugins.entry(info.plugin.clone()).or_default().insert(info.version, info);
         }
         Record::VersionDeleted { plugin, version } => {

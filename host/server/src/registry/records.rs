@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::plugins::config::LimitsConfig;
-use crate::plugins::{FailurePolicy, PluginKind};
+use crate::plugins::{FailurePolicy, PluginKind, Shape};
 
 /// Component bytes per chunk record.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -55,6 +55,22 @@ pub struct BindingSpec {
     pub http_allowlist: Vec<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+impl BindingSpec {
+    /// Its rules, as checked and as the plugin host binds them.
+    pub fn shape(&self) -> Shape<'_> {
+        Shape {
+            name: &self.name,
+            kind: self.kind,
+            topic: &self.topic,
+            group: self.group.as_deref(),
+            policy: self.policy,
+            params: &self.params,
+            http_allowlist: &self.http_allowlist,
+            limits: &self.limits,
+        }
+    }
 }
 
 /// A version taking over a binding at a log position.

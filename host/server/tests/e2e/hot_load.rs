@@ -340,6 +340,39 @@ fn signed_uploads_only_roles_enforced_registry_restored_and_audit_chain_verified
     assert_eq!(status, 200, "{bindings}");
     assert_eq!((bindings["version"].as_u64(), bindings["digest"].as_str()), (Some(1), pushed["digest"].as_str()));
 
+    // A second version activated, then a restart: the filter comes back with both versions, each
+    // deciding from its own position, and version numbers keep counting after a deletion.
+    let second = dir.path().join("inbox-2.wasm");
+    std::fs::write(&second, relabelled(&bytes, "second")).expect("write");
+    let addr = node.admin.to_string();
+    let tax_cli = ["plugin", "--admin-addr", &addr, "--token", "tax-token-0123456789"];
+    let sign = ["--sign-key", key.to_str().expect("utf-8")];
+    let push_second = [&tax_cli[..], &["push", second.to_str().expect("utf-8"), "--name", "tax/inbox"], &sign].concat();
+    assert!(cli(&push_second).0);
+    assert!(cli(&[&tax_cli[..], &["activate", "inbox-e1", "2"]].concat()).0);
+    let third = dir.path().join("inbox-3.wasm");
+    std::fs::write(&third, relabelled(&bytes, "third")).expect("write");
+    let push_third =
+        [&tax_cli[..], &["--json", "push", third.to_str().expect("utf-8"), "--name", "tax/inbox"], &sign].concat();
+    let (ok, out) = cli(&push_third);
+    assert!(ok, "{out}");
+    assert!(cli(&[&tax_cli[..], &["delete", "tax/inbox", "3"]].concat()).0);
+    node.stop();
+    let node = Node::start_for_clients_with(&data, &config_with_auth(dir.path(), public_key.trim()));
+    let (_, bindings) = call(node.admin, "GET", "/v1/bindings/inbox-e1", b"", &viewer);
+    let history: Vec<Option<u64>> =
+        bindings["history"].as_array().expect("history").iter().map(|h| h["version"].as_u64()).collect();
+    assert_eq!((bindings["version"].as_u64(), history), (Some(2), vec![Some(1), Some(2)]), "{bindings}");
+    let addr = node.admin.to_string();
+    let tax_cli = ["plugin", "--admin-addr", &addr, "--token", "tax-token-0123456789"];
+    let fourth = dir.path().join("inbox-4.wasm");
+    std::fs::write(&fourth, relabelled(&bytes, "fourth")).expect("write");
+    let push_fourth =
+        [&tax_cli[..], &["--json", "push", fourth.to_str().expect("utf-8"), "--name", "tax/inbox"], &sign].concat();
+    let (ok, out) = cli(&push_fourth);
+    assert!(ok, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["version"], 4, "3 was deleted, not reused");
+
     // The audit chain holds every change, refused ones included, and an edited copy fails to verify.
     let addr = node.admin.to_string();
     let (ok, out) = cli(&["admin", "--admin-addr", &addr, "--token", "view-token-0123456789", "audit", "verify"]);
