@@ -26,6 +26,6 @@ pub use calls::{FilterPlugin, REDIRECT_TOPICS_MAX, RouteOutcome, RoutePlugin, Tx
 pub use engine::{ENGINE_MEMORY_BYTES_MAX, Loaded, PluginEngine, SUPPORTED_VERSIONS, World};
 pub use error::PluginError;
 pub use limits::{CALL_MS_LIMIT, MEMORY_BYTES_LIMIT, PLUGIN_BYTES_MAX, PluginLimits};
-pub use plugin::{Grant, PluginStats, QuarantineHook};
+pub use plugin::{DEMOTION, Grant, INLINE_CALL_MAX, PluginStats, QuarantineHook, SLOW_CALLS_MAX};
 pub use state::BodySource;
 pub use workers::{QUEUE_WAIT_MAX, WORKER_NICE_DEFAULT, default_workers};

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
@@ -35,6 +35,24 @@ pub struct PluginStats {
     pub call_ns_total: u64,
     pub quarantined: bool,
     pub log_lines_dropped: u64,
+    /// Calls that ran on the low-priority workers (the rest ran on the caller's thread).
+    pub worker_calls: u64,
+    /// Whether the plugin's calls go to the workers now (after a fault or slow calls).
+    pub on_workers: bool,
+}
+
+/// A plugin call longer than this is slow: [`SLOW_CALLS_MAX`] of them in a row, or one fault, move
+/// the plugin's calls to the engine's low-priority workers.
+pub const INLINE_CALL_MAX: Duration = Duration::from_millis(1);
+/// Slow calls in a row that move a plugin's calls to the workers (a fault moves them at once).
+pub const SLOW_CALLS_MAX: u32 = 3;
+/// How long a plugin's calls stay on the workers after that.
+pub const DEMOTION: Duration = Duration::from_secs(10);
+
+/// Nanoseconds on a process-wide monotonic clock.
+fn now_ns() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 /// Told of each quarantine: the plugin's name and the error that tipped it.
@@ -85,6 +103,14 @@ pub(crate) struct Plugin<P: WorldPre> {
     /// The engine's worker threads, for worlds whose calls run there.
     workers: Option<Arc<Workers>>,
     on_quarantine: Arc<Mutex<Option<QuarantineHook>>>,
+    /// Until when (on [`now_ns`]'s clock) calls go to the workers; 0: run them inline.
+    demoted_until_ns: AtomicU64,
+    /// Slow calls in a row.
+    slow_streak: AtomicU32,
+    /// Calls that ran on the workers.
+    worker_calls: AtomicU64,
+    /// Calls running inline now.
+    inline_running: std::sync::atomic::AtomicUsize,
     limits: PluginLimits,
     config: Arc<Vec<(String, String)>>,
     http_allowlist: Arc<HashSet<String>>,
@@ -134,6 +160,10 @@ impl<P: WorldPre> Plugin<P> {
             pre,
             workers: on_workers.then(|| engine.workers.clone()),
             on_quarantine: engine.on_quarantine.clone(),
+            demoted_until_ns: AtomicU64::new(0),
+            slow_streak: AtomicU32::new(0),
+            worker_calls: AtomicU64::new(0),
+            inline_running: std::sync::atomic::AtomicUsize::new(0),
             limits,
             config: Arc::new(grant.config),
             http_allowlist: Arc::new(grant.http_allowlist.into_iter().map(|h| h.to_ascii_lowercase()).collect()),
@@ -225,7 +255,7 @@ impl<P: WorldPre> Plugin<P> {
         if self.quarantined.load(Ordering::Acquire) {
             return Err(PluginError::Quarantined { failures: self.limits.failures_max });
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = self.checkout().and_then(|mut instance| {
             prepare(instance.store.data_mut());
             instance.store.set_epoch_deadline(self.deadline_ticks());
@@ -249,8 +279,11 @@ impl<P: WorldPre> Plugin<P> {
         result
     }
 
-    /// [`Plugin::call`] on one of the engine's workers when this world runs there, else on the
-    /// calling thread.
+    /// [`Plugin::call`] for a world whose calls may go to the engine's workers. While the plugin is
+    /// quick the call runs on the calling thread (a handoff to another thread costs more than a
+    /// whole batch); a fault, or [`SLOW_CALLS_MAX`] calls in a row longer than [`INLINE_CALL_MAX`],
+    /// send this plugin's calls to the low-priority workers for [`DEMOTION`], so a plugin that spins takes only the CPU
+    /// the broker leaves over. At most as many calls run inline at once as there are workers.
     pub(crate) fn call_on_worker<R>(
         self: &Arc<Self>,
         prepare: impl FnOnce(&mut PluginState) + Send + 'static,
@@ -260,12 +293,51 @@ impl<P: WorldPre> Plugin<P> {
         R: Send + 'static,
         P: 'static,
     {
-        match &self.workers {
-            Some(workers) => {
-                let plugin = self.clone();
-                workers.run(move || plugin.call(prepare, run))
+        let Some(workers) = &self.workers else { return self.call(prepare, run) };
+        if self.quarantined.load(Ordering::Acquire) {
+            // Answered here: no thread needs to wake for a refusal.
+            return self.call(prepare, run);
+        }
+        if self.try_inline(workers.count()) {
+            let started = Instant::now();
+            let result = self.call(prepare, run);
+            self.inline_running.fetch_sub(1, Ordering::AcqRel);
+            self.judge(started.elapsed(), &result);
+            return result;
+        }
+        self.worker_calls.fetch_add(1, Ordering::Relaxed);
+        let plugin = self.clone();
+        workers.run(move || {
+            let started = Instant::now();
+            let result = plugin.call(prepare, run);
+            plugin.judge(started.elapsed(), &result);
+            result
+        })
+    }
+
+    /// Whether the next call may run on the calling thread (and if so, counts it as running).
+    fn try_inline(&self, most: usize) -> bool {
+        if now_ns() < self.demoted_until_ns.load(Ordering::Acquire) {
+            return false;
+        }
+        self.inline_running.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < most).then_some(n + 1)).is_ok()
+    }
+
+    /// Demotes the plugin to the workers after a fault or [`SLOW_CALLS_MAX`] slow calls in a row (one
+    /// slow call may just have been preempted).
+    fn judge<R>(&self, took: Duration, result: &Result<R, PluginError>) {
+        let faulted = result.as_ref().err().is_some_and(PluginError::is_plugin_fault);
+        let slow = if took > INLINE_CALL_MAX {
+            self.slow_streak.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            self.slow_streak.store(0, Ordering::Release);
+            0
+        };
+        if faulted || slow >= SLOW_CALLS_MAX {
+            let now = now_ns();
+            if self.demoted_until_ns.swap(now.saturating_add(DEMOTION.as_nanos() as u64), Ordering::AcqRel) < now {
+                tracing::debug!(plugin = %self.name, ?took, faulted, "plugin calls move to the low-priority workers");
             }
-            None => self.call(prepare, run),
         }
     }
 
@@ -308,6 +380,8 @@ impl<P: WorldPre> Plugin<P> {
             call_ns_total: self.call_ns.load(Ordering::Relaxed),
             quarantined: self.quarantined.load(Ordering::Acquire),
             log_lines_dropped: self.log_dropped.load(Ordering::Relaxed),
+            worker_calls: self.worker_calls.load(Ordering::Relaxed),
+            on_workers: self.workers.is_some() && now_ns() < self.demoted_until_ns.load(Ordering::Acquire),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The threads that run filter and route calls: a fixed number of them, at a lower scheduling
-//! priority than the broker's own threads.
+//! The threads that run the filter and route calls of plugins that faulted or were slow (quick
+//! plugins run on the caller's thread, see `Plugin::call_on_worker`): a fixed number of them, at a
+//! lower scheduling priority than the broker's own threads.
 //!
 //! A plugin that spins until its time limit then takes at most `workers` cores, and only the time
 //! the broker's threads leave over: their traffic keeps its latency. Workers hold no broker lock

@@ -108,7 +108,7 @@ pub fn render(s: &Snapshot) -> String {
 
 fn plugin_metrics(w: &mut Writer, plugins: &[(String, &'static str, ferrymq_plugin::PluginStats)]) {
     type Field = fn(&ferrymq_plugin::PluginStats) -> f64;
-    let families: [(&str, &str, &str, Field); 5] = [
+    let families: [(&str, &str, &str, Field); 7] = [
         ("ferrymq_plugin_calls_total", "counter", "Calls into a plugin.", |p| p.calls as f64),
         (
             "ferrymq_plugin_failures_total",
@@ -125,6 +125,15 @@ fn plugin_metrics(w: &mut Writer, plugins: &[(String, &'static str, ferrymq_plug
             "1 while a plugin is quarantined and its failure policy applies.",
             |p| f64::from(u8::from(p.quarantined)),
         ),
+        (
+            "ferrymq_plugin_worker_calls_total",
+            "counter",
+            "Plugin calls run on the low-priority workers (after a fault or slow calls) rather than inline.",
+            |p| p.worker_calls as f64,
+        ),
+        ("ferrymq_plugin_on_workers", "gauge", "1 while a plugin's calls go to the low-priority workers.", |p| {
+            f64::from(u8::from(p.on_workers))
+        }),
         ("ferrymq_plugin_log_lines_dropped_total", "counter", "Plugin log lines over the rate limit.", |p| {
             p.log_lines_dropped as f64
         }),

@@ -21,9 +21,10 @@ pub struct Message<'a> {
     born_ms: i64,
     store_ms: i64,
     attempt: u32,
-    topic: &'a str,
-    tag: &'a str,
-    keys: &'a str,
+    // Checked as UTF-8 when read: a filter pays only for the fields it looks at.
+    topic: &'a [u8],
+    tag: &'a [u8],
+    keys: &'a [u8],
     properties: &'a [u8],
     body: &'a [u8],
     fetch: Option<BodyFetch>,
@@ -50,9 +51,9 @@ impl<'a> Reader<'a> {
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn str(&mut self) -> Option<&'a str> {
+    fn str(&mut self) -> Option<&'a [u8]> {
         let n = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
-        std::str::from_utf8(self.take(n)?).ok()
+        self.take(n)
     }
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -101,22 +102,37 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// The broker encodes these fields from UTF-8 strings; anything else reads as empty.
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
 impl<'a> Message<'a> {
     pub fn topic(&self) -> &'a str {
-        self.topic
+        text(self.topic)
     }
 
     pub fn tag(&self) -> Option<&'a str> {
-        (!self.tag.is_empty()).then_some(self.tag)
+        (!self.tag.is_empty()).then(|| text(self.tag))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &'a str> {
-        self.keys.split(' ').filter(|k| !k.is_empty())
+        text(self.keys).split(' ').filter(|k| !k.is_empty())
     }
 
     /// A property by name (user properties and the broker's own, such as `UNIQ_KEY`).
     pub fn property(&self, name: &str) -> Option<&'a str> {
-        self.properties().find(|(k, _)| *k == name).map(|(_, v)| v)
+        // Compare each property's name in place and jump to the next one with a word-at-a-time
+        // search for the separator; only the value found is checked as UTF-8.
+        let name = name.as_bytes();
+        let mut rest = self.properties;
+        loop {
+            if let Some(value) = rest.strip_prefix(name).and_then(|r| r.strip_prefix(&[0x01])) {
+                let end = memchr::memchr(0x02, value).unwrap_or(value.len());
+                return std::str::from_utf8(&value[..end]).ok();
+            }
+            rest = &rest[memchr::memchr(0x02, rest)? + 1..];
+        }
     }
 
     /// All properties, in order.
@@ -214,5 +230,19 @@ mod tests {
         let batch = Batch::parse(&buf, None).expect("header");
         assert_eq!(batch.iter().count(), 1);
         assert!(Batch::parse(&[1, 0], None).is_none(), "a header shorter than 4 bytes");
+    }
+
+    #[test]
+    fn a_property_is_found_only_where_a_property_starts_and_by_its_whole_name() {
+        let props = b"note\x01region\x01x\x02regionCode\x01N1\x02region\x01north\x02last\x01";
+        let mut buf = 1u32.to_le_bytes().to_vec();
+        buf.extend(message(0, "", "", props, b""));
+        let batch = Batch::parse(&buf, None).expect("header");
+        let m = batch.iter().next().expect("message");
+        assert_eq!(m.property("region"), Some("north"), "not inside a value, not a longer name");
+        assert_eq!(m.property("regionCode"), Some("N1"));
+        assert_eq!(m.property("last"), Some(""), "the final property, without a trailing separator");
+        assert_eq!(m.property("reg"), None);
+        assert_eq!(m.property("north"), None);
     }
 }

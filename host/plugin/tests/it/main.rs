@@ -135,6 +135,8 @@ fn a_plugin_that_never_returns_is_stopped_at_its_time_limit_then_quarantined() {
     let stats = spin.stats();
     assert!(stats.quarantined);
     assert_eq!(stats.failures, 3);
+    assert!(stats.on_workers, "after its first fault a spinning plugin runs on the low-priority workers");
+    assert_eq!(stats.worker_calls, 2, "the first call ran on the caller's thread, the next two on the workers");
 }
 
 #[test]

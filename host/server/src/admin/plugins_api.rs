@@ -81,7 +81,8 @@ fn bindings_json(state: &AdminState) -> Vec<Value> {
                     "params": spec.as_ref().map(|s| &s.params), "limits": spec.as_ref().map(|s| &s.limits),
                     "http_allowlist": spec.as_ref().map(|s| &s.http_allowlist),
                     "quarantined": s.quarantined, "calls": s.calls, "failures": s.failures,
-                    "call_seconds_total": s.call_ns_total as f64 / 1e9, "log_lines_dropped": s.log_lines_dropped })
+                    "call_seconds_total": s.call_ns_total as f64 / 1e9, "log_lines_dropped": s.log_lines_dropped,
+                    "worker_calls": s.worker_calls, "on_workers": s.on_workers })
         })
         .collect()
 }
