@@ -403,12 +403,7 @@ impl Registry {
         // Sends are held if a route comes or goes: the one this binding was may have been a route.
         let replaces_route = state.bindings.get(&spec.name).is_some_and(|b| b.spec.kind == PluginKind::Route);
         let kind = if replaces_route { PluginKind::Route } else { spec.kind };
-        let record = Record::Bound { spec };
-        let info = self.with_sends_held(kind, || {
-            let at = self.append(&record)?;
-            apply(&mut state, record.clone(), at);
-            Ok::<_, RegistryError>(self.host.commit(prepared, at.offset))
-        })?;
+        let info = self.record_and_swap(&mut state, kind, Record::Bound { spec }, prepared)?;
         drop(state);
         self.save_or_warn();
         Ok(info)
@@ -446,11 +441,7 @@ impl Registry {
         spec.version = version;
         let prepared = self.prepare(&state, &spec, true).map_err(|e| RegistryError::Conflict(format!("{e:#}")))?;
         let record = Record::Activated { binding: binding.to_owned(), version, rollback };
-        let info = self.with_sends_held(spec.kind, || {
-            let at = self.append(&record)?;
-            apply(&mut state, record.clone(), at);
-            Ok::<_, RegistryError>(self.host.commit(prepared, at.offset))
-        })?;
+        let info = self.record_and_swap(&mut state, spec.kind, record, prepared)?;
         drop(state);
         self.save_or_warn();
         tracing::info!(binding, version, rollback, position = info.position, "plugin version activated");
@@ -475,6 +466,22 @@ impl Registry {
         drop(state);
         self.save_or_warn();
         Ok(current)
+    }
+
+    /// Appends `record`, applies it, and swaps `prepared` in from the record's position, with sends
+    /// held when a route is involved (`kind`).
+    fn record_and_swap(
+        &self,
+        state: &mut State,
+        kind: PluginKind,
+        record: Record,
+        prepared: Prepared,
+    ) -> Result<BindingInfo> {
+        self.with_sends_held(kind, || {
+            let at = self.append(&record)?;
+            apply(state, record, at);
+            Ok(self.host.commit(prepared, at.offset))
+        })
     }
 
     /// Runs `change` with sends held when it swaps a route (filters and checks need no hold: they
