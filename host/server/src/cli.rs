@@ -25,6 +25,9 @@ pub enum Command {
     /// Hot-load WebAssembly plugins on a running broker: push versions, bind them to topics and
     /// groups, activate, roll back, dry-run; make signing keys.
     Plugin(crate::admin_cli::plugin::PluginArgs),
+    /// Measure a broker end to end over gRPC: produce, consume, or both at once (e2e), with
+    /// throughput and latency percentiles.
+    Bench(crate::bench_cli::BenchArgs),
     /// Print or check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),

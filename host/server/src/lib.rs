@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admin_cli;
+pub mod bench_cli;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Standalone(args) => standalone::run(args),
         Command::Admin(args) => admin_cli::run(args),
         Command::Plugin(args) => admin_cli::plugin::run(args),
+        Command::Bench(args) => bench_cli::run(args),
         Command::Config(ConfigCommand::Default) => {
             print!("{}", ServerConfig::default_toml()?);
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,224 @@
+//! One connection to one broker, and the RPCs a producer and a simple consumer need.
+
+use std::time::Duration;
+
+use ferrymq_proto::grpc::v2::{self as pb, messaging_service_client::MessagingServiceClient};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ClientError, check};
+use crate::message::{Message, MessageIds, Received, SendReceipt, duration, now_ms};
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Sent as `x-mq-client-id`; brokers use it to tell clients apart.
+    pub client_id: String,
+    pub connect_timeout: Duration,
+    /// Deadline of each unary call (receives add their long-polling time).
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        ClientOptions {
+            client_id: format!("{host}@{}@ferrymq-client@{nanos:x}", std::process::id()),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a receive asks for.
+#[derive(Clone, Debug)]
+pub struct Receive<'a> {
+    pub group: &'a str,
+    pub topic: &'a str,
+    /// A TAG expression (`*`, `A || B`).
+    pub tag_expression: &'a str,
+    /// At most this many messages (the broker caps it at 32).
+    pub batch: u32,
+    /// How long received messages stay invisible to others before they are delivered again.
+    pub invisible: Duration,
+    /// How long the broker may hold the call open when no message is ready.
+    pub long_polling: Duration,
+}
+
+/// A connection to a broker's gRPC endpoint. Cloning is cheap and shares the connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    rpc: MessagingServiceClient<Channel>,
+    options: ClientOptions,
+    client_id: MetadataValue<tonic::metadata::Ascii>,
+    address: String,
+    ids: std::sync::Arc<MessageIds>,
+}
+
+impl Client {
+    /// Connects to `address` (`host:port`, or a full `http://` URI).
+    pub async fn connect(address: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let uri = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
+        let bad = |reason: String| ClientError::Address { address: address.to_owned(), reason };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(options.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
+        let client_id = options.client_id.parse().map_err(|_| bad(format!("client id {:?}", options.client_id)))?;
+        Ok(Client {
+            rpc: MessagingServiceClient::new(channel)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+            options,
+            client_id,
+            address: address.to_owned(),
+            ids: std::sync::Arc::new(MessageIds::new()),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn request<T>(&self, body: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(body);
+        request.set_timeout(timeout);
+        let metadata = request.metadata_mut();
+        metadata.insert("x-mq-client-id", self.client_id.clone());
+        metadata.insert("x-mq-language", MetadataValue::from_static("RUST"));
+        metadata.insert("x-mq-protocol", MetadataValue::from_static("v2"));
+        metadata.insert("x-mq-client-version", MetadataValue::from_static(env!("CARGO_PKG_VERSION")));
+        request
+    }
+
+    /// The queues of `topic`, as the broker routes them.
+    pub async fn route(&self, topic: &str) -> Result<Vec<pb::MessageQueue>, ClientError> {
+        const RPC: &str = "QueryRoute";
+        let body = pb::QueryRouteRequest { topic: Some(resource(topic)), endpoints: Some(self.endpoints()) };
+        let response = self
+            .rpc
+            .clone()
+            .query_route(self.request(body, self.options.request_timeout))
+            .await
+            .map_err(|status| ClientError::Rpc { rpc: RPC, status })?
+            .into_inner();
+        check(RPC, response.status.as_ref())?;
+        Ok(response.message_queues)
+    }
+
+    /// Sends `messages` in one request (all to one topic; at most 1,024 for ferrymq) and returns one
+    /// receipt per message, in order. Fails as a whole if any message was refused.
+    pub async fn send(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>, ClientError> {
+        const RPC: &str = "SendMessage";
+        let now = now_ms();
+        let born_host = "127.0.0.1";
+        let messages = messages.into_iter().map(|m| m.into_pb(self.ids.next(), born_host, now)).collect();
+        let response = self
+            .rpc
+            .clone()
+            .send_message(self.request(pb::SendMessageRequest { messages }, self.options.request_timeout))
+            .await
+            .map_err(|status| ClientError::Rpc { rpc: RPC, status })?
+            .into_inner();
+        check(RPC, response.status.as_ref())?;
+        response
+            .entries
+            .into_iter()
+            .map(|entry| {
+                check(RPC, entry.status.as_ref())?;
+                Ok(SendReceipt { message_id: entry.message_id, offset: entry.offset })
+            })
+            .collect()
+    }
+
+    /// Receives up to `batch` messages, waiting up to the long-polling time for the first. An empty
+    /// result means none arrived in time.
+    pub async fn receive(&self, ask: &Receive<'_>) -> Result<Vec<Received>, ClientError> {
+        const RPC: &str = "ReceiveMessage";
+        let body = pb::ReceiveMessageRequest {
+            group: Some(resource(ask.group)),
+            message_queue: Some(pb::MessageQueue {
+                topic: Some(resource(ask.topic)),
+                id: -1,
+                permission: pb::Permission::ReadWrite as i32,
+                broker: None,
+                accept_message_types: Vec::new(),
+            }),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: ask.tag_expression.to_owned(),
+            }),
+            batch_size: ask.batch as i32,
+            invisible_duration: Some(duration(ask.invisible.as_millis() as u64)),
+            auto_renew: false,
+            long_polling_timeout: Some(duration(ask.long_polling.as_millis() as u64)),
+            attempt_id: None,
+        };
+        let timeout = self.options.request_timeout + ask.long_polling;
+        let mut stream = self
+            .rpc
+            .clone()
+            .receive_message(self.request(body, timeout))
+            .await
+            .map_err(|status| ClientError::Rpc { rpc: RPC, status })?
+            .into_inner();
+        let mut received = Vec::new();
+        while let Some(response) = stream.message().await.map_err(|status| ClientError::Rpc { rpc: RPC, status })? {
+            match response.content {
+                Some(pb::receive_message_response::Content::Message(message)) => {
+                    received.push(Received::from_pb(message));
+                }
+                Some(pb::receive_message_response::Content::Status(status)) => {
+                    // No message before the long-polling time ran out is not an error.
+                    if status.code != pb::Code::MessageNotFound as i32 {
+                        check(RPC, Some(&status))?;
+                    }
+                }
+                Some(pb::receive_message_response::Content::DeliveryTimestamp(_)) | None => {}
+            }
+        }
+        Ok(received)
+    }
+
+    /// Acknowledges received messages of one topic for `group`.
+    pub async fn ack(&self, group: &str, topic: &str, received: &[Received]) -> Result<(), ClientError> {
+        const RPC: &str = "AckMessage";
+        let entries = received
+            .iter()
+            .map(|r| pb::AckMessageEntry {
+                message_id: r.message_id.clone(),
+                receipt_handle: r.receipt_handle.clone(),
+                lite_topic: None,
+            })
+            .collect();
+        let body = pb::AckMessageRequest { group: Some(resource(group)), topic: Some(resource(topic)), entries };
+        let response = self
+            .rpc
+            .clone()
+            .ack_message(self.request(body, self.options.request_timeout))
+            .await
+            .map_err(|status| ClientError::Rpc { rpc: RPC, status })?
+            .into_inner();
+        check(RPC, response.status.as_ref())?;
+        response.entries.iter().try_for_each(|entry| check(RPC, entry.status.as_ref()))
+    }
+
+    fn endpoints(&self) -> pb::Endpoints {
+        let authority = self.address.rsplit("://").next().unwrap_or(&self.address);
+        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "8081"));
+        pb::Endpoints {
+            scheme: pb::AddressScheme::IPv4 as i32,
+            addresses: vec![pb::Address { host: host.to_owned(), port: port.parse().unwrap_or(8081) }],
+        }
+    }
+}
+
+fn resource(name: &str) -> pb::Resource {
+    pb::Resource { resource_namespace: String::new(), name: name.to_owned() }
+}

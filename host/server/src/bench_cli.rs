@@ -1,0 +1,83 @@
+//! `ferrymq bench produce|consume|e2e`: drive a broker's gRPC endpoint with a measured workload.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use ferrymq_client::Kind;
+use ferrymq_client::bench::{self, Mode, Workload, ferrymq::Ferrymq, parse_duration};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  ferrymq admin topic create bench --type normal --queues 8 && ferrymq admin group create bench
+  ferrymq bench produce --producers 16 --batch 32 --duration 20s
+  ferrymq bench consume --consumers 4 --count 1000000
+  ferrymq bench e2e --rate 50000 --duration 30s --json
+
+Latency is measured per message from its request's planned start, so with --rate a broker that falls
+behind is charged for the wait. Every body starts with its send time; e2e latency needs producer and
+consumer on one clock, so run bench on one machine.")]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub mode: Mode,
+    /// The broker's gRPC endpoint (RocketMQ 5 protocol).
+    #[arg(long, env = "FERRYMQ_GRPC", default_value = "127.0.0.1:8081", value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Topic to produce to and consume from; it must exist.
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+    /// Consumer group.
+    #[arg(long, default_value = "bench")]
+    pub group: String,
+    /// Message type; the topic must accept it.
+    #[arg(long = "type", value_enum, default_value_t = TypeArg::Normal)]
+    pub kind: TypeArg,
+    /// Delay messages are due this long after they are sent.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "TIME")]
+    pub delay: Duration,
+    #[command(flatten)]
+    pub workload: Workload,
+    /// Name of the target in the report (e.g. a peer broker's name).
+    #[arg(long, default_value = "ferrymq")]
+    pub label: String,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TypeArg {
+    Normal,
+    Fifo,
+    Delay,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let kind = match args.kind {
+        TypeArg::Normal => Kind::Normal,
+        TypeArg::Fifo => Kind::Fifo,
+        TypeArg::Delay => Kind::Delay,
+    };
+    let target = Arc::new(Ferrymq {
+        name: args.label,
+        address: args.addr,
+        topic: args.topic,
+        group: args.group,
+        kind,
+        delay: args.delay,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let report = runtime.block_on(bench::run(target, args.mode, &args.workload, !args.quiet))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
