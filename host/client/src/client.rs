@@ -66,10 +66,8 @@ impl Client {
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
+        let channel =
+            endpoint.connect().await.map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
         let client_id = options.client_id.parse().map_err(|_| bad(format!("client id {:?}", options.client_id)))?;
         Ok(Client {
             rpc: MessagingServiceClient::new(channel)

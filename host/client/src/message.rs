@@ -135,7 +135,8 @@ impl MessageIds {
     }
 
     pub fn next(&self) -> String {
-        let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).saturating_sub(ID_EPOCH_S);
+        let seconds =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).saturating_sub(ID_EPOCH_S);
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         format!("{}{:08X}{sequence:08X}", self.prefix, seconds as u32)
     }

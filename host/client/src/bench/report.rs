@@ -45,7 +45,7 @@ pub struct Latency {
 
 impl Latency {
     pub fn of(h: &Histogram<u64>) -> Option<Latency> {
-        (h.len() > 0).then(|| Latency {
+        (!h.is_empty()).then(|| Latency {
             samples: h.len(),
             mean: h.mean(),
             p50: h.value_at_quantile(0.50),
@@ -76,7 +76,12 @@ impl Lag {
         } else {
             (mean(&samples[..third]), mean(&samples[samples.len() - third..]))
         };
-        Lag { keeps_up: last <= 2.0 * first + in_flight as f64, first_third_mean: first, last_third_mean: last, samples }
+        Lag {
+            keeps_up: last <= 2.0 * first + in_flight as f64,
+            first_third_mean: first,
+            last_third_mean: last,
+            samples,
+        }
     }
 }
 

@@ -206,10 +206,10 @@ async fn produce<P: Producer>(
         *byte = b'a' + (i % 26) as u8;
     }
     // With a rate, each producer sends a batch every `interval`, the producers staggered evenly.
-    let interval = (workload.rate > 0).then(|| {
-        Duration::from_secs_f64(workload.batch as f64 * workload.producers as f64 / workload.rate as f64)
-    });
-    let mut next = clock.start + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / workload.producers as f64));
+    let interval = (workload.rate > 0)
+        .then(|| Duration::from_secs_f64(workload.batch as f64 * workload.producers as f64 / workload.rate as f64));
+    let mut next =
+        clock.start + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / workload.producers as f64));
     let mut failures = 0;
     loop {
         if tally.stop.load(Ordering::Relaxed) || Instant::now() >= clock.end {

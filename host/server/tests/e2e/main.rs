@@ -5,6 +5,7 @@ mod clients;
 mod support;
 
 mod admin;
+mod bench;
 mod cli;
 mod compat;
 mod hot_load;
