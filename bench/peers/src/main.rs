@@ -10,6 +10,10 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use ferrymq_client::bench::{self, Mode, Report, Workload};
 
+// The same allocator as the `ferrymq` binary, so that the client side of every run costs the same.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "ferrymq-peer-bench", version)]
 struct Cli {

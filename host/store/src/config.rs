@@ -34,6 +34,9 @@ pub struct StoreConfig {
     pub append_queue_max: usize,
     /// Largest group of records the writer copies into the log at once.
     pub write_batch_bytes_max: usize,
+    /// How far ahead of the writer a helper thread brings log pages into memory, so that the writer
+    /// does not stop on page faults; 0 turns it off.
+    pub warm_ahead_bytes: u64,
     /// Entries per consume-queue file (20 bytes each).
     pub queue_file_entries: u32,
     /// Hash slots per index file.
@@ -62,6 +65,7 @@ impl Default for StoreConfig {
             flush_dirty_bytes_max: 64 << 20,
             append_queue_max: 16_384,
             write_batch_bytes_max: 4 << 20,
+            warm_ahead_bytes: 16 << 20,
             queue_file_entries: 300_000,
             index_slots: 5_000_000,
             index_entries_max: 20_000_000,

@@ -136,9 +136,10 @@ impl IndexFile {
         entry[4..12].copy_from_slice(&offset.to_be_bytes());
         entry[12..16].copy_from_slice(&len.to_be_bytes());
         entry[16..20].copy_from_slice(&prev.to_be_bytes());
-        let io = StoreError::io(format!("write {}", self.path.display()));
+        // The error's context is formatted only on failure: this runs twice for every record.
+        let path = &self.path;
+        let io = |e| StoreError::io(format!("write {}", path.display()))(e);
         self.file.write(Self::entry_at(n, self.slots), &entry).map_err(io)?;
-        let io = StoreError::io(format!("write {}", self.path.display()));
         self.file.write(slot_at, &n.to_be_bytes()).map_err(io)?;
         self.count = n;
         if self.first_offset == 0 && n == 1 {

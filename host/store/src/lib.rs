@@ -32,6 +32,7 @@ mod retention;
 mod shared;
 mod store;
 mod sync;
+mod warmer;
 mod writer;
 
 pub use config::{FlushMode, StoreConfig};

@@ -147,7 +147,7 @@ impl ConsumeQueue {
             None => self.create_file(queue_offset - queue_offset % self.entries_per_file)?,
         };
         file.write((queue_offset - base) * ENTRY_BYTES, &encode_entry(offset, len, tag_hash))
-            .map_err(StoreError::io(format!("write consume queue {}", self.dir.display())))?;
+            .map_err(|e| StoreError::io(format!("write consume queue {}", self.dir.display()))(e))?;
         lock(&self.dirty).insert(base);
         self.pending_max.fetch_max(queue_offset + 1, Ordering::Relaxed);
         Ok(())

@@ -200,17 +200,21 @@ impl Store {
         };
         tracing::info!(dir = %dir.display(), ?recovery, ms = started.elapsed().as_millis() as u64, "store opened");
 
-        let writer = Writer::new(shared.clone(), queues.next_offsets());
+        let (warm, warm_requests) = crate::warmer::Warm::new(shared.config.warm_ahead_bytes);
+        let writer = Writer::new(shared.clone(), queues.next_offsets(), warm);
         let (sender, requests) = sync_channel(shared.config.append_queue_max);
         let retention =
             Retention { shared: shared.clone(), queues: queues.clone(), index: index.clone(), recovery_floor };
         let flusher_shared = shared.clone();
-        let threads = vec![
+        let mut threads = vec![
             spawn("ferrymq-writer", move || writer.run(requests))?,
             spawn("ferrymq-flusher", move || flusher::run(flusher_shared))?,
             spawn("ferrymq-dispatch", move || dispatcher.run())?,
             spawn("ferrymq-retention", move || retention.run())?,
         ];
+        if let Some(warm_requests) = warm_requests {
+            threads.push(spawn("ferrymq-warmer", move || crate::warmer::run(warm_requests))?);
+        }
         Ok(Self {
             shared,
             queues,

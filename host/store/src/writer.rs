@@ -18,6 +18,7 @@ use crate::config::FlushMode;
 use crate::error::{Result, StoreError};
 use crate::log::Segment;
 use crate::shared::Shared;
+use crate::warmer::Warm;
 
 /// Longest topic name, and the characters allowed in one (RocketMQ's rule; it also keeps topic names
 /// safe as directory names).
@@ -137,13 +138,14 @@ pub(crate) struct Writer {
     batch_start: u64,
     acks: Vec<(u64, Ack)>,
     queue_offsets: HashMap<String, HashMap<u32, u64>>,
+    warm: Warm,
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, queue_offsets: HashMap<String, HashMap<u32, u64>>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, queue_offsets: HashMap<String, HashMap<u32, u64>>, warm: Warm) -> Self {
         let pos = shared.log.written();
         let segment = shared.log.segment_at(pos);
-        Self { shared, segment, pos, batch: Vec::new(), batch_start: pos, acks: Vec::new(), queue_offsets }
+        Self { shared, segment, pos, batch: Vec::new(), batch_start: pos, acks: Vec::new(), queue_offsets, warm }
     }
 
     /// Serves requests until the queue's senders are gone.
@@ -400,6 +402,7 @@ impl Writer {
         self.batch.clear();
         if result.is_ok() {
             self.batch_start = self.pos;
+            self.warm.after_write(&segment, self.pos);
         }
         result
     }

@@ -32,12 +32,12 @@ pub fn duration_ms(d: &prost_types::Duration) -> i64 {
 }
 
 /// A produced message in the broker's terms; `peer` becomes its born host.
-pub fn outgoing(message: &pb::Message, peer: Option<SocketAddr>) -> Result<Outgoing, pb::Status> {
-    let topic = message.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+pub fn outgoing(message: pb::Message, peer: Option<SocketAddr>) -> Result<Outgoing, pb::Status> {
+    let topic = message.topic.map(|t| t.name).unwrap_or_default();
     if topic.is_empty() {
         return Err(status(Code::IllegalTopic, "the message names no topic"));
     }
-    let sys = message.system_properties.clone().unwrap_or_default();
+    let sys = message.system_properties.unwrap_or_default();
     let kind = match pb::MessageType::try_from(sys.message_type) {
         Ok(pb::MessageType::Normal) => Some(MessageKind::Normal),
         Ok(pb::MessageType::Fifo) => Some(MessageKind::Fifo),
@@ -54,19 +54,18 @@ pub fn outgoing(message: &pb::Message, peer: Option<SocketAddr>) -> Result<Outgo
         Ok(_) => false,
         Err(_) => return Err(status(Code::BadRequest, format!("unknown body encoding {}", sys.body_encoding))),
     };
-    let mut user_properties: Vec<(String, String)> =
-        message.user_properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut user_properties: Vec<(String, String)> = message.user_properties.into_iter().collect();
     user_properties.sort();
     Ok(Outgoing {
         topic,
         kind,
-        tag: sys.tag.clone(),
-        keys: sys.keys.clone(),
-        message_id: sys.message_id.clone(),
-        message_group: sys.message_group.clone(),
+        tag: sys.tag,
+        keys: sys.keys,
+        message_id: sys.message_id,
+        message_group: sys.message_group,
         delivery_ms: sys.delivery_timestamp.as_ref().map(timestamp_ms),
         user_properties,
-        body: message.body.clone(),
+        body: message.body,
         born_timestamp_ms: sys.born_timestamp.as_ref().map_or(0, timestamp_ms),
         born_host: peer,
         compressed,
@@ -174,12 +173,12 @@ mod tests {
             }),
             body: b"x".to_vec(),
         };
-        let out = outgoing(&message, "10.0.0.1:5".parse().ok()).expect("converts");
+        let out = outgoing(message.clone(), "10.0.0.1:5".parse().ok()).expect("converts");
         assert_eq!(out.kind, Some(MessageKind::Fifo));
         assert_eq!(out.user_properties, [("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())]);
         assert_eq!((out.tag.as_deref(), out.keys.len(), out.message_group.as_deref()), (Some("TagA"), 2, Some("g")));
         assert_eq!(out.born_timestamp_ms, 5_000);
         let no_topic = pb::Message { topic: None, ..message };
-        assert_eq!(outgoing(&no_topic, None).err().map(|s| s.code), Some(Code::IllegalTopic as i32));
+        assert_eq!(outgoing(no_topic, None).err().map(|s| s.code), Some(Code::IllegalTopic as i32));
     }
 }

@@ -30,9 +30,11 @@ impl GrpcState {
         if request.messages.len() > SEND_BATCH_MAX {
             return fail(status(Code::PayloadTooLarge, format!("more than {SEND_BATCH_MAX} messages in one request")));
         }
+        let routed =
+            request.messages.iter().any(|m| m.topic.as_ref().is_some_and(|t| self.broker.runs_plugins(&t.name, None)));
         let converted: Vec<(String, Result<_, pb::Status>)> = request
             .messages
-            .iter()
+            .into_iter()
             .map(|message| {
                 let id = message.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
                 (id, convert::outgoing(message, peer))
@@ -53,8 +55,6 @@ impl GrpcState {
                 })
                 .collect::<Vec<_>>()
         };
-        let routed =
-            request.messages.iter().any(|m| m.topic.as_ref().is_some_and(|t| self.broker.runs_plugins(&t.name, None)));
         // A route plugin runs inside `send`: keep it off the async workers.
         let pending = if routed {
             match tokio::task::spawn_blocking(submit).await {

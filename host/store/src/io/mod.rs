@@ -67,6 +67,9 @@ pub trait StorageFile: Send + Sync + Debug {
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Sets `len` bytes from `offset` to zero.
     fn zero(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// A hint: bring the pages of `[offset, offset + len)` into memory so that a later `write` there
+    /// does not fault. Changes no byte and makes nothing dirty; out-of-range parts are ignored.
+    fn prefault(&self, _offset: u64, _len: u64) {}
     /// Makes every completed write durable. An error here means the data may be lost: the caller must
     /// treat it as fatal.
     fn sync(&self) -> io::Result<()>;

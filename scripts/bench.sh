@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Measures ferrymq end to end beside its peers, one after another on this machine, with the same
+# workload and durability setting, and the machine's own limits in the same run; then rewrites the
+# "End to end" section of docs/benchmarks.md from the results. Takes about 15 minutes.
+#
+#   BENCH_SECONDS=N   length of each measured run (default 20)
+#   BENCH_OUT=DIR     where data and results go (default target/bench-run; emptied first)
+#   RMQRS_BIN=DIR     rocketmq-rust 1.0 binaries (rocketmq-namesrv-rust, rocketmq-broker-rust,
+#                     rocketmq-proxy-rust); that peer is skipped when they are missing. Build them once,
+#                     outside this repository (about an hour on 2 cores):
+#                       cargo install --locked --root DIR/.. rocketmq-namesrv@1.0.0 rocketmq-broker@1.0.0 rocketmq-proxy@1.0.0
+#
+# A benchmark is not a test: nothing here fails on a slow figure. Every server runs on 127.0.0.1 only
+# and is stopped by its PID when the script ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${BENCH_SECONDS:-20}
+OUT=${BENCH_OUT:-$ROOT/target/bench-run}
+RMQRS_BIN=${RMQRS_BIN:-$ROOT/../peers/rmqrs/bin}
+RESULTS=$OUT/results
+
+say() { printf '== %s\n' "$*" >&2; }
+
+# --- prerequisites -----------------------------------------------------------------------------------
+missing=()
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+command -v fio >/dev/null 2>&1 || missing+=(fio)
+command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+say "building ferrymq (release) and the peer drivers"
+cargo build --release --locked -p ferrymq-server --quiet
+CARGO_TARGET_DIR=$ROOT/target/peers cargo build --release --locked --quiet --manifest-path bench/peers/Cargo.toml
+FERRYMQ=$ROOT/target/release/ferrymq
+PEERS=$ROOT/target/peers/release/ferrymq-peer-bench
+
+rm -rf "$OUT"
+mkdir -p "$RESULTS"
+
+# --- process bookkeeping: everything started here is stopped here, by PID ------------------------------
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+trap 'stop_all; stop_rabbitmq' EXIT
+
+wait_port() { # host port seconds
+  local deadline=$((SECONDS + $3))
+  until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { say "nothing listens on $1:$2 after $3 s"; return 1; }
+    sleep 0.2
+  done
+}
+
+machine() { # the load before a run, for the noise column
+  cut -d' ' -f1 /proc/loadavg
+}
+
+# bench_run NAME COMMAND...: runs one workload, keeps its JSON report, notes the load before it.
+bench_run() {
+  local name=$1; shift
+  say "$name"
+  local load; load=$(machine)
+  if "$@" --json --quiet > "$RESULTS/$name.json.tmp"; then :; else say "$name reported errors"; fi
+  python3 - "$RESULTS/$name.json.tmp" "$RESULTS/$name.json" "$load" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+report["load_before"] = float(sys.argv[3])
+json.dump(report, open(sys.argv[2], "w"), indent=1)
+PY
+  rm -f "$RESULTS/$name.json.tmp"
+}
+
+peak_rate() { # half the send rate a result reported
+  python3 -c 'import json,sys; print(max(1, int(json.load(open(sys.argv[1]))["send_msg_per_s"] / 2)))' "$RESULTS/$1.json"
+}
+
+# The workloads: every target runs the same ones.
+ASYNC=(--size 1024 --producers 16 --batch 32 --duration "${SECS}s")
+SYNC64=(--size 1024 --producers 64 --batch 1 --duration "${SECS}s")
+CONSUME=(--size 1024 --consumers 4 --duration "${SECS}s")
+E2E=(--size 1024 --producers 16 --batch 32 --consumers 4 --duration "${SECS}s")
+
+# --- the machine's limits, in this run -----------------------------------------------------------------
+say "machine: disk and loopback"
+FIO=$OUT/fio.dat
+fio --name=seq --filename="$FIO" --rw=write --bs=1M --size=2G --ioengine=psync --end_fsync=1 \
+  --output-format=json > "$RESULTS/disk-seq.json"
+fio --name=sync64k --filename="$FIO" --rw=write --bs=64k --size=1G --ioengine=psync --fdatasync=1 \
+  --runtime=10 --output-format=json > "$RESULTS/disk-sync-64k.json"
+fio --name=sync4k --filename="$FIO" --rw=write --bs=4k --size=256M --ioengine=psync --fdatasync=1 \
+  --runtime=10 --output-format=json > "$RESULTS/disk-sync-4k.json"
+rm -f "$FIO"
+iperf3 -s -B 127.0.0.1 -p 15201 > /dev/null 2>&1 & pids+=($!)
+wait_port 127.0.0.1 15201 10
+iperf3 -c 127.0.0.1 -p 15201 -t 5 -J > "$RESULTS/loopback.json"
+iperf3 -c 127.0.0.1 -p 15201 -t 5 -l 1K -J > "$RESULTS/loopback-1k.json"
+stop_all
+
+# --- ferrymq ---------------------------------------------------------------------------------------------
+ferrymq_start() { # flush
+  "$FERRYMQ" standalone --data-dir "$OUT/ferrymq-$1" --flush "$1" --grpc-listen 127.0.0.1:18081 \
+    --admin-listen 127.0.0.1:18082 --log-level warn > "$OUT/ferrymq-$1.log" 2>&1 & pids+=($!)
+  wait_port 127.0.0.1 18082 30
+  "$FERRYMQ" admin --admin-addr 127.0.0.1:18082 topic create bench --type normal --queues 8 > /dev/null
+  "$FERRYMQ" admin --admin-addr 127.0.0.1:18082 group create bench > /dev/null
+}
+FB=("$FERRYMQ" bench --addr 127.0.0.1:18081)
+
+ferrymq_start async
+bench_run ferrymq-async-produce "${FB[@]}" produce "${ASYNC[@]}"
+bench_run ferrymq-async-consume "${FB[@]}" consume "${CONSUME[@]}"
+bench_run ferrymq-async-produce64 "${FB[@]}" produce "${SYNC64[@]}"
+bench_run ferrymq-async-e2e "${FB[@]}" e2e "${E2E[@]}" --rate "$(peak_rate ferrymq-async-produce)"
+stop_all
+ferrymq_start sync
+bench_run ferrymq-sync-produce64 "${FB[@]}" produce "${SYNC64[@]}"
+bench_run ferrymq-sync-produce "${FB[@]}" produce "${ASYNC[@]}"
+stop_all
+
+# --- NATS JetStream (file storage; 2.9 writes through the page cache and syncs on a timer) ------------
+say "NATS JetStream $(nats-server --version)"
+nats-server -js -sd "$OUT/nats" -a 127.0.0.1 -p 14222 > "$OUT/nats.log" 2>&1 & pids+=($!)
+wait_port 127.0.0.1 14222 30
+NB=("$PEERS" nats --url 127.0.0.1:14222)
+bench_run nats-produce "${NB[@]}" produce "${ASYNC[@]}"
+bench_run nats-consume "${NB[@]}" consume "${CONSUME[@]}"
+bench_run nats-e2e "${NB[@]}" e2e "${E2E[@]}" --rate "$(peak_rate nats-produce)"
+stop_all
+
+# --- RabbitMQ quorum queues (fsync before every confirm, in batches) --------------------------------------
+RABBIT_NODE=ferrymq-bench@localhost
+rabbit_epmd_before=$(pgrep -x epmd || true)
+stop_rabbitmq() {
+  [ -n "${RABBIT_STARTED:-}" ] || return 0
+  HOME=$OUT/rabbitmq /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBIT_NODE" stop > /dev/null 2>&1 || true
+  [ -n "$rabbit_epmd_before" ] || pkill -x epmd 2>/dev/null || true
+  RABBIT_STARTED=
+}
+say "RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server)"
+mkdir -p "$OUT/rabbitmq"
+echo "[]." > "$OUT/rabbitmq/enabled_plugins"
+(
+  export HOME=$OUT/rabbitmq RABBITMQ_NODENAME=$RABBIT_NODE RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT=15672 RABBITMQ_DIST_PORT=25672 RABBITMQ_MNESIA_BASE=$OUT/rabbitmq/mnesia \
+    RABBITMQ_LOG_BASE=$OUT/rabbitmq/log RABBITMQ_ENABLED_PLUGINS_FILE=$OUT/rabbitmq/enabled_plugins \
+    ERL_EPMD_ADDRESS=127.0.0.1
+  exec setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$OUT/rabbitmq/out.log" 2>&1
+) & pids+=($!)
+RABBIT_STARTED=1
+wait_port 127.0.0.1 15672 90
+RB=("$PEERS" rabbitmq --url amqp://guest:guest@127.0.0.1:15672/%2f)
+bench_run rabbitmq-produce64 "${RB[@]}" produce "${SYNC64[@]}"
+bench_run rabbitmq-produce "${RB[@]}" produce "${ASYNC[@]}"
+bench_run rabbitmq-consume "${RB[@]}" consume "${CONSUME[@]}"
+stop_rabbitmq
+stop_all
+
+# --- rocketmq-rust 1.0 through its gRPC proxy, driven by ferrymq's own client ---------------------------
+if [ -x "$RMQRS_BIN/rocketmq-proxy-rust" ]; then
+  say "rocketmq-rust 1.0"
+  bash scripts/bench-rocketmq-rust.sh start "$RMQRS_BIN" "$OUT/rocketmq-rust" >&2
+  RB=("$FERRYMQ" bench --addr 127.0.0.1:28081 --label rocketmq-rust)
+  bench_run rocketmq-rust-produce "${RB[@]}" produce "${ASYNC[@]}"
+  bench_run rocketmq-rust-consume "${RB[@]}" consume "${CONSUME[@]}"
+  bench_run rocketmq-rust-e2e "${RB[@]}" e2e "${E2E[@]}" --rate "$(peak_rate rocketmq-rust-produce)"
+  bash scripts/bench-rocketmq-rust.sh stop "$RMQRS_BIN" "$OUT/rocketmq-rust" >&2
+else
+  say "rocketmq-rust skipped: no binaries in $RMQRS_BIN (see the top of this script)"
+fi
+
+say "writing docs/benchmarks.md"
+python3 scripts/bench_report.py "$RESULTS" docs/benchmarks.md
+say "done: results in $RESULTS"
