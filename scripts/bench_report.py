@@ -72,20 +72,22 @@ def lat(l):
 
 RUNS = [
     ("ferrymq-async-produce", "ferrymq", "produce 16 × 32", "async flush"),
+    ("ferrymq-async-produce-wide", "ferrymq", "produce 32 × 64", "async flush"),
     ("ferrymq-async-produce64", "ferrymq", "produce 64 × 1", "async flush"),
     ("ferrymq-sync-produce64", "ferrymq", "produce 64 × 1", "sync flush (fdatasync before ack)"),
     ("ferrymq-sync-produce", "ferrymq", "produce 16 × 32", "sync flush"),
-    ("ferrymq-async-consume", "ferrymq", "consume 4", "async flush"),
+    ("ferrymq-async-consume", "ferrymq", "consume 4, drains both", "async flush"),
     ("ferrymq-async-e2e", "ferrymq", "e2e at half peak", "async flush"),
     ("nats-produce", "NATS JetStream", "produce 16 × 32", "file storage, background sync"),
-    ("nats-consume", "NATS JetStream", "consume 4", "file storage"),
+    ("nats-produce-wide", "NATS JetStream", "produce 32 × 64", "file storage, background sync"),
+    ("nats-consume", "NATS JetStream", "consume 4, drains both", "file storage"),
     ("nats-e2e", "NATS JetStream", "e2e at half peak", "file storage"),
     ("rabbitmq-produce64", "RabbitMQ quorum", "produce 64 × 1", "fsync before confirm"),
     ("rabbitmq-produce", "RabbitMQ quorum", "produce 16 × 32", "fsync before confirm"),
-    ("rabbitmq-consume", "RabbitMQ quorum", "consume 4", "quorum queue"),
+    ("rabbitmq-consume", "RabbitMQ quorum", "consume 4, drains both", "quorum queue"),
     ("rocketmq-rust-produce", "rocketmq-rust 1.0", "produce 16 × 32", "ASYNC_FLUSH"),
+    ("rocketmq-rust-produce-wide", "rocketmq-rust 1.0", "produce 32 × 64", "ASYNC_FLUSH"),
     ("rocketmq-rust-consume", "rocketmq-rust 1.0", "consume 4", "ASYNC_FLUSH"),
-    ("rocketmq-rust-e2e", "rocketmq-rust 1.0", "e2e at half peak", "ASYNC_FLUSH"),
 ]
 
 
@@ -128,23 +130,30 @@ def section(results):
     w("")
     w("### The budget")
     w("")
-    fa = load(results, "ferrymq-async-produce")
+    def peak(prefix):
+        runs = [r for r in (load(results, prefix), load(results, prefix + "-wide")) if r]
+        return max(runs, key=lambda r: r["send_msg_per_s"]) if runs else None
+
+    fa = peak("ferrymq-async-produce")
     fa64 = load(results, "ferrymq-async-produce64")
     fs64 = load(results, "ferrymq-sync-produce64")
-    nats = load(results, "nats-produce")
+    nats = peak("nats-produce")
     rabbit64 = load(results, "rabbitmq-produce64")
-    rmq = load(results, "rocketmq-rust-produce")
+    rmq = peak("rocketmq-rust-produce")
     e2e = load(results, "ferrymq-async-e2e")
     rows = []
 
     def check(label, figure, holds):
         rows.append((label, figure, "—" if holds is None else ("holds" if holds else "**misses**")))
 
-    check("async produce ≥ 100 k msg/s", k(rate(fa)), rate(fa) and rate(fa) >= 100_000)
+    check("async produce ≥ 100 k msg/s (best shape)", k(rate(fa)), rate(fa) and rate(fa) >= 100_000)
     r = ratio(rate(fa), rate(nats))
-    check("async produce ≥ 1.5× NATS JetStream (file)", fmt_ratio(r), None if r is None else r >= 1.5)
+    check("async produce ≥ 1.5× NATS JetStream (file), best shape of each", fmt_ratio(r), None if r is None else r >= 1.5)
     r = ratio(rate(fa), rate(rmq))
-    check("async produce ≥ 2× rocketmq-rust", fmt_ratio(r), None if r is None else r >= 2)
+    check("async produce ≥ 2× rocketmq-rust, best shape of each", fmt_ratio(r), None if r is None else r >= 2)
+    fc, nc = load(results, "ferrymq-async-consume"), load(results, "nats-consume")
+    r = ratio(fc and fc["receive_msg_per_s"], nc and nc["receive_msg_per_s"])
+    check("consume against NATS JetStream (no budget)", fmt_ratio(r), None)
     r = ratio(rate(fs64), rate(fa64))
     check("sync, 64 producers ≥ 50% of async (same 64 × 1 workload)", "—" if r is None else f"{r * 100:.0f}%",
           None if r is None else r >= 0.5)

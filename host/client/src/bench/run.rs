@@ -31,6 +31,9 @@ struct Tally {
     sent_measured: AtomicU64,
     received: AtomicU64,
     received_measured: AtomicU64,
+    /// When the last message arrived, in nanoseconds since the start: a drained queue stops the
+    /// consume clock, not the end of the run.
+    last_received_ns: AtomicU64,
     errors: AtomicU64,
     /// Producers are done (time or count reached).
     producing_done: AtomicBool,
@@ -141,7 +144,8 @@ pub async fn run<T: Target>(target: Arc<T>, mode: Mode, workload: &Workload, pro
         return Err(e);
     }
     let produce_s = producing_end.saturating_duration_since(clock.warm_end).as_secs_f64();
-    let consume_s = consuming_end.saturating_duration_since(clock.warm_end).as_secs_f64();
+    let last_received = clock.start + Duration::from_nanos(tally.last_received_ns.load(Ordering::Acquire));
+    let consume_s = last_received.min(consuming_end).saturating_duration_since(clock.warm_end).as_secs_f64();
     let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
     let send_per_s = per_s(tally.sent_measured.load(Ordering::Acquire), produce_s);
     let last_error = tally.last_error.lock().ok().and_then(|l| l.clone());
@@ -306,6 +310,10 @@ async fn consume<C: Consumer>(
                 let n = stamps.len() as u64;
                 tally.received.fetch_add(n, Ordering::Relaxed);
                 let now = Instant::now();
+                if n > 0 {
+                    let since_start = now.duration_since(clock.start).as_nanos() as u64;
+                    tally.last_received_ns.fetch_max(since_start, Ordering::Relaxed);
+                }
                 if now >= clock.warm_end {
                     tally.received_measured.fetch_add(n, Ordering::Relaxed);
                     if mode == Mode::E2e {

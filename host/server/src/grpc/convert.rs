@@ -73,50 +73,86 @@ pub fn outgoing(message: pb::Message, peer: Option<SocketAddr>) -> Result<Outgoi
     })
 }
 
-fn message_type(record: &RecordRef<'_>) -> pb::MessageType {
-    match properties::get(record.properties, MESSAGE_TYPE) {
+fn message_type(reserved: &Reserved<'_>) -> pb::MessageType {
+    match reserved.message_type {
         Some("FIFO") => pb::MessageType::Fifo,
         Some("DELAY") => pb::MessageType::Delay,
         Some("TRANSACTION") => pb::MessageType::Transaction,
-        Some(_) | None if properties::get(record.properties, MESSAGE_GROUP).is_some() => pb::MessageType::Fifo,
-        Some(_) | None if properties::get(record.properties, TIMER_DELIVER_MS).is_some() => pb::MessageType::Delay,
+        Some(_) | None if reserved.message_group.is_some() => pb::MessageType::Fifo,
+        Some(_) | None if reserved.deliver_ms.is_some() => pb::MessageType::Delay,
         _ => pb::MessageType::Normal,
     }
 }
 
 /// Upper-case hex MD5 of the body, as every official client checks it.
 fn md5_hex(body: &[u8]) -> String {
-    Md5::digest(body).iter().map(|b| format!("{b:02X}")).collect()
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut hex = String::with_capacity(32);
+    for b in Md5::digest(body) {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xF)]));
+    }
+    hex
+}
+
+/// The system properties a delivered message carries, found in one pass over the record's properties.
+#[derive(Default)]
+struct Reserved<'a> {
+    tag: Option<&'a str>,
+    keys: Option<&'a str>,
+    message_id: Option<&'a str>,
+    message_type: Option<&'a str>,
+    message_group: Option<&'a str>,
+    deliver_ms: Option<&'a str>,
+    dlq_topic: Option<&'a str>,
+    dlq_message_id: Option<&'a str>,
 }
 
 /// A stored record as a RocketMQ message, without delivery details.
 pub fn message(topic: &str, record: &RecordRef<'_>, queue_id: u32, queue_offset: u64) -> pb::Message {
     let mut user_properties = std::collections::HashMap::new();
+    let mut reserved = Reserved::default();
     for p in properties::decode(record.properties).map_while(Result::ok) {
-        if !properties::is_reserved(p.name) {
-            user_properties.insert(p.name.to_owned(), p.value.to_owned());
-        }
+        let slot = match p.name {
+            TAGS => &mut reserved.tag,
+            KEYS => &mut reserved.keys,
+            UNIQ_KEY => &mut reserved.message_id,
+            MESSAGE_TYPE => &mut reserved.message_type,
+            MESSAGE_GROUP => &mut reserved.message_group,
+            TIMER_DELIVER_MS => &mut reserved.deliver_ms,
+            DLQ_ORIGIN_TOPIC => &mut reserved.dlq_topic,
+            DLQ_ORIGIN_MESSAGE_ID => &mut reserved.dlq_message_id,
+            name if properties::is_reserved(name) => continue,
+            name => {
+                user_properties.insert(name.to_owned(), p.value.to_owned());
+                continue;
+            }
+        };
+        // The first occurrence wins, as a lookup by name would find it.
+        slot.get_or_insert(p.value);
     }
-    let get = |name| properties::get(record.properties, name).map(str::to_owned);
-    let keys = get(KEYS).map(|k| k.split(KEY_SEPARATOR).filter(|k| !k.is_empty()).map(str::to_owned).collect());
-    let dead_letter_queue = get(DLQ_ORIGIN_TOPIC)
-        .map(|topic| pb::DeadLetterQueue { topic, message_id: get(DLQ_ORIGIN_MESSAGE_ID).unwrap_or_default() });
+    let owned = |value: Option<&str>| value.map(str::to_owned);
+    let keys = reserved.keys.map(|k| k.split(KEY_SEPARATOR).filter(|k| !k.is_empty()).map(str::to_owned).collect());
+    let dead_letter_queue = reserved.dlq_topic.map(|topic| pb::DeadLetterQueue {
+        topic: topic.to_owned(),
+        message_id: reserved.dlq_message_id.unwrap_or_default().to_owned(),
+    });
     let compressed = record.meta.sys_flag & sys_flag::COMPRESSED != 0;
     let system = pb::SystemProperties {
-        tag: get(TAGS),
+        tag: owned(reserved.tag),
         keys: keys.unwrap_or_default(),
-        message_id: get(UNIQ_KEY).unwrap_or_default(),
+        message_id: reserved.message_id.unwrap_or_default().to_owned(),
         body_digest: Some(pb::Digest { r#type: pb::DigestType::Md5 as i32, checksum: md5_hex(record.body) }),
         body_encoding: if compressed { pb::Encoding::Gzip } else { pb::Encoding::Identity } as i32,
-        message_type: message_type(record) as i32,
+        message_type: message_type(&reserved) as i32,
         born_timestamp: Some(timestamp(record.meta.born_timestamp_ms)),
         born_host: record.meta.born_host.ip().to_string(),
         store_timestamp: Some(timestamp(record.meta.store_timestamp_ms)),
         store_host: record.meta.store_host.to_string(),
-        delivery_timestamp: get(TIMER_DELIVER_MS).and_then(|ms| ms.parse().ok()).map(timestamp),
+        delivery_timestamp: reserved.deliver_ms.and_then(|ms| ms.parse().ok()).map(timestamp),
         queue_id: queue_id as i32,
         queue_offset: Some(queue_offset as i64),
-        message_group: get(MESSAGE_GROUP),
+        message_group: owned(reserved.message_group),
         dead_letter_queue,
         ..pb::SystemProperties::default()
     };
