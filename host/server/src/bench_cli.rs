@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Delay messages are due this long after they are sent.
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "TIME")]
     pub delay: Duration,
+    /// How long a receive may wait when no message is ready (RocketMQ's own proxy refuses less than 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "TIME")]
+    pub long_polling: Duration,
     #[command(flatten)]
     pub workload: Workload,
     /// Name of the target in the report (e.g. a peer broker's name).
@@ -71,6 +74,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         group: args.group,
         kind,
         delay: args.delay,
+        long_polling: args.long_polling,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let report = runtime.block_on(bench::run(target, args.mode, &args.workload, !args.quiet))?;

@@ -9,7 +9,6 @@ use super::{Consumer, Producer, Target, stamp_of};
 /// Receives ask for this many messages (RocketMQ's batch limit).
 const RECEIVE_BATCH: u32 = 32;
 const INVISIBLE: Duration = Duration::from_secs(30);
-const LONG_POLLING: Duration = Duration::from_secs(1);
 /// FIFO producers spread their messages over this many message groups each.
 const FIFO_GROUPS_PER_PRODUCER: usize = 8;
 
@@ -23,6 +22,8 @@ pub struct Ferrymq {
     pub kind: Kind,
     /// Delay messages are due this long after they are sent.
     pub delay: Duration,
+    /// How long a receive may wait for messages (RocketMQ proxies refuse less than 5 s).
+    pub long_polling: Duration,
 }
 
 impl Target for Ferrymq {
@@ -42,7 +43,12 @@ impl Target for Ferrymq {
 
     async fn consumer(&self, _index: usize) -> anyhow::Result<FerrymqConsumer> {
         let client = Client::connect(&self.address, ClientOptions::default()).await?;
-        Ok(FerrymqConsumer { client, topic: self.topic.clone(), group: self.group.clone() })
+        Ok(FerrymqConsumer {
+            client,
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            long_polling: self.long_polling,
+        })
     }
 }
 
@@ -81,6 +87,7 @@ pub struct FerrymqConsumer {
     client: Client,
     topic: String,
     group: String,
+    long_polling: Duration,
 }
 
 impl Consumer for FerrymqConsumer {
@@ -91,7 +98,7 @@ impl Consumer for FerrymqConsumer {
             tag_expression: "*",
             batch: RECEIVE_BATCH,
             invisible: INVISIBLE,
-            long_polling: LONG_POLLING,
+            long_polling: self.long_polling,
         };
         let received = self.client.receive(&ask).await?;
         if received.is_empty() {

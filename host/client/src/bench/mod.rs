@@ -28,7 +28,7 @@ pub trait Producer: Send + 'static {
 
 /// One consumer: a connection that receives and acknowledges.
 pub trait Consumer: Send + 'static {
-    /// Receives what is ready (waiting up to about a second when nothing is), acknowledges it, and
+    /// Receives what is ready (waiting a few seconds at most when nothing is), acknowledges it, and
     /// pushes each message's send time (its body's first 8 bytes) onto `stamps`.
     fn receive(&mut self, stamps: &mut Vec<u64>) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

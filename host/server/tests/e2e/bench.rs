@@ -9,7 +9,7 @@ fn bench(node: &Node, args: &[&str]) -> (i32, Value, String) {
     let out = ferrymq()
         .arg("bench")
         .args(args)
-        .args(["--addr", &node.grpc.to_string(), "--json", "--quiet", "--warmup", "0s"])
+        .args(["--addr", &node.grpc.to_string(), "--json", "--quiet", "--warmup", "0s", "--long-polling", "1s"])
         .output()
         .expect("run ferrymq bench");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
