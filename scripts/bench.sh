@@ -5,10 +5,10 @@
 #
 #   BENCH_SECONDS=N   length of each measured run (default 20)
 #   BENCH_OUT=DIR     where data and results go (default target/bench-run; emptied first)
-#   RMQRS_BIN=DIR     rocketmq-rust 1.0 binaries (rocketmq-namesrv-rust, rocketmq-broker-rust,
-#                     rocketmq-proxy-rust); that peer is skipped when they are missing. Build them once,
-#                     outside this repository (about an hour on 2 cores):
-#                       cargo install --locked --root DIR/.. rocketmq-namesrv@1.0.0 rocketmq-broker@1.0.0 rocketmq-proxy@1.0.0
+#   RMQRS_BIN=DIR     where rocketmq-rust 1.0's rocketmq-proxy-rust is (default ../peers/rmqrs/bin); that
+#                     peer is skipped when it is missing. Build it once, outside this repository (about
+#                     an hour on 2 cores; needs protoc, Debian protobuf-compiler):
+#                       cargo install --locked --root DIR/.. rocketmq-proxy@1.0.0
 #
 # A benchmark is not a test: nothing here fails on a slow figure. Every server runs on 127.0.0.1 only
 # and is stopped by its PID when the script ends.
@@ -187,15 +187,30 @@ stop_all
 
 # --- rocketmq-rust 1.0 through its gRPC proxy, driven by ferrymq's own client ---------------------------
 if [ -x "$RMQRS_BIN/rocketmq-proxy-rust" ]; then
-  say "rocketmq-rust 1.0"
-  bash scripts/bench-rocketmq-rust.sh start "$RMQRS_BIN" "$OUT/rocketmq-rust" >&2
+  # Local mode: the proxy runs rocketmq-rust's broker in its own process (default store settings:
+  # ASYNC_FLUSH, 1 GiB commit-log files), the co-located deployment RocketMQ 5 documents.
+  say "rocketmq-rust 1.0 (proxy in local mode)"
+  mkdir -p "$OUT/rocketmq-rust"
+  cat > "$OUT/rocketmq-rust/proxy.toml" <<TOML
+mode = "local"
+[grpc]
+listenAddr = "127.0.0.1:28081"
+[remoting]
+enabled = false
+[local]
+brokerIp = "127.0.0.1"
+brokerListenPort = 30911
+storeRootDir = "$OUT/rocketmq-rust/store"
+TOML
+  (cd "$OUT/rocketmq-rust" && exec "$RMQRS_BIN/rocketmq-proxy-rust" -c proxy.toml) > "$OUT/rocketmq-rust/log" 2>&1 & pids+=($!)
+  wait_port 127.0.0.1 28081 120
   RB=("$FERRYMQ" bench --addr 127.0.0.1:28081 --label rocketmq-rust)
   bench_run rocketmq-rust-produce "${RB[@]}" produce "${ASYNC[@]}"
   bench_run rocketmq-rust-produce-wide "${RB[@]}" produce "${WIDE[@]}"
   bench_run rocketmq-rust-consume "${RB[@]}" consume $(consume_all rocketmq-rust-produce rocketmq-rust-produce-wide)
-  bash scripts/bench-rocketmq-rust.sh stop "$RMQRS_BIN" "$OUT/rocketmq-rust" >&2
+  stop_all
 else
-  say "rocketmq-rust skipped: no binaries in $RMQRS_BIN (see the top of this script)"
+  say "rocketmq-rust skipped: no rocketmq-proxy-rust in $RMQRS_BIN (see the top of this script)"
 fi
 
 say "writing docs/benchmarks.md"

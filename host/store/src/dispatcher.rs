@@ -1,5 +1,5 @@
 //! The dispatcher thread: follows the log and builds the consume queues and the index from it, and
-//! writes checkpoints.
+//! takes checkpoint snapshots (written by the checkpointer thread, see `checkpointer`).
 //!
 //! It reads only up to the visible position (see `Shared::visible`), so consumers never see a record
 //! that is not yet as durable as its producer was promised. Because every record carries its own queue
@@ -13,7 +13,7 @@ use ferrymq_proto::properties::{self, KEY_SEPARATOR, KEYS, TAGS, UNIQ_KEY};
 use ferrymq_proto::record::{self, Entry, Verify};
 use ferrymq_proto::tag::tag_hash;
 
-use crate::checkpoint::{Checkpoint, Mark};
+use crate::checkpointer::{Checkpoints, Handoff};
 use crate::error::{Result, StoreError};
 use crate::index::{Index, business_key_hash, message_id_hash};
 use crate::queue::{ConsumeQueue, ConsumeQueues};
@@ -31,11 +31,11 @@ pub(crate) struct Dispatcher {
     pub(crate) shared: Arc<Shared>,
     pub(crate) queues: Arc<ConsumeQueues>,
     pub(crate) index: Arc<Index>,
-    checkpoint: Checkpoint,
+    checkpoints: Arc<Checkpoints>,
+    /// Where periodic snapshots go; `None` writes them here, synchronously.
+    handoff: Option<Handoff>,
     /// Every record below this is in the queues and the index.
     dispatched: Arc<AtomicU64>,
-    /// Lowest offset the last checkpoint needs for recovery; retention keeps it.
-    pub(crate) recovery_floor: Arc<AtomicU64>,
     on_dispatch: Option<DispatchHook>,
     touched: Vec<Arc<ConsumeQueue>>,
     /// Keys that could not be indexed (e.g. the disk was full); the log still holds the records.
@@ -48,9 +48,8 @@ impl Dispatcher {
         shared: Arc<Shared>,
         queues: Arc<ConsumeQueues>,
         index: Arc<Index>,
-        checkpoint: Checkpoint,
+        checkpoints: Arc<Checkpoints>,
         dispatched: Arc<AtomicU64>,
-        recovery_floor: Arc<AtomicU64>,
         index_skipped: Arc<AtomicU64>,
         on_dispatch: Option<DispatchHook>,
     ) -> Self {
@@ -58,9 +57,9 @@ impl Dispatcher {
             shared,
             queues,
             index,
-            checkpoint,
+            checkpoints,
+            handoff: None,
             dispatched,
-            recovery_floor,
             on_dispatch,
             touched: Vec::new(),
             index_skipped,
@@ -149,16 +148,28 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Flushes the queues and the index, then durably records how far they and the log are safe.
+    /// Flushes the queues and the index, then durably records how far they and the log are safe,
+    /// before returning.
     pub(crate) fn checkpoint(&mut self, clean: bool) -> Result<()> {
-        for cq in self.queues.all() {
-            cq.sync()?;
+        let snapshot = self.checkpoints.snapshot(&self.shared, self.position())?;
+        self.checkpoints.write(snapshot, clean)
+    }
+
+    /// Hands periodic checkpoints to the checkpointer thread from now on.
+    pub(crate) fn checkpoint_in_background(&mut self, handoff: Handoff) {
+        self.handoff = Some(handoff);
+    }
+
+    /// A periodic checkpoint: handed over when there is a checkpointer, written here otherwise.
+    fn periodic_checkpoint(&mut self) -> Result<()> {
+        let snapshot = self.checkpoints.snapshot(&self.shared, self.position())?;
+        match &self.handoff {
+            Some(handoff) => {
+                handoff.offer(snapshot);
+                Ok(())
+            }
+            None => self.checkpoints.write(snapshot, false),
         }
-        let index = self.index.sync()?;
-        let mark = Mark { log_flushed: self.shared.log.flushed(), dispatched: self.position(), index, clean };
-        self.checkpoint.write(&mark)?;
-        self.recovery_floor.store(mark.log_flushed.min(mark.dispatched), Ordering::Release);
-        Ok(())
     }
 
     /// Follows the log until the store closes.
@@ -186,7 +197,7 @@ impl Dispatcher {
                 break;
             }
             if last_checkpoint.elapsed() >= interval {
-                if let Err(err) = self.checkpoint(false) {
+                if let Err(err) = self.periodic_checkpoint() {
                     self.shared.set_fatal(format!("checkpoint failed: {err}"));
                     break;
                 }
@@ -195,6 +206,8 @@ impl Dispatcher {
             let writers_done =
                 self.shared.writer_done.load(Ordering::Acquire) && self.shared.flusher_done.load(Ordering::Acquire);
             if writers_done && self.position() >= self.shared.visible() {
+                // Stop the checkpointer first: the clean mark must be the last one written.
+                self.handoff = None;
                 if let Err(err) = self.checkpoint(true) {
                     tracing::error!(%err, "final checkpoint failed; the next start will recover");
                 }

@@ -289,16 +289,21 @@ impl Index {
         Ok(index_file)
     }
 
-    /// Writes headers and flushes the newest file; returns the mark to record in a checkpoint.
-    pub(crate) fn sync(&self) -> Result<IndexMark> {
+    /// Writes the newest file's header and returns what it vouches for, with the file to sync before
+    /// a checkpoint may rely on it (see `checkpointer`).
+    pub(crate) fn mark(&self) -> Result<(IndexMark, Option<Arc<dyn StorageFile>>)> {
         let mut state = lock(&self.state);
-        let Some(newest) = state.files.values_mut().next_back() else { return Ok(IndexMark::default()) };
+        let Some(newest) = state.files.values_mut().next_back() else { return Ok((IndexMark::default(), None)) };
         if newest.dirty {
             newest.write_header()?;
-            newest.file.sync().map_err(StoreError::io(format!("sync {}", newest.path.display())))?;
             newest.dirty = false;
         }
-        Ok(IndexMark { file: newest.number, count: newest.count })
+        Ok((IndexMark { file: newest.number, count: newest.count }, Some(newest.file.clone())))
+    }
+
+    /// Syncs a file [`Index::mark`] returned, without holding the index's lock.
+    pub(crate) fn sync_file(&self, file: &Arc<dyn StorageFile>, mark: IndexMark) -> Result<()> {
+        file.sync().map_err(|e| StoreError::io(format!("sync index file {}", mark.file))(e))
     }
 
     /// Candidate records for `hash`, newest first.

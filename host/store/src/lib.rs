@@ -19,6 +19,7 @@
 //! * All file access goes through `io::Storage`, so faults can be injected under the whole engine.
 
 mod checkpoint;
+mod checkpointer;
 pub mod clock;
 mod config;
 mod dispatcher;

@@ -12,6 +12,7 @@ use ferrymq_proto::properties::{self, KEY_SEPARATOR, KEYS, UNIQ_KEY};
 use ferrymq_proto::record::{Entry, Verify};
 
 use crate::checkpoint::Checkpoint;
+use crate::checkpointer::{self, Checkpoints, Handoff};
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreConfig;
 use crate::dispatcher::{DispatchHook, Dispatcher};
@@ -178,13 +179,13 @@ impl Store {
         let dispatched = Arc::new(AtomicU64::new(vouched));
         let recovery_floor = Arc::new(AtomicU64::new(scan_from.min(vouched)));
         let index_skipped = Arc::new(AtomicU64::new(0));
+        let checkpoints = Arc::new(Checkpoints::new(checkpoint, queues.clone(), index.clone(), recovery_floor.clone()));
         let mut dispatcher = Dispatcher::new(
             shared.clone(),
             queues.clone(),
             index.clone(),
-            checkpoint,
+            checkpoints.clone(),
             dispatched.clone(),
-            recovery_floor.clone(),
             index_skipped.clone(),
             on_dispatch,
         );
@@ -206,10 +207,14 @@ impl Store {
         let retention =
             Retention { shared: shared.clone(), queues: queues.clone(), index: index.clone(), recovery_floor };
         let flusher_shared = shared.clone();
+        let (handoff, snapshots) = Handoff::new();
+        dispatcher.checkpoint_in_background(handoff);
+        let checkpointer_shared = shared.clone();
         let mut threads = vec![
             spawn("ferrymq-writer", move || writer.run(requests))?,
             spawn("ferrymq-flusher", move || flusher::run(flusher_shared))?,
             spawn("ferrymq-dispatch", move || dispatcher.run())?,
+            spawn("ferrymq-checkpoint", move || checkpointer::run(checkpoints, checkpointer_shared, snapshots))?,
             spawn("ferrymq-retention", move || retention.run())?,
         ];
         if let Some(warm_requests) = warm_requests {
