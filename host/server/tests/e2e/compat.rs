@@ -368,8 +368,9 @@ fn a_killed_producers_transactions_are_checked_through_a_new_instance(client: Cl
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(first.kill().sent().len(), 3);
-    // A new producer instance of the same topic answers the checks.
-    let second = f.run(&["tx", "--topic", "pay", "--count", "0", "--checker", "commit", "--stay-s", "4"]).ok();
+    // A new producer instance of the same topic answers the checks. Checks come every 500 ms, but a
+    // client's telemetry stream can take seconds to settle on a loaded machine: stay long enough.
+    let second = f.run(&["tx", "--topic", "pay", "--count", "0", "--checker", "commit", "--stay-s", "10"]).ok();
     assert_eq!(second.of("checked").len(), 3, "{:?}", second.events);
     assert_eq!(f.simple("g", "pay", 3, 10, &[]).sorted_bodies(), ["k0", "k1", "k2"]);
 }
