@@ -51,6 +51,18 @@ stop_all() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
 }
+RABBIT_NODE=ferrymq-bench@localhost
+rabbit_epmd_before=$(pgrep -x epmd || true)
+stop_rabbitmq() {
+  [ -n "${RABBIT_STARTED:-}" ] || return 0
+  HOME=$OUT/rabbitmq /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBIT_NODE" stop > /dev/null 2>&1 || true
+  # RabbitMQ started epmd (Erlang's port mapper) if none ran before: stop that one, by its PID.
+  if [ -z "$rabbit_epmd_before" ]; then
+    local epmd; epmd=$(pgrep -x epmd || true)
+    [ -z "$epmd" ] || kill $epmd 2>/dev/null || true
+  fi
+  RABBIT_STARTED=
+}
 trap 'stop_all; stop_rabbitmq' EXIT
 
 wait_port() { # host port seconds
@@ -65,15 +77,20 @@ machine() { # the load before a run, for the noise column
   cut -d' ' -f1 /proc/loadavg
 }
 
-# bench_run NAME COMMAND...: runs one workload, keeps its JSON report, notes the load before it.
+# bench_run NAME COMMAND...: runs one workload, keeps its JSON report with the load before it; a run
+# that produced no report is kept as a failure with the end of its error output.
 bench_run() {
   local name=$1; shift
   say "$name"
   local load; load=$(machine)
-  if "$@" --json --quiet > "$RESULTS/$name.json.tmp"; then :; else say "$name reported errors"; fi
-  python3 - "$RESULTS/$name.json.tmp" "$RESULTS/$name.json" "$load" <<'PY'
+  "$@" --json --quiet > "$RESULTS/$name.json.tmp" 2> "$RESULTS/$name.err" || say "$name reported errors"
+  python3 - "$RESULTS/$name.json.tmp" "$RESULTS/$name.json" "$load" "$RESULTS/$name.err" <<'PY'
 import json, sys
-report = json.load(open(sys.argv[1]))
+try:
+    report = json.load(open(sys.argv[1]))
+except ValueError:
+    lines = [l for l in open(sys.argv[4]).read().splitlines() if l.strip()]
+    report = {"failed": lines[-1] if lines else "no output", "send_msg_per_s": 0, "sent": 0}
 report["load_before"] = float(sys.argv[3])
 json.dump(report, open(sys.argv[2], "w"), indent=1)
 PY
@@ -86,7 +103,7 @@ half_peak() {
     "${@/#/$RESULTS/}"
 }
 sent_total() { # messages sent by the named results together
-  python3 -c 'import json,sys; print(max(1, sum(json.load(open(f + ".json"))["sent"] for f in sys.argv[1:])))' "${@/#/$RESULTS/}"
+  python3 -c 'import json,sys; print(sum(json.load(open(f + ".json"))["sent"] for f in sys.argv[1:]))' "${@/#/$RESULTS/}"
 }
 
 # The workloads: every target runs the same ones. Peak throughput is the better of two shapes, so
@@ -158,14 +175,6 @@ bench_run nats-e2e "${NB[@]}" e2e --stream e2e "${E2E[@]}" --rate "$(half_peak n
 stop_all
 
 # --- RabbitMQ quorum queues (fsync before every confirm, in batches) --------------------------------------
-RABBIT_NODE=ferrymq-bench@localhost
-rabbit_epmd_before=$(pgrep -x epmd || true)
-stop_rabbitmq() {
-  [ -n "${RABBIT_STARTED:-}" ] || return 0
-  HOME=$OUT/rabbitmq /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBIT_NODE" stop > /dev/null 2>&1 || true
-  [ -n "$rabbit_epmd_before" ] || pkill -x epmd 2>/dev/null || true
-  RABBIT_STARTED=
-}
 say "RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server)"
 mkdir -p "$OUT/rabbitmq"
 echo "[]." > "$OUT/rabbitmq/enabled_plugins"
@@ -202,13 +211,28 @@ brokerIp = "127.0.0.1"
 brokerListenPort = 30911
 storeRootDir = "$OUT/rocketmq-rust/store"
 TOML
-  (cd "$OUT/rocketmq-rust" && exec "$RMQRS_BIN/rocketmq-proxy-rust" -c proxy.toml) > "$OUT/rocketmq-rust/log" 2>&1 & pids+=($!)
-  wait_port 127.0.0.1 28081 120
-  RB=("$FERRYMQ" bench --addr 127.0.0.1:28081 --label rocketmq-rust)
+  # Its embedded broker listens on every interface: run it, and the client that drives it, in a
+  # network namespace of their own that has nothing but loopback.
+  NS=()
+  if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null 2>&1; then
+    ip netns add ferrymq-bench-peer 2>/dev/null || true
+    ip -n ferrymq-bench-peer link set lo up
+    NS=(ip netns exec ferrymq-bench-peer)
+  else
+    say "not root: rocketmq-rust's broker will listen on every interface of this machine"
+  fi
+  (cd "$OUT/rocketmq-rust" && exec "${NS[@]}" "$RMQRS_BIN/rocketmq-proxy-rust" -c proxy.toml) \
+    > "$OUT/rocketmq-rust/log" 2>&1 & pids+=($!)
+  timeout 120 "${NS[@]}" bash -c 'until (exec 3<>/dev/tcp/127.0.0.1/28081 && exec 4<>/dev/tcp/127.0.0.1/30911) 2>/dev/null; do sleep 0.2; done'
+  "${NS[@]}" python3 scripts/bench_rocketmq_admin.py 127.0.0.1:30911 bench 8 bench
+  RB=("${NS[@]}" "$FERRYMQ" bench --addr 127.0.0.1:28081 --label rocketmq-rust)
   bench_run rocketmq-rust-produce "${RB[@]}" produce "${ASYNC[@]}"
   bench_run rocketmq-rust-produce-wide "${RB[@]}" produce "${WIDE[@]}"
-  bench_run rocketmq-rust-consume "${RB[@]}" consume $(consume_all rocketmq-rust-produce rocketmq-rust-produce-wide)
+  if [ "$(sent_total rocketmq-rust-produce rocketmq-rust-produce-wide)" -gt 0 ]; then
+    bench_run rocketmq-rust-consume "${RB[@]}" consume $(consume_all rocketmq-rust-produce rocketmq-rust-produce-wide)
+  fi
   stop_all
+  [ "${#NS[@]}" -eq 0 ] || ip netns del ferrymq-bench-peer
 else
   say "rocketmq-rust skipped: no rocketmq-proxy-rust in $RMQRS_BIN (see the top of this script)"
 fi

@@ -38,7 +38,7 @@ def fmt_ratio(r):
 
 
 def rate(report):
-    return report["send_msg_per_s"] if report else None
+    return report["send_msg_per_s"] if report and "failed" not in report else None
 
 
 def machine_rows(results):
@@ -118,15 +118,22 @@ def section(results):
     w("")
     w("| target | workload | durability | sent msg/s | MB/s | ack p50 / p99 / p99.9 | received msg/s | e2e p50 / p99 / p99.9 | errors | load |")
     w("|---|---|---|---|---|---|---|---|---|---|")
+    failures = []
     for name, target, workload, durability in RUNS:
         r = load(results, name)
         if not r:
+            continue
+        if "failed" in r:
+            failures.append((target, workload, r["failed"]))
             continue
         sent = k(r["send_msg_per_s"]) if r["producers"] else "—"
         mb = f"{r['send_mb_per_s']:.0f}" if r["producers"] else "—"
         recv = k(r["receive_msg_per_s"]) if r["consumers"] else "—"
         w(f"| {target} | {workload} | {durability} | {sent} | {mb} | {lat(r.get('send_latency_us'))} | {recv} | "
           f"{lat(r.get('e2e_latency_us'))} | {r['errors']} | {r.get('load_before', '?')} |")
+    for target, workload, error in failures:
+        w("")
+        w(f"{target}, {workload}: the run failed: `{error}`")
     w("")
     w("### The budget")
     w("")
