@@ -104,8 +104,8 @@ def section(results):
       "workload loop (`host/client/src/bench`) on the same machine, so client and broker share the two "
       f"cores. Each run lasts about {secs} s; the first second is left out. Messages are 1 KiB. "
       "`P × B` is P producers, each with one request of B messages in flight. Latency is per message, "
-      "from the request's planned start to its acknowledgement (ack) or its receipt (e2e), in µs. "
-      "`load` is the 1-minute load average just before the run: above 2 the machine was busy elsewhere.")
+      "from the request's start to its acknowledgement (ack), or from the send to its receipt (e2e), in µs. "
+      "`load` is the 1-minute load average just before the run; the run before it counts in it.")
     w("")
     w("### The machine in this run")
     w("")

@@ -16,8 +16,8 @@ use ferrymq_client::bench::{self, Mode, Workload, ferrymq::Ferrymq, parse_durati
   ferrymq bench consume --consumers 4 --count 1000000
   ferrymq bench e2e --rate 50000 --duration 30s --json
 
-Latency is measured per message from its request's planned start, so with --rate a broker that falls
-behind is charged for the wait. Every body starts with its send time; e2e latency needs producer and
+Latency is measured per message; with --rate, a request held back by a slow acknowledgement is
+timed from its planned start, so a broker that falls behind is charged for the wait. Every body starts with its send time; e2e latency needs producer and
 consumer on one clock, so run bench on one machine.")]
 pub struct BenchArgs {
     /// What to measure.

@@ -25,7 +25,8 @@ pub struct Report {
     pub send_msg_per_s: f64,
     pub send_mb_per_s: f64,
     pub receive_msg_per_s: f64,
-    /// From a request's planned start to its acknowledgement, one sample per message.
+    /// From a request's start (its planned start when it was held back) to its acknowledgement, one
+    /// sample per message.
     pub send_latency_us: Option<Latency>,
     /// From a message's send to its receipt by a consumer.
     pub e2e_latency_us: Option<Latency>,

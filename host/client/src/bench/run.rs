@@ -234,8 +234,12 @@ async fn produce<P: Producer>(
                 if next >= clock.end {
                     break;
                 }
+                // A request that could start on time is timed from when it started: the timer wakes
+                // up to a millisecond late, and that is not the broker's doing. One held back by the
+                // previous acknowledgement is timed from when it should have started.
+                let late = Instant::now() > next;
                 tokio::time::sleep_until(next).await;
-                let planned = next;
+                let planned = if late { next } else { Instant::now() };
                 next += interval;
                 planned
             }

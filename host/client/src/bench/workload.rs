@@ -39,8 +39,8 @@ pub struct Workload {
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch: usize,
     /// Target rate of all producers together, in messages per second; 0 sends as fast as
-    /// acknowledgements come back. Latency is measured from each request's planned start, so a
-    /// broker that falls behind the rate is charged for the wait.
+    /// acknowledgements come back. A request held back by a slow acknowledgement is timed from its
+    /// planned start, so a broker that falls behind the rate is charged for the wait.
     #[arg(long, default_value_t = 0, value_name = "MSG/S")]
     pub rate: u64,
     /// How long to run (10s, 500ms, 2m; a bare number is seconds). Default 10s unless --count is given.
