@@ -5,10 +5,10 @@
 #
 #   BENCH_SECONDS=N   length of each measured run (default 20)
 #   BENCH_OUT=DIR     where data and results go (default target/bench-run; emptied first)
-#   RMQRS_BIN=DIR     where rocketmq-rust 1.0's rocketmq-proxy-rust is (default ../peers/rmqrs/bin); that
-#                     peer is skipped when it is missing. Build it once, outside this repository (about
-#                     an hour on 2 cores; needs protoc, Debian protobuf-compiler):
-#                       cargo install --locked --root DIR/.. rocketmq-proxy@1.0.0
+#   RMQRS_BIN=DIR     where rocketmq-rust 1.0's binaries are (default ../peers/rmqrs/bin); that peer is
+#                     skipped when they are missing. Build them once, outside this repository (about
+#                     two hours on 2 cores; needs protoc, Debian protobuf-compiler):
+#                       cargo install --locked --root DIR/.. rocketmq-namesrv@1.0.0 rocketmq-broker@1.0.0 rocketmq-proxy@1.0.0
 #
 # A benchmark is not a test: nothing here fails on a slow figure. Every server runs on 127.0.0.1 only
 # and is stopped by its PID when the script ends.
@@ -195,46 +195,68 @@ stop_rabbitmq
 stop_all
 
 # --- rocketmq-rust 1.0 through its gRPC proxy, driven by ferrymq's own client ---------------------------
-if [ -x "$RMQRS_BIN/rocketmq-proxy-rust" ]; then
-  # Local mode: the proxy runs rocketmq-rust's broker in its own process (default store settings:
-  # ASYNC_FLUSH, 1 GiB commit-log files), the co-located deployment RocketMQ 5 documents.
-  say "rocketmq-rust 1.0 (proxy in local mode)"
-  mkdir -p "$OUT/rocketmq-rust"
-  cat > "$OUT/rocketmq-rust/proxy.toml" <<TOML
-mode = "local"
+# As RocketMQ 5 is deployed: a name server, one broker (ASYNC_FLUSH, its default store settings) and the
+# gRPC proxy in cluster mode, every listener on 127.0.0.1. The proxy's local mode (the broker inside
+# the proxy's process) refuses every send in 1.0.0, so it is not used.
+if [ -x "$RMQRS_BIN/rocketmq-proxy-rust" ] && [ -x "$RMQRS_BIN/rocketmq-namesrv-rust" ] \
+  && [ -x "$RMQRS_BIN/rocketmq-broker-rust" ]; then
+  say "rocketmq-rust 1.0 (name server, broker, proxy in cluster mode)"
+  R=$OUT/rocketmq-rust
+  mkdir -p "$R/conf"
+  cat > "$R/conf/broker.toml" <<TOML
+[broker]
+namesrvAddr = "127.0.0.1:29876"
+brokerIp1 = "127.0.0.1"
+listenPort = 30911
+storePathRootDir = "$R/store"
+
+[broker.brokerServerConfig]
+bindAddress = "127.0.0.1"
+
+[broker.brokerIdentity]
+brokerName = "broker-a"
+brokerClusterName = "DefaultCluster"
+brokerId = 0
+
+[store]
+storeType = "LocalFile"
+brokerRole = "ASYNC_MASTER"
+storePathRootDir = "$R/store"
+haListenAddress = "127.0.0.1"
+haListenPort = 30912
+TOML
+  cat > "$R/proxy.toml" <<TOML
+mode = "cluster"
 [grpc]
 listenAddr = "127.0.0.1:28081"
 [remoting]
 enabled = false
-[local]
-brokerIp = "127.0.0.1"
-brokerListenPort = 30911
-storeRootDir = "$OUT/rocketmq-rust/store"
+[cluster]
+namesrvAddr = "127.0.0.1:29876"
 TOML
-  # Its embedded broker listens on every interface: run it, and the client that drives it, in a
-  # network namespace of their own that has nothing but loopback.
-  NS=()
-  if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null 2>&1; then
-    ip netns add ferrymq-bench-peer 2>/dev/null || true
-    ip -n ferrymq-bench-peer link set lo up
-    NS=(ip netns exec ferrymq-bench-peer)
-  else
-    say "not root: rocketmq-rust's broker will listen on every interface of this machine"
-  fi
-  (cd "$OUT/rocketmq-rust" && exec "${NS[@]}" "$RMQRS_BIN/rocketmq-proxy-rust" -c proxy.toml) \
-    > "$OUT/rocketmq-rust/log" 2>&1 & pids+=($!)
-  timeout 120 "${NS[@]}" bash -c 'until (exec 3<>/dev/tcp/127.0.0.1/28081 && exec 4<>/dev/tcp/127.0.0.1/30911) 2>/dev/null; do sleep 0.2; done'
-  "${NS[@]}" python3 scripts/bench_rocketmq_admin.py 127.0.0.1:30911 bench 8 bench
-  RB=("${NS[@]}" "$FERRYMQ" bench --addr 127.0.0.1:28081 --label rocketmq-rust)
+  (cd "$R" && RUST_LOG=warn exec "$RMQRS_BIN/rocketmq-namesrv-rust" --rocketmqHome "$R" --listenPort 29876 \
+    --bindAddress 127.0.0.1) > "$R/namesrv.log" 2>&1 & pids+=($!)
+  wait_port 127.0.0.1 29876 60
+  (cd "$R" && ROCKETMQ_HOME=$R ROCKETMQ_SECURITY_PROFILE=development-insecure-loopback RUST_LOG=warn \
+    exec "$RMQRS_BIN/rocketmq-broker-rust" -c conf/broker.toml -n 127.0.0.1:29876) > "$R/broker.log" 2>&1 & pids+=($!)
+  wait_port 127.0.0.1 30911 120
+  python3 scripts/bench_rocketmq_admin.py 127.0.0.1:30911 bench 8 bench
+  (cd "$R" && RUST_LOG=warn exec "$RMQRS_BIN/rocketmq-proxy-rust" -c proxy.toml) > "$R/proxy.log" 2>&1 & pids+=($!)
+  wait_port 127.0.0.1 28081 120
+  RB=("$FERRYMQ" bench --addr 127.0.0.1:28081 --label rocketmq-rust)
+  # The name server learns the new topic from the broker's registration: wait until it routes.
+  for _ in $(seq 60); do
+    "${RB[@]}" produce --count 1 --producers 1 --batch 1 --quiet > /dev/null 2>&1 && break
+    sleep 1
+  done
   bench_run rocketmq-rust-produce "${RB[@]}" produce "${ASYNC[@]}"
   bench_run rocketmq-rust-produce-wide "${RB[@]}" produce "${WIDE[@]}"
   if [ "$(sent_total rocketmq-rust-produce rocketmq-rust-produce-wide)" -gt 0 ]; then
     bench_run rocketmq-rust-consume "${RB[@]}" consume $(consume_all rocketmq-rust-produce rocketmq-rust-produce-wide)
   fi
   stop_all
-  [ "${#NS[@]}" -eq 0 ] || ip netns del ferrymq-bench-peer
 else
-  say "rocketmq-rust skipped: no rocketmq-proxy-rust in $RMQRS_BIN (see the top of this script)"
+  say "rocketmq-rust skipped: rocketmq-namesrv-rust, rocketmq-broker-rust and rocketmq-proxy-rust are not all in $RMQRS_BIN (see the top of this script)"
 fi
 
 say "writing docs/benchmarks.md"
