@@ -46,9 +46,14 @@ mkdir -p "$RESULTS"
 
 # --- process bookkeeping: everything started here is stopped here, by PID ------------------------------
 pids=()
-stop_all() {
+stop_all() { # SIGTERM, then SIGKILL for whatever is still running 20 s later
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local deadline=$((SECONDS + 20))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   pids=()
 }
 RABBIT_NODE=ferrymq-bench@localhost
