@@ -86,7 +86,7 @@ pub async fn run<T: Target>(target: Arc<T>, mode: Mode, workload: &Workload, pro
 
     let limit = workload.time_limit();
     let start = Instant::now();
-    let warmup = workload.warmup.min(limit / 5);
+    let warmup = workload.warmup();
     let clock = Clock { start, warm_end: start + warmup, end: start + limit };
     let tally = Arc::new(Tally::default());
     let progress = Progress::start(progress, mode, workload, tally_view(&tally), clock.start, limit);

@@ -49,14 +49,17 @@ pub struct Workload {
     /// Stop after this many messages: sent (produce, e2e) or received (consume).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
-    /// Time at the start left out of the figures while connections and caches warm up.
-    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "TIME")]
-    pub warmup: Duration,
+    /// Time at the start left out of the figures while connections and caches warm up. Default 1s,
+    /// or none for a run given only --count (it may end sooner).
+    #[arg(long, value_parser = parse_duration, value_name = "TIME")]
+    pub warmup: Option<Duration>,
     /// How long consumers may keep draining after the producers stop (e2e).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "TIME")]
     pub drain: Duration,
 }
 
+/// Left out of the figures at the start of a timed run.
+pub const WARMUP_DEFAULT: Duration = Duration::from_secs(1);
 /// Runs that give neither a time nor a count stop after this long.
 pub const DURATION_DEFAULT: Duration = Duration::from_secs(10);
 /// A run given only a count still stops after this long.
@@ -80,6 +83,16 @@ impl Workload {
         anyhow::ensure!(self.consumers <= CLIENTS_MAX, "--consumers {} is more than {CLIENTS_MAX}", self.consumers);
         anyhow::ensure!(self.count != Some(0), "--count must be at least 1");
         Ok(())
+    }
+
+    /// The warm-up: never more than a fifth of the run's time limit.
+    pub fn warmup(&self) -> Duration {
+        let asked = match (self.warmup, self.duration, self.count) {
+            (Some(warmup), _, _) => warmup,
+            (None, None, Some(_)) => Duration::ZERO,
+            (None, _, _) => WARMUP_DEFAULT,
+        };
+        asked.min(self.time_limit() / 5)
     }
 
     /// How long the run may last.
@@ -111,6 +124,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn workload(duration: Option<u64>, count: Option<u64>, warmup: Option<u64>) -> Workload {
+        Workload {
+            size: 1024,
+            producers: 1,
+            consumers: 1,
+            batch: 1,
+            rate: 0,
+            duration: duration.map(Duration::from_secs),
+            count,
+            warmup: warmup.map(Duration::from_secs),
+            drain: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_run_given_only_a_count_is_measured_from_its_start() {
+        assert_eq!(workload(None, Some(2000), None).warmup(), Duration::ZERO);
+        assert_eq!(workload(Some(20), Some(2000), None).warmup(), WARMUP_DEFAULT);
+        assert_eq!(workload(None, None, None).warmup(), WARMUP_DEFAULT);
+        assert_eq!(workload(None, Some(2000), Some(3)).warmup(), Duration::from_secs(3), "asked for");
+        assert_eq!(workload(Some(2), None, Some(3)).warmup(), Duration::from_millis(400), "a fifth of the run at most");
+    }
 
     #[test]
     fn durations_read_in_every_unit_and_refuse_nonsense() {
