@@ -9,6 +9,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::{ClientError, check};
 use crate::message::{Message, MessageIds, Received, SendReceipt, duration, now_ms};
 
+/// Largest gRPC message this client sends or accepts: a full batch of 4 MiB bodies fits.
+const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
 /// How to connect.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -71,8 +74,8 @@ impl Client {
         let client_id = options.client_id.parse().map_err(|_| bad(format!("client id {:?}", options.client_id)))?;
         Ok(Client {
             rpc: MessagingServiceClient::new(channel)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
             options,
             client_id,
             address: address.to_owned(),
@@ -104,7 +107,7 @@ impl Client {
             .clone()
             .query_route(self.request(body, self.options.request_timeout))
             .await
-            .map_err(|status| ClientError::Rpc { rpc: RPC, status })?
+            .map_err(rpc_failed(RPC))?
             .into_inner();
         check(RPC, response.status.as_ref())?;
         Ok(response.message_queues)
@@ -122,7 +125,7 @@ impl Client {
             .clone()
             .send_message(self.request(pb::SendMessageRequest { messages }, self.options.request_timeout))
             .await
-            .map_err(|status| ClientError::Rpc { rpc: RPC, status })?
+            .map_err(rpc_failed(RPC))?
             .into_inner();
         check(RPC, response.status.as_ref())?;
         response
@@ -159,15 +162,10 @@ impl Client {
             attempt_id: None,
         };
         let timeout = self.options.request_timeout + ask.long_polling;
-        let mut stream = self
-            .rpc
-            .clone()
-            .receive_message(self.request(body, timeout))
-            .await
-            .map_err(|status| ClientError::Rpc { rpc: RPC, status })?
-            .into_inner();
+        let mut stream =
+            self.rpc.clone().receive_message(self.request(body, timeout)).await.map_err(rpc_failed(RPC))?.into_inner();
         let mut received = Vec::new();
-        while let Some(response) = stream.message().await.map_err(|status| ClientError::Rpc { rpc: RPC, status })? {
+        while let Some(response) = stream.message().await.map_err(rpc_failed(RPC))? {
             match response.content {
                 Some(pb::receive_message_response::Content::Message(message)) => {
                     received.push(Received::from_pb(message));
@@ -201,7 +199,7 @@ impl Client {
             .clone()
             .ack_message(self.request(body, self.options.request_timeout))
             .await
-            .map_err(|status| ClientError::Rpc { rpc: RPC, status })?
+            .map_err(rpc_failed(RPC))?
             .into_inner();
         check(RPC, response.status.as_ref())?;
         response.entries.iter().try_for_each(|entry| check(RPC, entry.status.as_ref()))
@@ -215,6 +213,11 @@ impl Client {
             addresses: vec![pb::Address { host: host.to_owned(), port: port.parse().unwrap_or(8081) }],
         }
     }
+}
+
+/// The error for a call that failed at the gRPC level.
+fn rpc_failed(rpc: &'static str) -> impl Fn(tonic::Status) -> ClientError {
+    move |status| ClientError::Rpc { rpc, status }
 }
 
 fn resource(name: &str) -> pb::Resource {

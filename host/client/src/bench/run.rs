@@ -214,7 +214,7 @@ async fn produce<P: Producer>(
         .then(|| Duration::from_secs_f64(workload.batch as f64 * workload.producers as f64 / workload.rate as f64));
     let mut next =
         clock.start + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / workload.producers as f64));
-    let mut failures = 0;
+    let mut failures = Failures::default();
     loop {
         if tally.stop.load(Ordering::Relaxed) || Instant::now() >= clock.end {
             break;
@@ -255,7 +255,7 @@ async fn produce<P: Producer>(
             .collect();
         match producer.send(bodies).await {
             Ok(()) => {
-                failures = 0;
+                failures.succeeded();
                 let done = Instant::now();
                 tally.sent.fetch_add(n as u64, Ordering::Relaxed);
                 if planned >= clock.warm_end {
@@ -264,14 +264,7 @@ async fn produce<P: Producer>(
                     latency.record_n(us, n as u64).context("recording a latency")?;
                 }
             }
-            Err(e) => {
-                tally.fail(&e);
-                failures += 1;
-                if failures >= FAILURES_IN_A_ROW_MAX {
-                    return Err(e.context(format!("producer {index} failed {failures} times in a row")));
-                }
-                tokio::time::sleep(FAILURE_PAUSE).await;
-            }
+            Err(e) => failures.failed(e, &tally, || format!("producer {index}")).await?,
         }
     }
     Ok(latency)
@@ -287,7 +280,7 @@ async fn consume<C: Consumer>(
 ) -> anyhow::Result<Histogram<u64>> {
     let mut latency = histogram()?;
     let mut stamps = Vec::with_capacity(64);
-    let mut failures = 0;
+    let mut failures = Failures::default();
     let mut drain_end: Option<Instant> = None;
     loop {
         let received = tally.received.load(Ordering::Relaxed);
@@ -310,7 +303,7 @@ async fn consume<C: Consumer>(
         stamps.clear();
         match consumer.receive(&mut stamps).await {
             Ok(()) => {
-                failures = 0;
+                failures.succeeded();
                 let n = stamps.len() as u64;
                 tally.received.fetch_add(n, Ordering::Relaxed);
                 let now = Instant::now();
@@ -329,17 +322,38 @@ async fn consume<C: Consumer>(
                     }
                 }
             }
-            Err(e) => {
-                tally.fail(&e);
-                failures += 1;
-                if failures >= FAILURES_IN_A_ROW_MAX {
-                    return Err(e.context(format!("a consumer failed {failures} times in a row")));
-                }
-                tokio::time::sleep(FAILURE_PAUSE).await;
-            }
+            Err(e) => failures.failed(e, &tally, || "a consumer".to_owned()).await?,
         }
     }
     Ok(latency)
+}
+
+/// Failures in a row of one producer or consumer.
+#[derive(Default)]
+struct Failures {
+    in_a_row: u32,
+}
+
+impl Failures {
+    fn succeeded(&mut self) {
+        self.in_a_row = 0;
+    }
+
+    /// Counts `error`, then pauses; gives up (with the error) after too many in a row.
+    async fn failed(
+        &mut self,
+        error: anyhow::Error,
+        tally: &Tally,
+        who: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        tally.fail(&error);
+        self.in_a_row += 1;
+        if self.in_a_row >= FAILURES_IN_A_ROW_MAX {
+            return Err(error.context(format!("{} failed {} times in a row", who(), self.in_a_row)));
+        }
+        tokio::time::sleep(FAILURE_PAUSE).await;
+        Ok(())
+    }
 }
 
 /// Samples sent − received once a second while producers run (e2e).

@@ -421,11 +421,7 @@ impl Registry {
 
     fn switch(&self, binding: &str, version: Option<u32>) -> Result<BindingInfo> {
         let mut state = self.lock();
-        let current = state
-            .bindings
-            .get(binding)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotFound(format!("no binding named {binding}")))?;
+        let current = binding_named(&state, binding)?;
         let rollback = version.is_none();
         let version = match version {
             Some(v) => v,
@@ -451,11 +447,7 @@ impl Registry {
     /// Removes a binding.
     pub fn unbind(&self, binding: &str) -> Result<BindingRecord> {
         let mut state = self.lock();
-        let current = state
-            .bindings
-            .get(binding)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotFound(format!("no binding named {binding}")))?;
+        let current = binding_named(&state, binding)?;
         let record = Record::Unbound { binding: binding.to_owned() };
         self.with_sends_held(current.spec.kind, || -> Result<()> {
             let at = self.append(&record)?;
@@ -502,6 +494,11 @@ struct Appended {
 }
 
 /// `version` of `plugin`, if it exists and is a plugin of `kind`.
+/// A copy of the binding named `binding`, or NOT_FOUND.
+fn binding_named(state: &State, binding: &str) -> Result<BindingRecord> {
+    state.bindings.get(binding).cloned().ok_or_else(|| RegistryError::NotFound(format!("no binding named {binding}")))
+}
+
 fn runnable<'a>(state: &'a State, plugin: &str, version: u32, kind: PluginKind) -> Result<&'a VersionInfo> {
     let info = state
         .plugins
