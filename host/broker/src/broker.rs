@@ -17,7 +17,7 @@ use crate::delivery::Delivery;
 use crate::hooks::{Policies, RouteVerdict, route_dlq_topic};
 use crate::metadata::MessageKind;
 use crate::metadata::{Metadata, MetadataError};
-use crate::offsets::Offsets;
+use crate::offsets::{OffsetKey, Offsets};
 use crate::send::{Outgoing, SendLimits, SendRejection, place};
 use crate::timer::Timer;
 use crate::transaction::{TransactionChecker, TransactionConfig, TransactionProber, Transactions};
@@ -85,6 +85,9 @@ pub struct SendReceipt {
     pub queue_offset: u64,
     /// Commit-log offset of the stored record.
     pub log_offset: u64,
+    /// Commit-log offset just past the stored record(s): what a replica must hold for this send to
+    /// be replicated. 0 when nothing was stored.
+    pub log_end: u64,
 }
 
 /// Why a send failed.
@@ -122,6 +125,8 @@ pub struct Broker {
     /// taken (write) by [`Broker::with_sends_held`].
     send_gate: std::sync::RwLock<()>,
     dropped: AtomicU64,
+    /// Cleared on a replica: it stores nothing of its own (no sends, timers, retries or checks).
+    writable: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -148,6 +153,7 @@ impl Broker {
             Arc::new(Transactions::open(store.clone(), offsets.clone(), clock.clone(), config.transactions.clone()));
         let hooks: Arc<std::sync::RwLock<Hooks>> = Arc::default();
         let stopping = Arc::new(AtomicBool::new(false));
+        let writable = Arc::new(AtomicBool::new(true));
         let spawn = |name: &str, work: Box<dyn Fn() + Send>| {
             let stopping = stopping.clone();
             let tick = Duration::from_millis(config.tick_ms);
@@ -162,14 +168,18 @@ impl Broker {
                 .map_err(BrokerError::Thread)
         };
         let housekeeping = {
-            let (delivery, timer, offsets) = (delivery.clone(), timer.clone(), offsets.clone());
+            let (delivery, timer, offsets, writable) =
+                (delivery.clone(), timer.clone(), offsets.clone(), writable.clone());
             let persist_every = (config.offsets_persist_ms / config.tick_ms).max(1);
             let ticks = AtomicU64::new(0);
             spawn(
                 "ferrymq-broker",
                 Box::new(move || {
+                    let writable = writable.load(Ordering::Acquire);
                     delivery.revive();
-                    timer.tick();
+                    if writable {
+                        timer.tick();
+                    }
                     if (ticks.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(persist_every)
                         && let Err(err) = offsets.persist()
                     {
@@ -181,10 +191,13 @@ impl Broker {
         // Checks may wait on a plugin's HTTP call; they get a thread of their own so redelivery and
         // timers never wait behind them.
         let checks = {
-            let (transactions, hooks) = (transactions.clone(), hooks.clone());
+            let (transactions, hooks, writable) = (transactions.clone(), hooks.clone(), writable.clone());
             spawn(
                 "ferrymq-tx-check",
                 Box::new(move || {
+                    if !writable.load(Ordering::Acquire) {
+                        return;
+                    }
                     let (checker, prober) = {
                         let hooks = hooks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                         (hooks.checker.clone(), hooks.prober.clone())
@@ -207,9 +220,31 @@ impl Broker {
             policies: std::sync::RwLock::new(None),
             send_gate: std::sync::RwLock::new(()),
             dropped: AtomicU64::new(0),
+            writable,
             stopping,
             threads: Mutex::new(vec![housekeeping, checks]),
         })
+    }
+
+    /// Makes this broker a replica (`false`: its store takes only replicated bytes, sends are refused,
+    /// timers and transaction checks pause, expired deliveries wait for the master) or a writable
+    /// broker again.
+    pub fn set_writable(&self, writable: bool) {
+        self.store.set_read_only(!writable);
+        self.writable.store(writable, Ordering::Release);
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Acquire)
+    }
+
+    /// Every subscriber's committed offsets (what a replica copies).
+    pub fn offsets_snapshot(&self) -> Vec<(OffsetKey, u64)> {
+        self.offsets.all()
+    }
+
+    pub fn offsets(&self) -> &Arc<Offsets> {
+        &self.offsets
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -295,6 +330,7 @@ impl Broker {
                     queue_id: 0,
                     queue_offset: 0,
                     log_offset: 0,
+                    log_end: 0,
                 }))
             }
             RouteVerdict::DeadLetter(reason) => {
@@ -349,6 +385,7 @@ impl Broker {
                     queue_id,
                     queue_offset: a.queue_offset,
                     log_offset: a.offset,
+                    log_end: a.offset + u64::from(a.len),
                 };
                 done(result.map(receipt).map_err(SendError::from))
             }),
@@ -389,6 +426,7 @@ impl Broker {
                             queue_id: first_queue,
                             queue_offset: stored.first().map_or(0, |a| a.queue_offset),
                             log_offset: stored.first().map_or(0, |a| a.offset),
+                            log_end: stored.last().map_or(0, |a| a.offset + u64::from(a.len)),
                         })
                         .map_err(SendError::from),
                 )

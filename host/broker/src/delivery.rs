@@ -699,8 +699,12 @@ impl Delivery {
 
     /// Handles every message whose invisible time ran out: delivered again later (in place), copied to
     /// the retry topic, or dead-lettered. Blocks while copies are stored. Returns how many it handled.
+    ///
+    /// On a read-only (replica) store nothing can be copied: such messages are left for the master.
     pub fn revive(&self) -> usize {
         let now = self.clock.now_ms();
+        let read_only = self.store.is_read_only();
+        let mut held = 0usize;
         let mut moves = Vec::new();
         let handled = {
             let mut state = self.lock();
@@ -729,6 +733,12 @@ impl Delivery {
                     cursor.attempts.insert(*offset, inflight.attempt);
                     continue;
                 }
+                if read_only {
+                    // A replica stores nothing: the message stays below the committed offset, so its
+                    // master delivers it again once it is back.
+                    held += 1;
+                    continue;
+                }
                 cursor.moving.insert(*offset);
                 let record = match self.record_at(key, *offset) {
                     Ok(record) => record,
@@ -748,6 +758,9 @@ impl Delivery {
             state.deadlines.extend(renewed);
             due.len()
         };
+        if held > 0 {
+            tracing::info!(held, "expired deliveries on a replica are left for the master to redeliver");
+        }
         for m in moves {
             self.finish_move(m);
         }
@@ -915,6 +928,16 @@ impl Delivery {
         let cursor_key =
             CursorKey { subscriber: key.subscriber.clone(), topic: key.topic.clone(), queue_id: key.queue_id };
         self.lock().cursors.get(&cursor_key).map(|c| c.commit).or_else(|| self.offsets.get(key))
+    }
+
+    /// Moves a subscriber's committed offset forward to `offset` (progress made on a replica while
+    /// this broker was down); an offset at or behind the current one changes nothing.
+    pub fn advance_offset(&self, key: OffsetKey, offset: u64) -> bool {
+        if self.offset(&key).is_some_and(|current| current >= offset) {
+            return false;
+        }
+        self.set_offset(key, offset);
+        true
     }
 
     /// Sets a subscriber's committed offset in a queue, forgetting what is in flight there.

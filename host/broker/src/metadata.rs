@@ -303,6 +303,24 @@ impl Metadata {
     pub fn groups(&self) -> Vec<GroupConfig> {
         read(&self.catalog).groups.values().cloned().collect()
     }
+
+    /// Replaces the whole catalog with a master's (a replica copies its master's topics and groups);
+    /// returns whether anything changed.
+    pub fn replace_all(&self, topics: Vec<TopicConfig>, groups: Vec<GroupConfig>) -> Result<bool, MetadataError> {
+        let topics: BTreeMap<String, TopicConfig> = topics.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let groups: BTreeMap<String, GroupConfig> = groups.into_iter().map(|g| (g.name.clone(), g)).collect();
+        {
+            let current = read(&self.catalog);
+            if current.topics == topics && current.groups == groups {
+                return Ok(false);
+            }
+        }
+        self.update(|c| {
+            c.topics = topics;
+            c.groups = groups;
+            Ok(true)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,11 @@ impl Offsets {
         }
     }
 
+    /// Every offset.
+    pub fn all(&self) -> Vec<(OffsetKey, u64)> {
+        self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
     /// Every offset of `subscriber`.
     pub fn of_subscriber(&self, subscriber: &str) -> Vec<(OffsetKey, u64)> {
         self.lock().iter().filter(|(k, _)| k.subscriber == subscriber).map(|(k, v)| (k.clone(), *v)).collect()

@@ -19,6 +19,13 @@ pub enum Command {
     /// (/healthz, /metrics, /v1/…) on 127.0.0.1:8082, data in ./data, async flush. Stops cleanly on
     /// SIGTERM or Ctrl-C.
     Standalone(StandaloneArgs),
+    /// Run a broker of a cluster: the master (--broker-id 0) or a slave (1 and up) of a broker set,
+    /// registered with name servers (--namesrv). A master streams its log to its slaves; with
+    /// --replication sync a send is acknowledged only once a slave holds it.
+    Broker(BrokerArgs),
+    /// Run a name server: brokers register with it, clients' routes and `ferrymq admin cluster`
+    /// come from it (HTTP on 0.0.0.0:9876).
+    Namesrv(crate::namesrv::NamesrvArgs),
     /// Manage a running broker: topics, groups, offsets, consumer lag, message lookup
     /// (through its admin endpoint, 127.0.0.1:8082 unless --admin-addr or FERRYMQ_ADMIN says otherwise).
     Admin(crate::admin_cli::AdminArgs),
@@ -54,6 +61,37 @@ pub struct StandaloneArgs {
     /// Log filter such as `info` or `debug,hyper=info` (overrides `log.level`; RUST_LOG wins over both).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+}
+
+/// `ferrymq broker`: a node's options plus its place in the cluster.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    #[command(flatten)]
+    pub node: StandaloneArgs,
+    /// Broker-set name: a master and its slaves share it (overrides `grpc.broker_name`).
+    #[arg(long, value_name = "NAME")]
+    pub broker_set: Option<String>,
+    /// 0 for the set's master, 1 and up for its slaves (overrides `cluster.broker_id`).
+    #[arg(long, value_name = "ID")]
+    pub broker_id: Option<u64>,
+    /// Name servers to register with, comma separated host:port (overrides `cluster.namesrv`).
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    pub namesrv: Vec<String>,
+    /// A master's acknowledgement: after local durability (async) or once a slave holds the bytes
+    /// (sync) (overrides `cluster.replication`).
+    #[arg(long, value_enum)]
+    pub replication: Option<crate::cluster::ReplicationMode>,
+    /// Where a master listens for its slaves (overrides `cluster.ha_listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub ha_listen: Option<SocketAddr>,
+    /// The host (name or IP) other brokers and clients reach this one at; sets the advertised gRPC,
+    /// HA and admin addresses not given in the configuration.
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+    /// A slave's master HA address, host:port (overrides `cluster.master_ha`; else found through
+    /// the name servers).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub master_ha: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

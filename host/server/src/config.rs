@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub broker: BrokerConfig,
     pub store: StoreConfig,
     pub plugins: PluginsConfig,
+    /// Broker sets, name servers and replication (`ferrymq broker`; unused by `standalone`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +38,7 @@ impl Default for ServerConfig {
             broker: BrokerConfig::default(),
             store: StoreConfig::default(),
             plugins: PluginsConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -119,6 +122,9 @@ impl ServerConfig {
         }
         if let Err(reason) = self.plugins.validate() {
             bail!("[plugins] {reason}");
+        }
+        if let Err(reason) = self.cluster.validate() {
+            bail!("[cluster] {reason}");
         }
         if self.admin.connections_max == 0 {
             bail!("[admin] connections_max must be positive");

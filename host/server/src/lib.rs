@@ -8,12 +8,14 @@ pub mod admin;
 pub mod admin_cli;
 pub mod bench_cli;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod data_dir;
 pub mod grpc;
 pub mod hex;
 pub mod logging;
 pub mod metrics;
+pub mod namesrv;
 pub mod plugins;
 pub mod registry;
 pub mod standalone;
@@ -28,6 +30,8 @@ use config::ServerConfig;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Standalone(args) => standalone::run(args),
+        Command::Broker(args) => standalone::run_broker(args),
+        Command::Namesrv(args) => namesrv::run(args),
         Command::Admin(args) => admin_cli::run(args),
         Command::Plugin(args) => admin_cli::plugin::run(args),
         Command::Bench(args) => bench_cli::run(args),

@@ -1,4 +1,5 @@
-//! `ferrymq standalone`: one process running the whole broker on one data directory.
+//! `ferrymq standalone` (one process running the whole broker on one data directory) and
+//! `ferrymq broker` (the same node as a master or slave of a broker set in a cluster).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use crate::admin::audit::AuditLog;
 use crate::admin::auth::Tokens;
 use crate::admin::signatures::Signatures;
 use crate::admin::{self, AdminState};
-use crate::cli::{FlushArg, StandaloneArgs};
+use crate::cli::{BrokerArgs, FlushArg, StandaloneArgs};
+use crate::cluster::{self, Cluster};
 use crate::config::ServerConfig;
 use crate::data_dir::DataDirLock;
 use crate::grpc::{self, Arrivals, GrpcState};
@@ -53,8 +55,59 @@ pub fn effective_config(args: &StandaloneArgs) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
+/// The configuration of `ferrymq broker` after its command line's overrides.
+pub fn effective_broker_config(args: &BrokerArgs) -> anyhow::Result<ServerConfig> {
+    let mut config = effective_config(&args.node)?;
+    let cluster = &mut config.cluster;
+    if let Some(set) = &args.broker_set {
+        config.grpc.broker_name = set.clone();
+    }
+    if let Some(id) = args.broker_id {
+        cluster.broker_id = id;
+    }
+    if !args.namesrv.is_empty() {
+        cluster.namesrv = args.namesrv.clone();
+    }
+    if let Some(mode) = args.replication {
+        cluster.replication = mode;
+    }
+    if let Some(listen) = args.ha_listen {
+        cluster.ha_listen = listen;
+    }
+    if let Some(master) = &args.master_ha {
+        cluster.master_ha = Some(master.clone());
+    }
+    if let Some(host) = &args.advertise {
+        let port = |addr: std::net::SocketAddr| format!("{host}:{}", addr.port());
+        config.grpc.advertised_address.get_or_insert_with(|| port(config.grpc.listen));
+        cluster.ha_advertised_address.get_or_insert_with(|| port(cluster.ha_listen));
+        cluster.admin_advertised_address.get_or_insert_with(|| port(config.admin.listen));
+    }
+    config.validate()?;
+    Ok(config)
+}
+
 pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
-    let config = effective_config(&args)?;
+    let mut config = effective_config(&args)?;
+    // A standalone node is its own cluster of one.
+    config.cluster = cluster::ClusterConfig::default();
+    run_node(config, false)
+}
+
+pub fn run_broker(args: BrokerArgs) -> anyhow::Result<ExitCode> {
+    run_node(effective_broker_config(&args)?, true)
+}
+
+/// `host:port` for `addr` as others should dial it: the configured address, else the listen address
+/// with the gRPC advertised host (or 127.0.0.1) when it listens on all interfaces.
+fn advertised(configured: Option<&String>, bound: std::net::SocketAddr, grpc_host: &str) -> String {
+    if let Some(addr) = configured {
+        return addr.clone();
+    }
+    if bound.ip().is_unspecified() { format!("{grpc_host}:{}", bound.port()) } else { bound.to_string() }
+}
+
+fn run_node(config: ServerConfig, clustered: bool) -> anyhow::Result<ExitCode> {
     logging::init(&config.log)?;
     let started = Instant::now();
     let _lock = DataDirLock::acquire(&config.data_dir)?;
@@ -75,6 +128,12 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         Broker::open(store.clone(), &config.data_dir, config.broker.clone(), Arc::new(SystemClock))
             .with_context(|| format!("open the broker in {}", config.data_dir.display()))?,
     );
+    let cluster = Arc::new(Cluster::new(config.cluster.clone(), config.grpc.broker_name.clone()));
+    if !cluster.is_master() {
+        // A slave's log is its master's: nothing of its own may be appended.
+        broker.set_writable(false);
+    }
+    let cluster_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let plugins = Arc::new(PluginHost::start(&config.plugins, &config.data_dir)?);
     let audit = Arc::new(AuditLog::open(store.clone()));
@@ -124,7 +183,16 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("bind admin HTTP on {}", config.admin.listen))?;
         let admin_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let grpc = Arc::new(GrpcState::new(broker.clone(), arrivals.clone(), config.grpc.clone(), grpc_addr));
+        let grpc = Arc::new(GrpcState::new(
+            broker.clone(),
+            arrivals.clone(),
+            config.grpc.clone(),
+            grpc_addr,
+            cluster.clone(),
+        ));
+        if clustered {
+            start_cluster(&config, &cluster, &broker, &grpc, admin_addr, &cluster_stop)?;
+        }
         // Tx-check bindings can arrive at any time; with none bound the host answers "no opinion".
         let checker: Option<Arc<dyn ferrymq_broker::transaction::TransactionChecker>> = Some(plugins.clone() as _);
         broker.set_transaction_hooks(checker, Some(grpc.clone()));
@@ -137,6 +205,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
             plugins: plugins.clone(),
             registry,
             audit,
+            cluster: cluster.clone(),
             tokens,
             signatures,
             upload_bytes_max: config.plugins.upload_bytes_max,
@@ -144,8 +213,15 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         });
         let admin_task = tokio::spawn(admin::serve(listener, state, config.admin.clone(), stop_rx));
         tracing::info!(addr = %admin_addr, "admin HTTP listening");
-        tracing::info!(data_dir = %config.data_dir.display(), flush = ?config.store.flush,
-            ms = started.elapsed().as_millis() as u64, "ferrymq standalone ready");
+        if clustered {
+            tracing::info!(data_dir = %config.data_dir.display(), flush = ?config.store.flush,
+                set = %cluster.broker_set, id = cluster.config.broker_id, role = ?cluster.role(),
+                replication = ?cluster.config.replication, ms = started.elapsed().as_millis() as u64,
+                "ferrymq broker ready");
+        } else {
+            tracing::info!(data_dir = %config.data_dir.display(), flush = ?config.store.flush,
+                ms = started.elapsed().as_millis() as u64, "ferrymq standalone ready");
+        }
 
         let code = tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM received, shutting down"); ExitCode::SUCCESS }
@@ -157,6 +233,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let _ = stop_tx.send(true);
+        cluster_stop.store(true, std::sync::atomic::Ordering::Release);
         let _ = admin_task.await;
         let _ = expiry_task.await;
         match tokio::time::timeout(std::time::Duration::from_secs(5), grpc_task).await {
@@ -175,4 +252,37 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("ferrymq stopped cleanly");
     }
     Ok(code)
+}
+
+/// Starts what makes a node part of a cluster: the HA listener (master) or the follower (slave),
+/// and the registration with the name servers.
+fn start_cluster(
+    config: &ServerConfig,
+    cluster: &Arc<Cluster>,
+    broker: &Arc<Broker>,
+    grpc: &GrpcState,
+    admin_addr: std::net::SocketAddr,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    let (grpc_host, grpc_port) = grpc.advertised();
+    let mut ha_bound = config.cluster.ha_listen;
+    if cluster.is_master() {
+        let listener = std::net::TcpListener::bind(config.cluster.ha_listen)
+            .with_context(|| format!("bind the HA listener on {}", config.cluster.ha_listen))?;
+        ha_bound = listener.local_addr()?;
+        cluster::master::start(cluster.clone(), broker.clone(), listener, stop.clone())?;
+        tracing::info!(addr = %ha_bound, replication = ?config.cluster.replication, "HA listening for slaves");
+    } else {
+        cluster::slave::start(cluster.clone(), broker.clone(), stop.clone())?;
+    }
+    if cluster.clustered() {
+        let addresses = cluster::registration::Addresses {
+            grpc: format!("{grpc_host}:{grpc_port}"),
+            admin: advertised(config.cluster.admin_advertised_address.as_ref(), admin_addr, &grpc_host),
+            ha: advertised(config.cluster.ha_advertised_address.as_ref(), ha_bound, &grpc_host),
+        };
+        tracing::info!(namesrv = ?config.cluster.namesrv, ?addresses, "registering with the name servers");
+        cluster::registration::start(cluster.clone(), broker.clone(), addresses, stop.clone())?;
+    }
+    Ok(())
 }

@@ -13,6 +13,8 @@ pub enum StoreError {
     Fatal(String),
     #[error("store is closed")]
     Closed,
+    #[error("this store is a replica: it takes only its master's log bytes")]
+    ReadOnly,
     #[error("record of {size} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge { size: usize, max: u32 },
     #[error("invalid topic name {topic:?}: {reason}")]

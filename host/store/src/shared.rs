@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     on_fatal: Option<FatalHook>,
     /// Set by the retention thread while the disk is above `disk_full_ratio`.
     pub(crate) disk_full: AtomicBool,
+    /// Set while the store is a replica: only raw (replicated) appends are taken.
+    pub(crate) read_only: AtomicBool,
     /// Set when the store is closing.
     pub(crate) closing: AtomicBool,
     /// Set when the writer thread has drained its queue and stopped.
@@ -68,6 +70,7 @@ impl Shared {
             fatal: OnceLock::new(),
             on_fatal,
             disk_full: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             writer_done: AtomicBool::new(false),
             flusher_done: AtomicBool::new(false),

@@ -298,9 +298,43 @@ impl Store {
         }
     }
 
+    /// Makes the store a replica (only [`Store::append_raw`] is taken; every other append fails with
+    /// [`StoreError::ReadOnly`]) or a writable store again.
+    pub fn set_read_only(&self, read_only: bool) {
+        self.shared.read_only.store(read_only, Ordering::Release);
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.shared.read_only.load(Ordering::Acquire)
+    }
+
+    /// Waits until readable log bytes reach past `offset` (see [`Store::read_raw`]), or `timeout`
+    /// passes, or the store stops; returns whether there is something past `offset`.
+    pub fn wait_visible_past(&self, offset: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let event = self.shared.visible_event();
+        loop {
+            let seen = event.generation();
+            if self.shared.visible() > offset {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.shared.fatal().is_some() || self.shared.is_closing() {
+                return false;
+            }
+            event.wait(seen, deadline - now);
+        }
+    }
+
     /// Whole log entries from `offset`, up to about `max_bytes` (at least one entry), for a slave to
     /// append with [`Store::append_raw`]. Only visible (durable per the flush mode) bytes are served.
     pub fn read_raw(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>> {
+        self.read_raw_chunk(offset, max_bytes).map(|(bytes, _)| bytes)
+    }
+
+    /// [`Store::read_raw`], with the offset the next chunk starts at (past a segment's filler, the
+    /// next segment's start).
+    pub fn read_raw_chunk(&self, offset: u64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
         let visible = self.shared.visible();
         let mut out = Vec::new();
         let mut pos = offset;
@@ -309,6 +343,7 @@ impl Store {
             if filler {
                 // SAFETY: below `written`.
                 out.extend_from_slice(unsafe { segment.slice(pos, ferrymq_proto::record::FILLER_BYTES_MIN) });
+                pos = segment.end();
                 break;
             }
             if !out.is_empty() && out.len() + len > max_bytes {
@@ -321,7 +356,7 @@ impl Store {
         if out.is_empty() && offset > visible {
             return Err(StoreError::OffsetOutOfRange { offset, min: self.shared.log.min_offset(), max: visible });
         }
-        Ok(out)
+        Ok((out, pos))
     }
 
     /// The record at `offset` of `len` bytes (as given by a queue entry or an index hit).

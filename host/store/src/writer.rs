@@ -170,6 +170,10 @@ impl Writer {
             request.fail(err);
             return;
         }
+        if self.shared.read_only.load(Ordering::Acquire) && !matches!(request, Request::Raw { .. }) {
+            request.fail(StoreError::ReadOnly);
+            return;
+        }
         match request {
             Request::Append(msg, done) => match self.append(&msg, 0) {
                 Ok(appended) => self.acks.push((self.pos, Ack::Append(done, appended))),

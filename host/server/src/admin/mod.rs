@@ -5,6 +5,7 @@
 //! size.
 
 mod api;
+pub use api::member_row;
 pub mod audit;
 pub mod auth;
 mod dry_run;
@@ -47,6 +48,7 @@ pub struct AdminState {
     pub plugins: Arc<PluginHost>,
     pub registry: Arc<Registry>,
     pub audit: Arc<AuditLog>,
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub tokens: Tokens,
     pub signatures: Signatures,
     /// Largest component an upload may carry.
@@ -260,11 +262,13 @@ mod tests {
         let store = Arc::new(Store::open(options).expect("store"));
         let broker =
             Arc::new(Broker::open(store, dir.path(), BrokerConfig::default(), Arc::new(SystemClock)).expect("broker"));
+        let cluster = Arc::new(crate::cluster::Cluster::new(Default::default(), "ferrymq".into()));
         let grpc = Arc::new(GrpcState::new(
             broker.clone(),
             Arc::new(Arrivals::default()),
             GrpcConfig::default(),
             std::net::SocketAddr::from(([127, 0, 0, 1], 8081)),
+            cluster.clone(),
         ));
         let plugins = Arc::new(
             crate::plugins::PluginHost::start(&crate::plugins::PluginsConfig::default(), dir.path())
@@ -281,6 +285,7 @@ mod tests {
             plugins,
             registry,
             audit,
+            cluster,
             tokens: Tokens::default(),
             signatures: Signatures::default(),
             upload_bytes_max: 1 << 20,

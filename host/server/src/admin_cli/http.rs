@@ -32,17 +32,43 @@ pub fn request_raw(
     token: Option<&str>,
     headers: &[(&str, String)],
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    // Compiling an uploaded plugin may take a while; everything else answers at once.
+    exchange(address, method, path, body, content_type, token, headers, (TIMEOUT, TIMEOUT * 10))
+}
+
+/// One JSON request between servers (a broker and its name servers): short timeouts.
+pub fn request_quick(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    exchange(address, method, path, payload.as_bytes(), "application/json", None, &[], (timeout, timeout))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    content_type: &str,
+    token: Option<&str>,
+    headers: &[(&str, String)],
+    (connect_timeout, read_timeout): (Duration, Duration),
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let addr = address
         .to_socket_addrs()
         .with_context(|| format!("resolve the admin address {address}"))?
         .next()
         .with_context(|| format!("the admin address {address} resolves to nothing"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| {
-        format!("connect to the broker's admin endpoint at {address} (is ferrymq running? see --admin-addr)")
+    let mut stream = TcpStream::connect_timeout(&addr, connect_timeout).with_context(|| {
+        format!("connect to {address} (is ferrymq running there? for a broker see --admin-addr)")
     })?;
-    // Compiling an uploaded plugin may take a while; everything else answers at once.
-    stream.set_read_timeout(Some(TIMEOUT * 10))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
+    stream.set_read_timeout(Some(read_timeout))?;
+    stream.set_write_timeout(Some(connect_timeout))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
         body.len()

@@ -1,6 +1,6 @@
 //! `ferrymq admin …`: manage a running broker through its admin HTTP API.
 
-mod http;
+pub(crate) mod http;
 pub mod plugin;
 mod time;
 
@@ -55,6 +55,13 @@ pub enum AdminCommand {
     /// The hash-chained log of admin actions and plugin quarantines.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Broker sets, their masters and slaves, and each slave's replication lag in bytes and seconds
+    /// (from the broker at --admin-addr, or from a name server with --namesrv).
+    Cluster {
+        /// Ask this name server (host:port) instead of a broker.
+        #[arg(long, value_name = "HOST:PORT")]
+        namesrv: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +288,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 &["subscriber", "topic", "queue_id", "committed", "max", "lag", "in_flight"],
             )
         }
+        AdminCommand::Cluster { namesrv } => return cluster(&args, namesrv.as_deref()),
         AdminCommand::Tx(TxCommand::Pending) => {
             ("GET", "/v1/transactions".into(), None, &["transaction_id", "topic", "checks"])
         }
@@ -312,6 +320,39 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     print_answer(&response, args.endpoint.json, columns)
+}
+
+const CLUSTER_COLUMNS: &[&str] =
+    &["set", "id", "role", "grpc", "replication", "log_end", "lag_bytes", "lag_seconds", "master_reachable", "slaves"];
+
+/// `ferrymq admin cluster`: one row per broker, from a broker's view or a name server's.
+fn cluster(args: &AdminArgs, namesrv: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (address, what) = match namesrv {
+        Some(namesrv) => (namesrv, "name server"),
+        None => (args.endpoint.admin_addr.as_str(), "broker"),
+    };
+    let token = if namesrv.is_some() { None } else { args.endpoint.token.as_deref() };
+    let (status, response) = http::request(address, "GET", "/v1/cluster", None, token)?;
+    if !(200..300).contains(&status) {
+        let reason = response["error"].as_str().map_or_else(|| response.to_string(), str::to_owned);
+        eprintln!("ferrymq admin: the {what} at {address} answered {reason} (HTTP {status})");
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.endpoint.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Value> = match namesrv {
+        // A name server answers registrations; a broker answers rows already.
+        Some(_) => {
+            let view: crate::cluster::ClusterView =
+                serde_json::from_value(response).context("decode the name server's cluster view")?;
+            view.brokers.iter().map(|m| crate::admin::member_row(&m.registration, Some(m.age_ms))).collect()
+        }
+        None => response["brokers"].as_array().cloned().unwrap_or_default(),
+    };
+    table(&rows, CLUSTER_COLUMNS);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints an API answer as JSON or as a table of `columns`.

@@ -116,7 +116,10 @@ impl GrpcState {
                     delivery.receive(&Receive { group, client_id, topic, filter, batch, invisible_ms, auto_renew })
                 }
             };
-            let received = if filtered {
+            let received = if !self.cluster.serving_reads() {
+                // A slave hands out messages only while its master is down.
+                Ok(Vec::new())
+            } else if filtered {
                 // A filter plugin runs inside `receive`: keep it off the async workers.
                 match tokio::task::spawn_blocking(job).await {
                     Ok(received) => received,
@@ -133,6 +136,9 @@ impl GrpcState {
                 Err(err) => return fail(from_delivery(&err)),
             };
             if !got.is_empty() {
+                if !self.cluster.is_master() {
+                    self.cluster.mark_served();
+                }
                 let mut out = vec![receive_status(ok())];
                 for d in &got {
                     match convert::delivered(d, invisible_ms) {
@@ -171,7 +177,12 @@ impl GrpcState {
             .iter()
             .map(|e| {
                 let status = match self.broker.delivery().ack(&group, client_id, &e.receipt_handle) {
-                    Ok(()) => ok(),
+                    Ok(()) => {
+                        if !self.cluster.is_master() {
+                            self.cluster.mark_served();
+                        }
+                        ok()
+                    }
                     Err(err) => from_delivery(&err),
                 };
                 pb::AckMessageResultEntry {

@@ -100,16 +100,34 @@ pub struct GrpcState {
     pub bound: SocketAddr,
     /// Requests served per RPC.
     pub rpcs: RpcCounters,
+    /// This broker's place in its cluster (a standalone node is a master of its own).
+    pub cluster: Arc<crate::cluster::Cluster>,
     waiters: Semaphore,
 }
 
 impl GrpcState {
-    pub fn new(broker: Arc<Broker>, arrivals: Arc<Arrivals>, config: GrpcConfig, bound: SocketAddr) -> Self {
+    pub fn new(
+        broker: Arc<Broker>,
+        arrivals: Arc<Arrivals>,
+        config: GrpcConfig,
+        bound: SocketAddr,
+        cluster: Arc<crate::cluster::Cluster>,
+    ) -> Self {
         let waiters = Semaphore::new(config.receive_waiters_max);
-        Self { broker, clients: Clients::default(), arrivals, config, bound, rpcs: RpcCounters::default(), waiters }
+        Self {
+            broker,
+            clients: Clients::default(),
+            arrivals,
+            config,
+            bound,
+            rpcs: RpcCounters::default(),
+            cluster,
+            waiters,
+        }
     }
 
-    fn advertised(&self) -> (String, i32) {
+    /// The host and port clients are told to use for this broker.
+    pub fn advertised(&self) -> (String, i32) {
         if let Some((host, port)) = self.config.advertised_address.as_deref().and_then(|a| a.rsplit_once(':'))
             && let Ok(port) = port.parse()
         {

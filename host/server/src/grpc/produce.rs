@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use super::GrpcState;
 use super::convert;
-use super::status::{from_send, ok, overall, status};
+use super::status::{from_replication, from_send, ok, overall, status};
 
 /// Most messages in one SendMessage request.
 pub const SEND_BATCH_MAX: usize = 1024;
@@ -68,19 +68,24 @@ impl GrpcState {
             submit()
         };
         let mut entries = Vec::with_capacity(pending.len());
+        // Sync replication: one wait covers every message of the request.
+        let mut replicate_to = 0u64;
         for p in pending {
             let entry = match p {
                 Pending::Failed(message_id, status) => {
                     pb::SendResultEntry { status: Some(status), message_id, ..pb::SendResultEntry::default() }
                 }
                 Pending::Stored(message_id, rx) => match rx.await {
-                    Ok(Ok(receipt)) => pb::SendResultEntry {
+                    Ok(Ok(receipt)) => {
+                        replicate_to = replicate_to.max(receipt.log_end);
+                        pb::SendResultEntry {
                         status: Some(ok()),
                         message_id: receipt.message_id,
                         transaction_id: receipt.transaction_id.unwrap_or_default(),
                         offset: receipt.queue_offset as i64,
                         recall_handle: String::new(),
-                    },
+                        }
+                    }
                     Ok(Err(err)) => pb::SendResultEntry {
                         status: Some(from_send(&err)),
                         message_id,
@@ -94,6 +99,13 @@ impl GrpcState {
                 },
             };
             entries.push(entry);
+        }
+        if let Err(failure) = self.cluster.replicated(replicate_to).await {
+            let failed = from_replication(failure);
+            tracing::warn!(code = ?failure, end = replicate_to, "a send is stored but not replicated");
+            for entry in entries.iter_mut().filter(|e| e.status.as_ref().is_some_and(|s| s.code == Code::Ok as i32)) {
+                entry.status = Some(failed.clone());
+            }
         }
         let status = overall(entries.iter().filter_map(|e| e.status.as_ref()));
         pb::SendMessageResponse { status: Some(status), entries }

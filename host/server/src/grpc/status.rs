@@ -49,6 +49,10 @@ pub fn from_store(err: &StoreError) -> Status {
     match err {
         StoreError::RecordTooLarge { .. } => status(Code::MessageBodyTooLarge, err.to_string()),
         StoreError::InvalidTopic { .. } => status(Code::IllegalTopic, err.to_string()),
+        StoreError::ReadOnly => status(
+            Code::Forbidden,
+            "this broker is a slave: it takes no sends; send to its set's master (see QueryRoute)",
+        ),
         _ => status(Code::InternalServerError, err.to_string()),
     }
 }
@@ -95,5 +99,19 @@ pub fn overall<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
         Some(s) if s.code == Code::Ok as i32 => ok(),
         Some(s) => s.clone(),
         None => ok(),
+    }
+}
+
+/// The status of a send whose sync replication could not be confirmed.
+pub fn from_replication(failure: crate::cluster::ReplicationFailure) -> Status {
+    match failure {
+        crate::cluster::ReplicationFailure::NoSlave => status(
+            Code::HaNotAvailable,
+            "stored on the master, but no slave is connected to hold a copy (sync replication); the send may be retried",
+        ),
+        crate::cluster::ReplicationFailure::Timeout => status(
+            Code::SlavePersistenceTimeout,
+            "stored on the master, but no slave confirmed a copy in time (sync replication); the send may be retried",
+        ),
     }
 }

@@ -32,7 +32,10 @@ impl GrpcState {
         // A commit waits for the store.
         let result = tokio::task::spawn_blocking(move || transactions.end(&id, resolution)).await;
         match result {
-            Ok(Ok(())) => reply(ok()),
+            Ok(Ok(())) => match self.cluster.replicated(self.broker.store().stats().written).await {
+                Ok(()) => reply(ok()),
+                Err(failure) => reply(super::status::from_replication(failure)),
+            },
             Ok(Err(err @ TransactionError::NotFound(_))) => reply(status(Code::InvalidTransactionId, err.to_string())),
             Ok(Err(err)) => reply(status(Code::InternalServerError, err.to_string())),
             Err(_) => reply(named(Code::InternalServerError)),

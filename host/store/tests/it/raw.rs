@@ -84,3 +84,22 @@ fn misplaced_or_damaged_raw_bytes_are_refused_and_change_nothing() {
     assert_eq!(slave.stats().written, end, "nothing was appended");
     assert_eq!(slave.append_raw_wait(end, next_bytes).expect("the intact bytes apply"), master.stats().written);
 }
+
+#[test]
+fn a_read_only_store_refuses_its_own_appends_and_takes_raw_bytes() {
+    let (mdir, sdir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let master = open(mdir.path());
+    let slave = open(sdir.path());
+    slave.set_read_only(true);
+    assert!(slave.is_read_only());
+    master.append_wait(message("a", 0, b"one", "", "k1", "id1")).expect("append");
+    let err = slave.append_wait(message("a", 0, b"local", "", "k2", "id2")).expect_err("a replica refuses appends");
+    assert!(matches!(err, StoreError::ReadOnly), "{err}");
+    assert!(master.wait_visible_past(0, std::time::Duration::from_millis(10)), "the master has a record");
+    let end = replicate(&master, &slave, 0, 4096);
+    assert_eq!(end, master.stats().written);
+    assert!(!slave.wait_visible_past(end, std::time::Duration::from_millis(20)), "nothing past the end");
+    slave.set_read_only(false);
+    let own = slave.append_wait(message("a", 0, b"after", "", "k3", "id3")).expect("writable again");
+    assert_eq!(own.offset, end);
+}

@@ -1,0 +1,249 @@
+//! Clusters: broker sets of one master (id 0) and N slaves, name servers, replication.
+//!
+//! * `config` — the `[cluster]` section.
+//! * `wire` — the replication stream's frames.
+//! * `master` — a master's HA listener: streams its log to each slave, copies metadata, counts acks.
+//! * `slave` — a slave follows its master: appends the master's bytes verbatim, copies metadata.
+//! * `view` — what brokers tell name servers, and the cluster as a name server sees it.
+//! * `registration` — a broker's heartbeat to every name server, which also fetches the view.
+//!
+//! [`Cluster`] is the state they share with the gRPC front end: the role, whether reads are served
+//! here (a slave serves them only while its master is down), the slaves' acknowledgements that sync
+//! replication waits for, and the latest cluster view.
+
+pub mod config;
+pub mod master;
+pub mod registration;
+pub mod slave;
+pub mod view;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use config::{ClusterConfig, ReplicationMode};
+pub use view::{ClusterView, Registration, Role};
+
+/// Why a sync-replicated write could not be confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationFailure {
+    /// No slave is connected: nothing can hold a copy (HA_NOT_AVAILABLE).
+    NoSlave,
+    /// A slave is connected but did not confirm within `sync_timeout_ms` (SLAVE_PERSISTENCE_TIMEOUT).
+    Timeout,
+}
+
+/// One slave connected to this master.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlaveLink {
+    pub broker_id: u64,
+    pub peer: String,
+    /// Log end the slave has confirmed holding.
+    pub acked: u64,
+    #[serde(skip)]
+    pub connected_at: Instant,
+    #[serde(skip)]
+    pub caught_up_at: Instant,
+}
+
+/// A slave's view of its master.
+#[derive(Debug, Clone)]
+struct Follow {
+    connected: bool,
+    last_contact: Option<Instant>,
+    master_written: u64,
+    /// When this slave last held everything its master had written.
+    caught_up_at: Option<Instant>,
+    master_addr: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub config: ClusterConfig,
+    /// The broker-set name (`grpc.broker_name`).
+    pub broker_set: String,
+    started: Instant,
+    // Master side.
+    next_link: AtomicU64,
+    slaves: Mutex<BTreeMap<u64, SlaveLink>>,
+    /// The highest log end any slave confirmed.
+    acked: watch::Sender<u64>,
+    // Slave side.
+    follow: Mutex<Follow>,
+    /// Set when this slave handed out or settled messages while its master was down; its progress
+    /// goes to the master when they reconnect.
+    served: AtomicBool,
+    view: RwLock<Option<ClusterView>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig, broker_set: String) -> Self {
+        Self {
+            config,
+            broker_set,
+            started: Instant::now(),
+            next_link: AtomicU64::new(1),
+            slaves: Mutex::new(BTreeMap::new()),
+            acked: watch::Sender::new(0),
+            follow: Mutex::new(Follow {
+                connected: false,
+                last_contact: None,
+                master_written: 0,
+                caught_up_at: None,
+                master_addr: None,
+            }),
+            served: AtomicBool::new(false),
+            view: RwLock::new(None),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        if self.config.broker_id == 0 { Role::Master } else { Role::Slave }
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.role() == Role::Master
+    }
+
+    /// Whether this broker is part of a cluster (it has name servers).
+    pub fn clustered(&self) -> bool {
+        !self.config.namesrv.is_empty()
+    }
+
+    // ---- master side ----
+
+    pub(crate) fn slave_connected(&self, broker_id: u64, peer: String, acked: u64) -> u64 {
+        let id = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        lock(&self.slaves)
+            .insert(id, SlaveLink { broker_id, peer, acked, connected_at: now, caught_up_at: now });
+        self.acked.send_modify(|a| *a = (*a).max(acked));
+        id
+    }
+
+    pub(crate) fn slave_acked(&self, link: u64, log_end: u64, master_written: u64) {
+        if let Some(slave) = lock(&self.slaves).get_mut(&link) {
+            slave.acked = slave.acked.max(log_end);
+            if slave.acked >= master_written {
+                slave.caught_up_at = Instant::now();
+            }
+        }
+        self.acked.send_modify(|a| *a = (*a).max(log_end));
+    }
+
+    pub(crate) fn slave_gone(&self, link: u64) {
+        lock(&self.slaves).remove(&link);
+    }
+
+    pub fn slaves(&self) -> Vec<SlaveLink> {
+        lock(&self.slaves).values().cloned().collect()
+    }
+
+    /// Waits until a slave holds the log up to `end` (sync replication); returns at once for an
+    /// async master.
+    pub async fn replicated(&self, end: u64) -> Result<(), ReplicationFailure> {
+        if self.config.replication != ReplicationMode::Sync || !self.is_master() || end == 0 {
+            return Ok(());
+        }
+        if lock(&self.slaves).is_empty() {
+            return Err(ReplicationFailure::NoSlave);
+        }
+        let mut acked = self.acked.subscribe();
+        let wait = acked.wait_for(|&a| a >= end);
+        match tokio::time::timeout(Duration::from_millis(self.config.sync_timeout_ms), wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ReplicationFailure::Timeout),
+        }
+    }
+
+    // ---- slave side ----
+
+    pub(crate) fn master_connected(&self, addr: &str) {
+        let mut f = lock(&self.follow);
+        f.connected = true;
+        f.last_contact = Some(Instant::now());
+        f.master_addr = Some(addr.to_owned());
+    }
+
+    pub(crate) fn master_heard(&self, own_end: u64, master_written: u64) {
+        let mut f = lock(&self.follow);
+        let now = Instant::now();
+        f.last_contact = Some(now);
+        f.master_written = f.master_written.max(master_written);
+        if own_end >= f.master_written {
+            f.caught_up_at = Some(now);
+        }
+    }
+
+    pub(crate) fn master_lost(&self) {
+        lock(&self.follow).connected = false;
+    }
+
+    /// A slave's master counts as down when the slave has not heard from it for `master_down_ms`.
+    pub fn master_down(&self) -> bool {
+        if self.is_master() {
+            return false;
+        }
+        let f = lock(&self.follow);
+        let quiet = f.last_contact.unwrap_or(self.started).elapsed();
+        !f.connected && quiet >= Duration::from_millis(self.config.master_down_ms)
+    }
+
+    /// Whether receives and acks are served here: always on a master, on a slave only while its
+    /// master is down (then consumers read the set's queues from the slave).
+    pub fn serving_reads(&self) -> bool {
+        self.is_master() || self.master_down()
+    }
+
+    pub(crate) fn mark_served(&self) {
+        self.served.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn take_served(&self) -> bool {
+        self.served.swap(false, Ordering::AcqRel)
+    }
+
+    pub(crate) fn restore_served(&self) {
+        self.served.store(true, Ordering::Release);
+    }
+
+    /// A slave's lag behind its master: bytes it lacks of what the master reported, and how long
+    /// ago it last held everything the master had.
+    pub fn lag(&self, own_end: u64) -> (u64, u64) {
+        let f = lock(&self.follow);
+        let bytes = f.master_written.saturating_sub(own_end);
+        let ms = if bytes == 0 {
+            0
+        } else {
+            f.caught_up_at.unwrap_or(self.started).elapsed().as_millis() as u64
+        };
+        (bytes, ms)
+    }
+
+    pub fn master_reachable(&self) -> bool {
+        lock(&self.follow).connected
+    }
+
+    pub fn master_addr(&self) -> Option<String> {
+        lock(&self.follow).master_addr.clone()
+    }
+
+    // ---- the cluster view ----
+
+    pub(crate) fn set_view(&self, view: ClusterView) {
+        *self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
+    }
+
+    pub fn view(&self) -> Option<ClusterView> {
+        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}

@@ -1,0 +1,138 @@
+//! A slave's side of replication: find the master, send HELLO with the local log end, append every
+//! DATA frame verbatim, confirm it, and copy the master's metadata.
+
+use std::io::{BufReader, BufWriter};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ferrymq_broker::Broker;
+
+use super::master::MetadataCopy;
+use super::wire::Frame;
+use super::{Cluster, Role};
+
+/// Pause between attempts to reach the master.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Follows the master until `stop` is set.
+pub fn start(cluster: Arc<Cluster>, broker: Arc<Broker>, stop: Arc<AtomicBool>) -> anyhow::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ferrymq-ha-follow".into())
+        .spawn(move || {
+            let mut last_error = String::new();
+            while !stop.load(Ordering::Acquire) {
+                let Some(addr) = master_address(&cluster) else {
+                    std::thread::sleep(RETRY);
+                    continue;
+                };
+                match follow(&cluster, &broker, &addr, &stop) {
+                    Ok(()) => last_error.clear(),
+                    Err(err) => {
+                        let err = format!("{err:#}");
+                        // Say it once per kind of failure, not every half second.
+                        if err != last_error {
+                            tracing::warn!(master = %addr, %err, "replication from the master stopped; retrying");
+                            last_error = err;
+                        }
+                    }
+                }
+                cluster.master_lost();
+                std::thread::sleep(RETRY);
+            }
+        })
+        .context("start the replication thread")
+}
+
+/// The master's HA address: configured, or the set's master as the name servers know it.
+fn master_address(cluster: &Cluster) -> Option<String> {
+    if let Some(addr) = &cluster.config.master_ha {
+        return Some(addr.clone());
+    }
+    let view = cluster.view()?;
+    view.brokers
+        .iter()
+        .map(|m| &m.registration)
+        .find(|r| r.broker_set == cluster.broker_set && r.role == Role::Master)
+        .map(|r| r.ha.clone())
+}
+
+fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> anyhow::Result<()> {
+    let target = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))?;
+    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(1)).with_context(|| format!("connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_millis(cluster.config.master_down_ms)))?;
+    let store = broker.store().clone();
+    let mut out = BufWriter::new(stream.try_clone()?);
+    let mut input = BufReader::with_capacity(256 << 10, stream);
+    // Progress made here while the master was down goes back with the HELLO.
+    let served = cluster.take_served();
+    let offsets = if served { serde_json::to_vec(&broker.offsets_snapshot())? } else { b"[]".to_vec() };
+    let hello = Frame::Hello { broker_id: cluster.config.broker_id, log_end: store.stats().written, offsets };
+    if let Err(err) = hello.write_to(&mut out) {
+        if served {
+            cluster.restore_served();
+        }
+        return Err(err).context("send HELLO");
+    }
+    let first = match Frame::read_from(&mut input) {
+        Ok(frame) => frame,
+        Err(err) => {
+            if served {
+                cluster.restore_served();
+            }
+            return Err(err).context("the master did not answer (see its log for why it refused)");
+        }
+    };
+    cluster.master_connected(addr);
+    tracing::info!(master = %addr, log_end = store.stats().written, "following the master");
+    let mut frame = first;
+    loop {
+        match frame {
+            Frame::Data { offset, master_written, bytes } => {
+                let end = store
+                    .append_raw_wait(offset, bytes)
+                    .with_context(|| format!("append the master's bytes at {offset}"))?;
+                Frame::Ack { log_end: end }.write_to(&mut out).context("confirm")?;
+                cluster.master_heard(end, master_written);
+            }
+            Frame::Beat { master_written } => {
+                let end = store.stats().written;
+                Frame::Ack { log_end: end }.write_to(&mut out).context("confirm")?;
+                cluster.master_heard(end, master_written);
+            }
+            Frame::Meta { json } => {
+                let copy: MetadataCopy = serde_json::from_slice(&json).context("decode the master's metadata")?;
+                apply_metadata(broker, copy);
+                cluster.master_heard(store.stats().written, 0);
+            }
+            other => bail!("unexpected frame from the master: {other:?}"),
+        }
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        frame = Frame::read_from(&mut input).context("read from the master")?;
+    }
+}
+
+/// Makes this slave's topics, groups and consumer offsets the master's.
+fn apply_metadata(broker: &Broker, copy: MetadataCopy) {
+    match broker.metadata().replace_all(copy.topics, copy.groups) {
+        Ok(true) => tracing::debug!("copied the master's topics and groups"),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(%err, "could not save the master's topics and groups"),
+    }
+    let delivery = broker.delivery();
+    for (key, offset) in copy.offsets {
+        if delivery.offset(&key) != Some(offset) {
+            delivery.set_offset(key, offset);
+        }
+    }
+}
