@@ -3,13 +3,17 @@
 #
 # Long variants are opt-in through environment variables:
 #   FERRYMQ_CRASH_POINTS=N   seeded crash points per flush mode in the store crash test (default 1000 sync / 300 async)
+#   FERRYMQ_CLUSTER_KILLS=N  masters killed (kill -9) per replication mode in the cluster tests (default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '== %s\n' "$*" >&2; }
 
-# System tools the tests drive: mkfs.ext4 and mount for the real disk-full test.
+# System tools the tests drive: mkfs.ext4 and mount for the real disk-full test; ip (network
+# namespaces, veth, a bridge) and nft (partitions) for the cluster tests.
 missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
 command -v losetup >/dev/null 2>&1 || missing+=(util-linux)

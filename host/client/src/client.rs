@@ -113,6 +113,26 @@ impl Client {
         Ok(response.message_queues)
     }
 
+    /// Where `group` should receive `topic` from: one queue per broker set (id -1, "any queue of
+    /// that broker") for ordinary groups, one per queue for FIFO groups.
+    pub async fn assignment(&self, group: &str, topic: &str) -> Result<Vec<pb::MessageQueue>, ClientError> {
+        const RPC: &str = "QueryAssignment";
+        let body = pb::QueryAssignmentRequest {
+            topic: Some(resource(topic)),
+            group: Some(resource(group)),
+            endpoints: Some(self.endpoints()),
+        };
+        let response = self
+            .rpc
+            .clone()
+            .query_assignment(self.request(body, self.options.request_timeout))
+            .await
+            .map_err(rpc_failed(RPC))?
+            .into_inner();
+        check(RPC, response.status.as_ref())?;
+        Ok(response.assignments.into_iter().filter_map(|a| a.message_queue).collect())
+    }
+
     /// Sends `messages` in one request (all to one topic; at most 1,024 for ferrymq) and returns one
     /// receipt per message, in order. Fails as a whole if any message was refused.
     pub async fn send(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>, ClientError> {

@@ -62,7 +62,9 @@ impl Registry {
         let key = (registration.broker_set.clone(), registration.broker_id);
         let mut brokers = self.lock();
         match brokers.get(&key) {
-            None => tracing::info!(set = %key.0, id = key.1, grpc = %registration.grpc, role = ?registration.role, "broker registered"),
+            None => {
+                tracing::info!(set = %key.0, id = key.1, grpc = %registration.grpc, role = ?registration.role, "broker registered")
+            }
             Some((old, _)) if old.grpc != registration.grpc => {
                 tracing::warn!(set = %key.0, id = key.1, old = %old.grpc, new = %registration.grpc, "another broker took this set and id");
             }

@@ -183,15 +183,13 @@ fn run_node(config: ServerConfig, clustered: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("bind admin HTTP on {}", config.admin.listen))?;
         let admin_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let grpc = Arc::new(GrpcState::new(
-            broker.clone(),
-            arrivals.clone(),
-            config.grpc.clone(),
-            grpc_addr,
-            cluster.clone(),
-        ));
+        let grpc =
+            Arc::new(GrpcState::new(broker.clone(), arrivals.clone(), config.grpc.clone(), grpc_addr, cluster.clone()));
         if clustered {
             start_cluster(&config, &cluster, &broker, &grpc, admin_addr, &cluster_stop)?;
+            if !cluster.is_master() {
+                follow_plugins(registry.clone(), cluster_stop.clone())?;
+            }
         }
         // Tx-check bindings can arrive at any time; with none bound the host answers "no opinion".
         let checker: Option<Arc<dyn ferrymq_broker::transaction::TransactionChecker>> = Some(plugins.clone() as _);
@@ -284,5 +282,19 @@ fn start_cluster(
         tracing::info!(namesrv = ?config.cluster.namesrv, ?addresses, "registering with the name servers");
         cluster::registration::start(cluster.clone(), broker.clone(), addresses, stop.clone())?;
     }
+    Ok(())
+}
+
+/// A slave binds the plugins its master binds: the registry's records arrive with the log.
+fn follow_plugins(registry: Arc<Registry>, stop: Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("ferrymq-plugins-follow".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                registry.follow_log();
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        })
+        .context("start the plugin-following thread")?;
     Ok(())
 }

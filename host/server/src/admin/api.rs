@@ -122,8 +122,7 @@ fn message_json(stored: &StoredRecord) -> Option<Value> {
 pub fn route(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
     let meta = state.broker.metadata();
     let segments: Vec<&str> = call.path.trim_start_matches("/v1/").split('/').collect();
-    let metadata_change = call.method != Method::GET
-        && matches!(segments.first(), Some(&"topics" | &"groups"));
+    let metadata_change = call.method != Method::GET && matches!(segments.first(), Some(&"topics" | &"groups"));
     if metadata_change && !state.cluster.is_master() {
         return error(
             StatusCode::CONFLICT,
@@ -131,7 +130,7 @@ pub fn route(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
         );
     }
     match (call.method, segments.as_slice()) {
-        (&Method::GET, ["cluster"]) => json(StatusCode::OK, cluster_json(state)),
+        (&Method::GET, ["cluster"]) => json(StatusCode::OK, super::cluster_api::cluster_json(state)),
         (&Method::GET, ["topics"]) => {
             json(StatusCode::OK, Value::Array(meta.topics().iter().map(topic_json).collect()))
         }
@@ -270,67 +269,4 @@ mod tests {
         assert_eq!(unescape("t%25x+y%2"), "t%x y%2");
         assert_eq!(query_param(None, "topic"), None);
     }
-}
-
-/// One row per broker for `ferrymq admin cluster`.
-pub fn member_row(r: &crate::cluster::Registration, age_ms: Option<u64>) -> Value {
-    let slave = r.role == crate::cluster::Role::Slave;
-    json!({
-        "cluster": r.cluster,
-        "set": r.broker_set,
-        "id": r.broker_id,
-        "role": r.role,
-        "grpc": r.grpc,
-        "admin": r.admin,
-        "replication": r.replication,
-        "log_end": r.log_end,
-        "lag_bytes": if slave { json!(r.lag_bytes) } else { Value::Null },
-        "lag_seconds": if slave { json!(r.lag_ms as f64 / 1000.0) } else { Value::Null },
-        "master_reachable": if slave { json!(r.master_reachable) } else { Value::Null },
-        "slaves": if slave { Value::Null } else { json!(r.slaves_connected) },
-        "heartbeat_age_ms": age_ms,
-    })
-}
-
-/// This broker's place in the cluster and, when it has name servers, every broker they know.
-fn cluster_json(state: &AdminState) -> Value {
-    let cluster = &state.cluster;
-    let (host, port) = state.grpc.advertised();
-    let addresses = crate::cluster::registration::Addresses {
-        grpc: format!("{host}:{port}"),
-        admin: String::new(),
-        ha: cluster.config.ha_advertised_address.clone().unwrap_or_default(),
-    };
-    let this = crate::cluster::registration::registration(cluster, &state.broker, &addresses);
-    let brokers: Vec<Value> = match cluster.view() {
-        Some(view) => view.brokers.iter().map(|m| member_row(&m.registration, Some(m.age_ms))).collect(),
-        None => vec![member_row(&this, None)],
-    };
-    let written = state.broker.store().stats().written;
-    let slaves: Vec<Value> = cluster
-        .slaves()
-        .into_iter()
-        .map(|s| {
-            let lag_bytes = written.saturating_sub(s.acked);
-            let lag_ms = if lag_bytes == 0 { 0 } else { s.caught_up_at.elapsed().as_millis() as u64 };
-            json!({ "broker_id": s.broker_id, "peer": s.peer, "acked": s.acked, "lag_bytes": lag_bytes,
-                    "lag_seconds": lag_ms as f64 / 1000.0 })
-        })
-        .collect();
-    json!({
-        "this": {
-            "set": cluster.broker_set,
-            "id": cluster.config.broker_id,
-            "role": cluster.role(),
-            "replication": cluster.config.replication,
-            "log_end": written,
-            "serving_reads": cluster.serving_reads(),
-            "master": cluster.master_addr(),
-            "master_reachable": this.master_reachable,
-            "lag_bytes": this.lag_bytes,
-            "lag_seconds": this.lag_ms as f64 / 1000.0,
-            "slaves": slaves,
-        },
-        "brokers": brokers,
-    })
 }

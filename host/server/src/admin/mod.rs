@@ -5,7 +5,8 @@
 //! size.
 
 mod api;
-pub use api::member_row;
+mod cluster_api;
+pub use cluster_api::cluster_rows;
 pub mod audit;
 pub mod auth;
 mod dry_run;

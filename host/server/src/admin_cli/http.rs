@@ -64,9 +64,8 @@ fn exchange(
         .with_context(|| format!("resolve the admin address {address}"))?
         .next()
         .with_context(|| format!("the admin address {address} resolves to nothing"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, connect_timeout).with_context(|| {
-        format!("connect to {address} (is ferrymq running there? for a broker see --admin-addr)")
-    })?;
+    let mut stream = TcpStream::connect_timeout(&addr, connect_timeout)
+        .with_context(|| format!("connect to {address} (is ferrymq running there? for a broker see --admin-addr)"))?;
     stream.set_read_timeout(Some(read_timeout))?;
     stream.set_write_timeout(Some(connect_timeout))?;
     let mut head = format!(

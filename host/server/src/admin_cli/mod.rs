@@ -347,7 +347,7 @@ fn cluster(args: &AdminArgs, namesrv: Option<&str>) -> anyhow::Result<ExitCode> 
         Some(_) => {
             let view: crate::cluster::ClusterView =
                 serde_json::from_value(response).context("decode the name server's cluster view")?;
-            view.brokers.iter().map(|m| crate::admin::member_row(&m.registration, Some(m.age_ms))).collect()
+            crate::admin::cluster_rows(&view)
         }
         None => response["brokers"].as_array().cloned().unwrap_or_default(),
     };

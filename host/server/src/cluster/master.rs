@@ -110,7 +110,11 @@ fn serve_slave(
     if let Ok(made) = serde_json::from_slice::<Vec<(OffsetKey, u64)>>(&offsets) {
         let advanced = made.into_iter().filter(|(k, o)| broker.delivery().advance_offset(k.clone(), *o)).count();
         if advanced > 0 {
-            tracing::info!(slave = broker_id, advanced, "took consumer progress made on the slave while this master was down");
+            tracing::info!(
+                slave = broker_id,
+                advanced,
+                "took consumer progress made on the slave while this master was down"
+            );
         }
     }
     let link = cluster.slave_connected(broker_id, peer.clone(), log_end);

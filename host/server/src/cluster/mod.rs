@@ -124,8 +124,7 @@ impl Cluster {
     pub(crate) fn slave_connected(&self, broker_id: u64, peer: String, acked: u64) -> u64 {
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        lock(&self.slaves)
-            .insert(id, SlaveLink { broker_id, peer, acked, connected_at: now, caught_up_at: now });
+        lock(&self.slaves).insert(id, SlaveLink { broker_id, peer, acked, connected_at: now, caught_up_at: now });
         self.acked.send_modify(|a| *a = (*a).max(acked));
         id
     }
@@ -221,7 +220,9 @@ impl Cluster {
     pub fn lag(&self, own_end: u64) -> (u64, u64) {
         let f = lock(&self.follow);
         let bytes = f.master_written.saturating_sub(own_end);
-        let ms = if bytes == 0 {
+        // Cut off from its master, a slave cannot tell what it misses: it reports the time since it
+        // last held everything the master had.
+        let ms = if bytes == 0 && f.connected {
             0
         } else {
             f.caught_up_at.unwrap_or(self.started).elapsed().as_millis() as u64
@@ -245,5 +246,54 @@ impl Cluster {
 
     pub fn view(&self) -> Option<ClusterView> {
         self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(replication: ReplicationMode, broker_id: u64) -> Cluster {
+        let config =
+            ClusterConfig { replication, broker_id, sync_timeout_ms: 100, master_down_ms: 50, ..Default::default() };
+        Cluster::new(config, "a".into())
+    }
+
+    #[tokio::test]
+    async fn sync_replication_waits_for_a_slave_and_says_why_it_could_not() {
+        let c = cluster(ReplicationMode::Sync, 0);
+        assert_eq!(c.replicated(100).await, Err(ReplicationFailure::NoSlave));
+        let link = c.slave_connected(1, "peer".into(), 0);
+        assert_eq!(c.replicated(100).await, Err(ReplicationFailure::Timeout));
+        c.slave_acked(link, 150, 150);
+        assert_eq!(c.replicated(100).await, Ok(()));
+        assert_eq!(c.replicated(150).await, Ok(()));
+        // An ack arriving while the send waits releases it.
+        let waiting = c.replicated(300);
+        let (result, ()) = tokio::join!(waiting, async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            c.slave_acked(link, 300, 300);
+        });
+        assert_eq!(result, Ok(()));
+        c.slave_gone(link);
+        assert_eq!(c.replicated(400).await, Err(ReplicationFailure::NoSlave));
+        assert_eq!(cluster(ReplicationMode::Async, 0).replicated(100).await, Ok(()), "async never waits");
+    }
+
+    #[test]
+    fn a_slave_serves_reads_only_once_its_master_has_been_silent_long_enough() {
+        let c = cluster(ReplicationMode::Async, 1);
+        assert!(!c.is_master());
+        c.master_connected("m:8083");
+        c.master_heard(10, 10);
+        assert!(!c.serving_reads(), "connected");
+        assert_eq!(c.lag(10), (0, 0));
+        c.master_heard(10, 40);
+        assert_eq!(c.lag(10).0, 30);
+        c.master_lost();
+        assert!(!c.serving_reads(), "just lost: not yet down");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(c.serving_reads(), "silent for master_down_ms");
+        assert!(cluster(ReplicationMode::Async, 0).serving_reads(), "a master always serves");
     }
 }

@@ -66,7 +66,8 @@ fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> 
         .with_context(|| format!("resolve {addr}"))?
         .next()
         .with_context(|| format!("{addr} resolves to nothing"))?;
-    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(1)).with_context(|| format!("connect to {addr}"))?;
+    let stream =
+        TcpStream::connect_timeout(&target, Duration::from_secs(1)).with_context(|| format!("connect to {addr}"))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_millis(cluster.config.master_down_ms)))?;
     let store = broker.store().clone();

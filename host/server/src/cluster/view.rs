@@ -86,6 +86,18 @@ impl ClusterView {
         sets
     }
 
+    /// How many bytes a slave lacks: what it reported, or what its master's registration shows it
+    /// lacks, whichever is more (a partitioned slave cannot know what it missed).
+    pub fn lag_bytes(&self, slave: &Registration) -> u64 {
+        let master_end = self
+            .brokers
+            .iter()
+            .map(|m| &m.registration)
+            .find(|r| r.broker_set == slave.broker_set && r.role == Role::Master)
+            .map_or(0, |m| m.log_end);
+        slave.lag_bytes.max(master_end.saturating_sub(slave.log_end))
+    }
+
     /// Who serves each set that holds `topic`, with that broker's view of the topic: the master
     /// while it is registered, else the most caught-up slave (reads only).
     pub fn routes_of(&self, topic: &str) -> Vec<(SetRoute<'_>, &TopicRoute)> {

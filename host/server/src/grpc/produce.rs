@@ -79,11 +79,11 @@ impl GrpcState {
                     Ok(Ok(receipt)) => {
                         replicate_to = replicate_to.max(receipt.log_end);
                         pb::SendResultEntry {
-                        status: Some(ok()),
-                        message_id: receipt.message_id,
-                        transaction_id: receipt.transaction_id.unwrap_or_default(),
-                        offset: receipt.queue_offset as i64,
-                        recall_handle: String::new(),
+                            status: Some(ok()),
+                            message_id: receipt.message_id,
+                            transaction_id: receipt.transaction_id.unwrap_or_default(),
+                            offset: receipt.queue_offset as i64,
+                            recall_handle: String::new(),
                         }
                     }
                     Ok(Err(err)) => pb::SendResultEntry {

@@ -73,7 +73,11 @@ impl GrpcState {
     /// A clustered broker's route for `topic`: the queues of every broker set that holds it, each
     /// pointing at the set's master, or while the master is down at its slave (read only). `None`
     /// when this broker has no cluster view (standalone, or no name server answered yet).
-    fn cluster_queues(&self, topic: Option<&pb::Resource>, per_queue: bool) -> Option<Result<Vec<pb::MessageQueue>, pb::Status>> {
+    fn cluster_queues(
+        &self,
+        topic: Option<&pb::Resource>,
+        per_queue: bool,
+    ) -> Option<Result<Vec<pb::MessageQueue>, pb::Status>> {
         if !self.cluster.clustered() {
             return None;
         }
@@ -88,16 +92,10 @@ impl GrpcState {
             let Some(endpoints) = endpoints_of(&set.serving.grpc) else { continue };
             let message_type = serde_json::from_value(serde_json::Value::String(held.message_type.clone()))
                 .unwrap_or(TopicType::Normal);
-            let permission = if set.writable && !is_system_topic(name) {
-                pb::Permission::ReadWrite
-            } else {
-                pb::Permission::Read
-            };
-            let broker = pb::Broker {
-                name: set.name.to_owned(),
-                id: set.serving.broker_id as i32,
-                endpoints: Some(endpoints),
-            };
+            let permission =
+                if set.writable && !is_system_topic(name) { pb::Permission::ReadWrite } else { pb::Permission::Read };
+            let broker =
+                pb::Broker { name: set.name.to_owned(), id: set.serving.broker_id as i32, endpoints: Some(endpoints) };
             let ids: Vec<i32> = if per_queue { (0..held.queues as i32).collect() } else { vec![-1] };
             queues.extend(ids.into_iter().map(|id| pb::MessageQueue {
                 topic: Some(pb::Resource { resource_namespace: String::new(), name: name.to_owned() }),

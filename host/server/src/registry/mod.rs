@@ -161,6 +161,52 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Applies the plugin records that reached the log since the last look (a slave's log grows
+    /// with its master's): new and changed bindings are bound, removed ones unbound. Returns how many
+    /// records it applied.
+    pub fn follow_log(&self) -> usize {
+        let store = self.broker.store();
+        let mut state = self.lock().clone();
+        let before = state.bindings.clone();
+        let mut replayed = 0usize;
+        state.next = system_topic::scan(store, PLUGINS_TOPIC, state.next, |queue_offset, stored| {
+            replayed += 1;
+            let parsed = stored
+                .decode()
+                .map_err(|e| e.to_string())
+                .and_then(|r| Record::parse(r.body).map(|(record, payload)| (record, payload.to_vec())));
+            let at = Appended { offset: stored.offset(), queue_offset };
+            match parsed {
+                Ok((record, payload)) => self.replay(&mut state, record, payload, at),
+                Err(err) => {
+                    tracing::warn!(offset = stored.offset(), %err, "plugin registry record unreadable; skipped")
+                }
+            }
+        });
+        if replayed == 0 {
+            return 0;
+        }
+        for (name, binding) in &state.bindings {
+            if before.get(name) != Some(binding) {
+                match self.restore(&state, binding) {
+                    Ok(()) => {
+                        tracing::info!(binding = %name, version = binding.spec.version, "plugin binding follows the master")
+                    }
+                    Err(err) => {
+                        tracing::error!(binding = %name, err = %format!("{err:#}"), "plugin binding from the master could not be bound")
+                    }
+                }
+            }
+        }
+        for name in before.keys().filter(|name| !state.bindings.contains_key(*name)) {
+            self.host.remove(name);
+            tracing::info!(binding = %name, "plugin binding removed, as on the master");
+        }
+        *self.lock() = state;
+        self.save_or_warn();
+        replayed
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

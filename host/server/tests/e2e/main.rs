@@ -2,11 +2,13 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod clients;
+mod netns;
 mod support;
 
 mod admin;
 mod bench;
 mod cli;
+mod cluster;
 mod compat;
 mod hot_load;
 mod plugins;

@@ -24,17 +24,21 @@ impl Node {
     /// Starts a node on `data_dir` with the admin endpoint on a free loopback port, and waits until
     /// it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
-        let mut child = ferrymq()
+        let mut command = ferrymq();
+        command
             .arg("standalone")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--admin-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ferrymq");
+            .args(extra);
+        Node::launch(command, Some("ferrymq standalone ready"))
+    }
+
+    /// Starts `command` (a `ferrymq` node, possibly wrapped, e.g. in `ip netns exec`) and, when
+    /// `ready` is given, waits for its listen addresses and that log line.
+    pub fn launch(mut command: Command, ready: Option<&str>) -> Node {
+        let mut child =
+            command.env_remove("RUST_LOG").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start ferrymq");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, log) = channel();
         std::thread::spawn(move || {
@@ -54,9 +58,11 @@ impl Node {
                 .expect("address in log line");
             addr.parse().expect("listen address")
         };
-        node.grpc = address(node.wait_for_log("gRPC listening", Duration::from_secs(30)));
-        node.admin = address(node.wait_for_log("admin HTTP listening", Duration::from_secs(30)));
-        node.wait_for_log("ferrymq standalone ready", Duration::from_secs(30));
+        if let Some(ready) = ready {
+            node.grpc = address(node.wait_for_log("gRPC listening", Duration::from_secs(30)));
+            node.admin = address(node.wait_for_log("admin HTTP listening", Duration::from_secs(30)));
+            node.wait_for_log(ready, Duration::from_secs(30));
+        }
         node
     }
 
