@@ -124,13 +124,17 @@ fn run_node(config: ServerConfig, clustered: bool) -> anyhow::Result<ExitCode> {
     options.on_dispatch = Some(Arc::new(move |topic: &str, _queue: u32, _max: u64| notify.notify(topic)));
     let store =
         Arc::new(Store::open(options).with_context(|| format!("open the store in {}", config.data_dir.display()))?);
+    if config.cluster.broker_id != 0 {
+        // A slave's log is its master's: nothing of its own may be appended, from the first moment
+        // (the broker's threads start inside `Broker::open`).
+        store.set_read_only(true);
+    }
     let broker = Arc::new(
         Broker::open(store.clone(), &config.data_dir, config.broker.clone(), Arc::new(SystemClock))
             .with_context(|| format!("open the broker in {}", config.data_dir.display()))?,
     );
     let cluster = Arc::new(Cluster::new(config.cluster.clone(), config.grpc.broker_name.clone()));
     if !cluster.is_master() {
-        // A slave's log is its master's: nothing of its own may be appended.
         broker.set_writable(false);
     }
     let cluster_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

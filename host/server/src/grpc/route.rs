@@ -25,14 +25,7 @@ impl GrpcState {
             return asked.clone();
         }
         let (host, port) = self.advertised();
-        let scheme = if host.parse::<std::net::Ipv4Addr>().is_ok() {
-            pb::AddressScheme::IPv4
-        } else if host.parse::<std::net::Ipv6Addr>().is_ok() {
-            pb::AddressScheme::IPv6
-        } else {
-            pb::AddressScheme::DomainName
-        };
-        pb::Endpoints { scheme: scheme as i32, addresses: vec![pb::Address { host, port }] }
+        endpoints(host, port)
     }
 
     fn queue(
@@ -166,8 +159,10 @@ impl GrpcState {
 /// `host:port` as route endpoints.
 fn endpoints_of(addr: &str) -> Option<pb::Endpoints> {
     let (host, port) = addr.rsplit_once(':')?;
-    let port: i32 = port.parse().ok()?;
-    let host = host.trim_matches(['[', ']']).to_owned();
+    Some(endpoints(host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+}
+
+fn endpoints(host: String, port: i32) -> pb::Endpoints {
     let scheme = if host.parse::<std::net::Ipv4Addr>().is_ok() {
         pb::AddressScheme::IPv4
     } else if host.parse::<std::net::Ipv6Addr>().is_ok() {
@@ -175,5 +170,5 @@ fn endpoints_of(addr: &str) -> Option<pb::Endpoints> {
     } else {
         pb::AddressScheme::DomainName
     };
-    Some(pb::Endpoints { scheme: scheme as i32, addresses: vec![pb::Address { host, port }] })
+    pb::Endpoints { scheme: scheme as i32, addresses: vec![pb::Address { host, port }] }
 }

@@ -117,25 +117,37 @@ impl Broker {
 /// A name server and broker sets on their own hosts.
 struct ClusterLab {
     brokers: Vec<Broker>,
-    _namesrv: Node,
-    namesrv_addr: String,
+    namesrvs: Vec<Option<Node>>,
+    namesrv_addrs: Vec<String>,
     _dir: tempfile::TempDir,
     // Dropped last: the processes above are gone by then.
     _lab: Lab,
 }
 
 impl ClusterLab {
-    /// `sets` broker sets named a, b, …, each with a master and `slaves` slaves (not started when
-    /// `start_slaves` is false).
-    fn new(sets: usize, replication: &'static str, segment_bytes: u64, start_slaves: bool) -> ClusterLab {
+    /// `namesrvs` name servers and `sets` broker sets named a, b, …, each with a master and a slave
+    /// (not started when `start_slaves` is false).
+    fn new(
+        namesrvs: usize,
+        sets: usize,
+        replication: &'static str,
+        segment_bytes: u64,
+        start_slaves: bool,
+    ) -> ClusterLab {
         let mut lab = Lab::new();
         let dir = tempfile::tempdir().expect("tempdir");
-        let ns_host = lab.host("ns");
-        let namesrv_addr = format!("{}:9876", ns_host.ip);
-        let mut command = ns_host.command(BIN);
-        command.args(["namesrv", "--listen", &namesrv_addr, "--broker-ttl-ms", "1500"]);
-        let mut namesrv = Node::launch(command, None);
-        namesrv.wait_for_log("ferrymq name server ready", Duration::from_secs(20));
+        let (mut nodes, mut namesrv_addrs) = (Vec::new(), Vec::new());
+        for n in 0..namesrvs {
+            let ns_host = lab.host(&format!("ns{n}"));
+            let addr = format!("{}:9876", ns_host.ip);
+            let mut command = ns_host.command(BIN);
+            command.args(["namesrv", "--listen", &addr, "--broker-ttl-ms", "1500"]);
+            let mut namesrv = Node::launch(command, None);
+            namesrv.wait_for_log("ferrymq name server ready", Duration::from_secs(20));
+            nodes.push(Some(namesrv));
+            namesrv_addrs.push(addr);
+        }
+        let namesrv_addr = namesrv_addrs.join(",");
         let config_path = dir.path().join("broker.toml");
         std::fs::write(&config_path, config(segment_bytes)).expect("write config");
         let mut brokers = Vec::new();
@@ -154,7 +166,7 @@ impl ClusterLab {
                 });
             }
         }
-        let mut cluster = ClusterLab { brokers, _namesrv: namesrv, namesrv_addr, _dir: dir, _lab: lab };
+        let mut cluster = ClusterLab { brokers, namesrvs: nodes, namesrv_addrs, _dir: dir, _lab: lab };
         for b in cluster.brokers.iter_mut().filter(|b| b.id == 0 || start_slaves) {
             b.start();
         }
@@ -165,9 +177,22 @@ impl ClusterLab {
         self.brokers.iter_mut().find(|b| b.set == set && b.id == id).expect("broker")
     }
 
-    /// The name server's view: (set, id) → registration.
+    /// A name server still running.
+    fn namesrv_addr(&self) -> String {
+        let live = self.namesrvs.iter().position(Option::is_some).expect("a name server runs");
+        self.namesrv_addrs[live].clone()
+    }
+
+    /// Kills a name server the hard way.
+    fn kill_namesrv(&mut self, n: usize) {
+        let mut node = self.namesrvs[n].take().expect("running");
+        node.signal(libc::SIGKILL);
+        node.wait_exit(Duration::from_secs(10));
+    }
+
+    /// A name server's view: (set, id) → registration.
     fn view(&self) -> BTreeMap<(String, u64), Value> {
-        let (status, body) = http_get(self.namesrv_addr.parse().expect("addr"), "/v1/cluster");
+        let (status, body) = http_get(self.namesrv_addr().parse().expect("addr"), "/v1/cluster");
         assert_eq!(status, 200, "{body}");
         let view: Value = serde_json::from_str(&body).expect("view JSON");
         view["brokers"]
@@ -221,10 +246,9 @@ impl ClusterLab {
 impl Drop for ClusterLab {
     fn drop(&mut self) {
         for b in &mut self.brokers {
-            if let Some(node) = b.node.take() {
-                drop(node);
-            }
+            drop(b.node.take());
         }
+        self.namesrvs.clear();
     }
 }
 
@@ -501,7 +525,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// from the slave within 15 s. At the end every acknowledged message must have been consumed.
 fn kill_masters(replication: &'static str) {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(2, replication, 4 << 20, true);
+    let mut cluster = ClusterLab::new(2, 2, replication, 4 << 20, true);
     cluster.wait_settled(Duration::from_secs(20));
     cluster.create_topic(4);
     // A client configured with one broker address: the route it gets there names both sets.
@@ -525,6 +549,12 @@ fn kill_masters(replication: &'static str) {
     let (mut lag_total, mut recent_missing_total) = (0u64, 0usize);
     for i in 0..kills() {
         let set = ["a", "b"][i % 2];
+        if i == kills() / 2 {
+            // Brokers register with every name server: losing one changes nothing.
+            cluster.kill_namesrv(0);
+            report.push(format!("kill {i:>3}: name server 0 killed first"));
+            eprintln!("{}", report.last().expect("line"));
+        }
         std::thread::sleep(Duration::from_millis(800));
         let lag = cluster.broker(set, 0).cluster()["this"]["slaves"][0]["lag_bytes"].as_u64().unwrap_or(0);
         cluster.broker(set, 0).kill9();
@@ -670,7 +700,7 @@ fn assert_identical_logs(a: &Path, b: &Path) {
 #[test]
 fn a_partitioned_slave_catches_up_after_the_partition_heals() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(1, "async", 1 << 20, true);
+    let mut cluster = ClusterLab::new(1, 1, "async", 1 << 20, true);
     cluster.wait_settled(Duration::from_secs(20));
     cluster.create_topic(2);
     let runtime = runtime();
@@ -694,7 +724,7 @@ fn a_partitioned_slave_catches_up_after_the_partition_heals() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // `ferrymq admin cluster` prints the same from the name server.
-    let (code, table, err) = crate::support::run(&["admin", "cluster", "--namesrv", &cluster.namesrv_addr]);
+    let (code, table, err) = crate::support::run(&["admin", "cluster", "--namesrv", &cluster.namesrv_addr()]);
     assert_eq!(code, 0, "{err}");
     assert!(table.contains("LAG_BYTES") && table.contains("slave") && table.contains("false"), "{table}");
 
@@ -711,7 +741,7 @@ fn a_partitioned_slave_catches_up_after_the_partition_heals() {
 #[test]
 fn a_slave_started_on_an_empty_disk_converges_to_identical_segments() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(1, "async", 1 << 20, false);
+    let mut cluster = ClusterLab::new(1, 1, "async", 1 << 20, false);
     cluster.wait_settled(Duration::from_secs(20));
     cluster.create_topic(3);
     let runtime = runtime();
@@ -763,7 +793,7 @@ fn a_slave_started_on_an_empty_disk_converges_to_identical_segments() {
 #[test]
 fn a_sync_master_without_its_slave_says_so_instead_of_acknowledging() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(1, "sync", 4 << 20, true);
+    let mut cluster = ClusterLab::new(1, 1, "sync", 4 << 20, true);
     cluster.wait_settled(Duration::from_secs(20));
     cluster.create_topic(2);
     let runtime = runtime();
