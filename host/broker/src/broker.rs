@@ -153,7 +153,8 @@ impl Broker {
             Arc::new(Transactions::open(store.clone(), offsets.clone(), clock.clone(), config.transactions.clone()));
         let hooks: Arc<std::sync::RwLock<Hooks>> = Arc::default();
         let stopping = Arc::new(AtomicBool::new(false));
-        let writable = Arc::new(AtomicBool::new(true));
+        // A replica's store is read-only before the broker opens: no thread starts out writable.
+        let writable = Arc::new(AtomicBool::new(!store.is_read_only()));
         let spawn = |name: &str, work: Box<dyn Fn() + Send>| {
             let stopping = stopping.clone();
             let tick = Duration::from_millis(config.tick_ms);

@@ -734,8 +734,9 @@ impl Delivery {
                     continue;
                 }
                 if read_only {
-                    // A replica stores nothing: the message stays below the committed offset, so its
-                    // master delivers it again once it is back.
+                    // A replica stores no retry copy: the message is delivered again from where it
+                    // is (in place), and stays below the committed offset until it is acked.
+                    cursor.next = cursor.next.min(*offset);
                     held += 1;
                     continue;
                 }
@@ -759,7 +760,7 @@ impl Delivery {
             due.len()
         };
         if held > 0 {
-            tracing::info!(held, "expired deliveries on a replica are left for the master to redeliver");
+            tracing::debug!(held, "expired deliveries on a replica are delivered again in place");
         }
         for m in moves {
             self.finish_move(m);

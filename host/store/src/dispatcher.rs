@@ -72,7 +72,8 @@ impl Dispatcher {
 
     /// Dispatches records from the current position up to `end` (at most one batch per call).
     pub(crate) fn dispatch_batch(&mut self, end: u64) -> Result<()> {
-        let mut pos = self.position();
+        // An empty replica's log starts where its master's starts, not at 0.
+        let mut pos = self.position().max(self.shared.log.min_offset());
         let stop = end.min(pos.saturating_add(DISPATCH_BATCH_BYTES));
         let result = loop {
             if pos >= stop {

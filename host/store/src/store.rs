@@ -326,6 +326,40 @@ impl Store {
         }
     }
 
+    /// Where the last `max_bytes` (at most) of the log before `end` start, within `end`'s segment, and
+    /// their CRC32C: a replica's fingerprint of its log end, which its master checks against its own
+    /// bytes. `None` for an empty log.
+    pub fn tail_digest(&self, end: u64, max_bytes: u64) -> Result<Option<(u64, u32)>> {
+        if end <= self.shared.log.min_offset() {
+            return Ok(None);
+        }
+        let out_of_range = || StoreError::OffsetOutOfRange {
+            offset: end,
+            min: self.shared.log.min_offset(),
+            max: self.shared.log.written(),
+        };
+        let segment = self.shared.log.segment_at(end - 1).ok_or_else(out_of_range)?;
+        let start = end.saturating_sub(max_bytes).max(segment.base);
+        self.digest(start, end).map(|crc| Some((start, crc)))
+    }
+
+    /// The CRC32C of the log bytes `[start, end)`, which must lie in one segment, below `written`.
+    pub fn digest(&self, start: u64, end: u64) -> Result<u32> {
+        let written = self.shared.log.written();
+        let out_of_range =
+            || StoreError::OffsetOutOfRange { offset: start, min: self.shared.log.min_offset(), max: written };
+        if start > end || end > written {
+            return Err(out_of_range());
+        }
+        let segment = self.shared.log.segment_at(start).ok_or_else(out_of_range)?;
+        if end > segment.end() {
+            return Err(out_of_range());
+        }
+        // SAFETY: the range is below `written` (see the writer's invariant).
+        let bytes = unsafe { segment.slice(start, (end - start) as usize) };
+        Ok(crc32c::crc32c(bytes))
+    }
+
     /// Whole log entries from `offset`, up to about `max_bytes` (at least one entry), for a slave to
     /// append with [`Store::append_raw`]. Only visible (durable per the flush mode) bytes are served.
     pub fn read_raw(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>> {

@@ -243,3 +243,34 @@ fn auto_renewed_deliveries_stay_invisible_with_the_same_handle_until_the_client_
     assert_eq!(again[0].delivery_attempt, 2);
     assert_eq!(f.broker.delivery().ack(&g, "push-1", &got[0].receipt_handle), Err(DeliveryError::InvalidHandle));
 }
+
+#[test]
+fn a_replica_stores_nothing_and_delivers_an_expired_message_again_in_place() {
+    let f = Fixture::new();
+    f.topic("t", TopicType::Normal, 1);
+    let g = f.group("g", |_| {});
+    f.send(message("t", "a"));
+    f.send(message("t", "b"));
+    f.broker.set_writable(false);
+    assert!(!f.broker.is_writable() && f.broker.store().is_read_only());
+    let first = receive(&f, &g, "c", "t", &Filter::all(), 1);
+    assert_eq!(bodies(&first), ["a"]);
+    let written = f.broker.store().stats().written;
+    f.advance(30_001);
+    f.revive();
+    assert_eq!(f.broker.store().stats().written, written, "no retry copy on a replica");
+    let again = receive(&f, &g, "c", "t", &Filter::all(), 32);
+    assert_eq!(bodies(&again), ["a", "b"], "the expired message comes back from where it is");
+    for d in &again {
+        f.broker.delivery().ack(&g, "c", &d.receipt_handle).expect("ack");
+    }
+    let key = ferrymq_broker::offsets::OffsetKey { subscriber: "g".into(), topic: "t".into(), queue_id: 0 };
+    assert_eq!(f.broker.delivery().offset(&key), Some(2));
+    // Progress handed back from elsewhere only moves forward.
+    assert!(!f.broker.delivery().advance_offset(key.clone(), 1));
+    assert_eq!(f.broker.delivery().offset(&key), Some(2));
+    f.broker.set_writable(true);
+    f.send(message("t", "c"));
+    assert!(f.broker.delivery().advance_offset(key.clone(), 3));
+    assert!(receive(&f, &g, "c", "t", &Filter::all(), 32).is_empty(), "advanced past c");
+}

@@ -39,6 +39,9 @@ pub struct ClusterConfig {
     /// Sync replication: how long a send waits for a slave before it fails with
     /// SLAVE_PERSISTENCE_TIMEOUT. Keep it below the clients' request timeout (3 s).
     pub sync_timeout_ms: u64,
+    /// Sync replication: a slave further behind than this does not count as holding copies (a send
+    /// fails at once with HA_NOT_AVAILABLE instead of waiting for it to catch up).
+    pub sync_gap_bytes_max: u64,
     /// How often a broker registers with the name servers (and fetches the cluster view).
     pub heartbeat_ms: u64,
     /// A slave that has not heard from its master for this long (the master sends something at
@@ -62,6 +65,7 @@ impl Default for ClusterConfig {
             admin_advertised_address: None,
             master_ha: None,
             sync_timeout_ms: 2_000,
+            sync_gap_bytes_max: 256 << 20,
             heartbeat_ms: 1_000,
             master_down_ms: 3_000,
             transfer_bytes_max: 256 << 10,

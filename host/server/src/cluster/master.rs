@@ -14,7 +14,7 @@ use ferrymq_broker::offsets::OffsetKey;
 use serde::{Deserialize, Serialize};
 
 use super::Cluster;
-use super::wire::Frame;
+use super::wire::{Frame, HELLO_BYTES_MAX};
 
 /// What a master sends its slaves besides the log (the log carries messages, transactions, timers
 /// and plugin records).
@@ -35,8 +35,72 @@ impl MetadataCopy {
     }
 }
 
+/// What a slave says first: who it is, where its log ends and a fingerprint of its last bytes (so
+/// that a log that diverged from this master's is refused), and the consumer progress it made
+/// while serving reads.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub broker_set: String,
+    pub broker_id: u64,
+    pub log_end: u64,
+    /// `(start, crc32c)` of the log bytes `[start, log_end)`.
+    pub tail: Option<(u64, u32)>,
+    pub offsets: Vec<(OffsetKey, u64)>,
+}
+
 /// How long a master waits for a new slave's HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connected slave, forgotten however its connection ends.
+struct LinkGuard<'a> {
+    cluster: &'a Cluster,
+    link: u64,
+}
+
+impl Drop for LinkGuard<'_> {
+    fn drop(&mut self) {
+        self.cluster.slave_gone(self.link);
+    }
+}
+
+/// Why this master will not stream to the slave that said `hello`, if it will not.
+fn refusal(cluster: &Cluster, broker: &Broker, hello: &Hello) -> Option<String> {
+    let store = broker.store();
+    let stats = store.stats();
+    let id = hello.broker_id;
+    if hello.broker_set != cluster.broker_set {
+        return Some(format!(
+            "slave {id} belongs to broker set {:?}, this master to {:?}",
+            hello.broker_set, cluster.broker_set
+        ));
+    }
+    if hello.log_end == 0 {
+        return None;
+    }
+    if hello.log_end < stats.min_offset {
+        return Some(format!(
+            "slave {id} ends at {}, before this master's oldest byte {}: empty its data directory to resync",
+            hello.log_end, stats.min_offset
+        ));
+    }
+    if hello.log_end > stats.written {
+        return Some(format!(
+            "slave {id} holds the log up to {}, past this master's end {}: its log diverged (the master lost unflushed bytes?); empty its data directory to resync",
+            hello.log_end, stats.written
+        ));
+    }
+    let Some((start, crc)) = hello.tail else {
+        return Some(format!("slave {id} sent no fingerprint of its log end"));
+    };
+    match store.digest(start, hello.log_end) {
+        Ok(ours) if ours == crc => None,
+        Ok(_) => Some(format!(
+            "slave {id}'s bytes before {} differ from this master's: its log diverged; empty its data directory to resync",
+            hello.log_end
+        )),
+        Err(err) => Some(format!("slave {id}'s log end {} cannot be checked here: {err}", hello.log_end)),
+    }
+}
 
 /// Accepts slaves until `stop` is set; each gets its own sender and ack-reader threads.
 pub fn start(
@@ -85,45 +149,38 @@ fn serve_slave(
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(HELLO_TIMEOUT))?;
+    // A slave that stops reading (cut off, stopped) must not hold this thread for TCP's own timeout.
+    stream.set_write_timeout(Some(Duration::from_millis(cluster.config.master_down_ms.max(1_000) * 2)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let Frame::Hello { broker_id, log_end, offsets } = Frame::read_from(&mut reader).context("read HELLO")? else {
+    let Frame::Hello { json } = Frame::read_limited(&mut reader, HELLO_BYTES_MAX).context("read HELLO")? else {
         bail!("the first frame from a slave must be HELLO");
     };
+    let hello: Hello = serde_json::from_slice(&json).context("decode HELLO")?;
+    if let Some(reason) = refusal(cluster, broker, &hello) {
+        let _ = Frame::Refuse { reason: reason.clone() }.write_to(&mut &stream);
+        bail!(reason);
+    }
     let store = broker.store().clone();
-    let stats = store.stats();
-    // A slave with an empty log starts at the master's oldest byte; one that lacks bytes retention
-    // already removed, or holds more than the master, cannot continue this log.
-    let mut pos = if log_end == 0 { stats.min_offset } else { log_end };
-    if pos < stats.min_offset {
-        bail!(
-            "slave {broker_id} ends at {pos}, before this master's oldest byte {}: empty its data directory to resync",
-            stats.min_offset
-        );
-    }
-    if pos > stats.written {
-        bail!(
-            "slave {broker_id} holds the log up to {pos}, past this master's end {}: its log diverged; empty its data directory to resync",
-            stats.written
-        );
-    }
+    // A slave with an empty log starts at this master's oldest byte.
+    let mut pos = if hello.log_end == 0 { store.stats().min_offset } else { hello.log_end };
     // Progress the slave made while this master was down.
-    if let Ok(made) = serde_json::from_slice::<Vec<(OffsetKey, u64)>>(&offsets) {
-        let advanced = made.into_iter().filter(|(k, o)| broker.delivery().advance_offset(k.clone(), *o)).count();
-        if advanced > 0 {
-            tracing::info!(
-                slave = broker_id,
-                advanced,
-                "took consumer progress made on the slave while this master was down"
-            );
-        }
+    let advanced = hello.offsets.into_iter().filter(|(k, o)| broker.delivery().advance_offset(k.clone(), *o)).count();
+    if advanced > 0 {
+        tracing::info!(
+            slave = hello.broker_id,
+            advanced,
+            "took consumer progress made on the slave while this master was down"
+        );
     }
-    let link = cluster.slave_connected(broker_id, peer.clone(), log_end);
-    tracing::info!(slave = broker_id, %peer, from = pos, "slave connected");
-    // Acknowledgements arrive on their own thread, so the sender never waits for them.
-    let ended = Arc::new(AtomicBool::new(false));
+    let link = cluster.slave_connected(hello.broker_id, peer.clone(), hello.log_end);
+    let _link = LinkGuard { cluster, link };
+    tracing::info!(slave = hello.broker_id, %peer, from = pos, "slave connected");
     stream.set_read_timeout(Some(Duration::from_millis(cluster.config.master_down_ms.max(1_000) * 2)))?;
+    // Acknowledgements arrive on their own thread, so the sender never waits for them. When they
+    // stop, the connection is shut down, which also ends a send blocked on it.
+    let ended = Arc::new(AtomicBool::new(false));
     let acks = {
-        let (ended, cluster, store) = (ended.clone(), cluster.clone(), store.clone());
+        let (ended, cluster, store, stream) = (ended.clone(), cluster.clone(), store.clone(), stream.try_clone()?);
         std::thread::Builder::new().name("ferrymq-ha-acks".into()).spawn(move || {
             while let Ok(frame) = Frame::read_from(&mut reader) {
                 if let Frame::Ack { log_end } = frame {
@@ -131,13 +188,13 @@ fn serve_slave(
                 }
             }
             ended.store(true, Ordering::Release);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         })?
     };
     let result = stream_log(cluster, broker, &stream, &mut pos, stop, &ended);
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = acks.join();
-    cluster.slave_gone(link);
-    tracing::info!(slave = broker_id, %peer, at = pos, "slave disconnected");
+    tracing::info!(slave = hello.broker_id, %peer, at = pos, "slave disconnected");
     result
 }
 
@@ -179,4 +236,71 @@ fn stream_log(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterConfig;
+    use ferrymq_broker::BrokerConfig;
+    use ferrymq_store::clock::SystemClock;
+    use ferrymq_store::{NewMessage, Store, StoreOptions};
+
+    fn broker(dir: &std::path::Path, bodies: &[&str]) -> Arc<Broker> {
+        let mut options = StoreOptions::new(dir);
+        options.config.segment_bytes = 1 << 20;
+        options.config.record_bytes_max = 64 << 10;
+        let store = Arc::new(Store::open(options).expect("store"));
+        for body in bodies {
+            let message = NewMessage {
+                topic: "t".into(),
+                queue_id: 0,
+                flag: 0,
+                sys_flag: 0,
+                born_timestamp_ms: 0,
+                born_host: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                reconsume_times: 0,
+                prepared_tx_offset: 0,
+                properties: Vec::new(),
+                body: body.as_bytes().to_vec(),
+            };
+            store.append_wait(message).expect("append");
+        }
+        Arc::new(Broker::open(store, dir, BrokerConfig::default(), Arc::new(SystemClock)).expect("broker"))
+    }
+
+    fn hello(set: &str, from: &Broker) -> Hello {
+        let log_end = from.store().stats().written;
+        Hello {
+            broker_set: set.into(),
+            broker_id: 1,
+            log_end,
+            tail: from.store().tail_digest(log_end, 4096).expect("digest"),
+            offsets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_master_refuses_a_slave_of_another_set_ahead_of_it_or_with_other_bytes() {
+        let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let master = broker(dirs[0].path(), &["one", "two", "three"]);
+        let cluster = Cluster::new(ClusterConfig::default(), "a".into());
+        // A true prefix: the master's first record, copied as a slave copies it.
+        let same = broker(dirs[1].path(), &[]);
+        let first = master.store().read_raw(0, 1).expect("first record");
+        same.store().append_raw_wait(0, first).expect("append raw");
+        let other = broker(dirs[2].path(), &["uno", "dos"]);
+        let ahead = broker(dirs[3].path(), &["one", "two", "three", "four"]);
+        assert_eq!(refusal(&cluster, &master, &hello("a", &same)), None, "a prefix of the master's log");
+        let empty = Hello { broker_set: "a".into(), broker_id: 1, log_end: 0, tail: None, offsets: Vec::new() };
+        assert_eq!(refusal(&cluster, &master, &empty), None, "an empty slave starts at the oldest byte");
+        let wrong_set = refusal(&cluster, &master, &hello("b", &same)).expect("refused");
+        assert!(wrong_set.contains("broker set"), "{wrong_set}");
+        let diverged = refusal(&cluster, &master, &hello("a", &other)).expect("refused");
+        assert!(diverged.contains("diverged"), "{diverged}");
+        let past = refusal(&cluster, &master, &hello("a", &ahead)).expect("refused");
+        assert!(past.contains("past this master's end"), "{past}");
+        let no_tail = Hello { tail: None, ..hello("a", &same) };
+        assert!(refusal(&cluster, &master, &no_tail).is_some());
+    }
 }

@@ -32,7 +32,8 @@ pub use view::{ClusterView, Registration, Role};
 /// Why a sync-replicated write could not be confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicationFailure {
-    /// No slave is connected: nothing can hold a copy (HA_NOT_AVAILABLE).
+    /// No slave is connected, or none is within `sync_gap_bytes_max` of the write: nothing can hold
+    /// a copy in time (HA_NOT_AVAILABLE).
     NoSlave,
     /// A slave is connected but did not confirm within `sync_timeout_ms` (SLAVE_PERSISTENCE_TIMEOUT).
     Timeout,
@@ -153,7 +154,8 @@ impl Cluster {
         if self.config.replication != ReplicationMode::Sync || !self.is_master() || end == 0 {
             return Ok(());
         }
-        if lock(&self.slaves).is_empty() {
+        let gap = self.config.sync_gap_bytes_max;
+        if !lock(&self.slaves).values().any(|s| end.saturating_sub(s.acked) <= gap) {
             return Err(ReplicationFailure::NoSlave);
         }
         let mut acked = self.acked.subscribe();
@@ -278,6 +280,19 @@ mod tests {
         c.slave_gone(link);
         assert_eq!(c.replicated(400).await, Err(ReplicationFailure::NoSlave));
         assert_eq!(cluster(ReplicationMode::Async, 0).replicated(100).await, Ok(()), "async never waits");
+        // A slave far behind does not count.
+        let far = Cluster::new(
+            ClusterConfig {
+                replication: ReplicationMode::Sync,
+                sync_gap_bytes_max: 1000,
+                sync_timeout_ms: 50,
+                ..Default::default()
+            },
+            "a".into(),
+        );
+        far.slave_connected(1, "peer".into(), 0);
+        assert_eq!(far.replicated(500).await, Err(ReplicationFailure::Timeout), "within the gap: it waits");
+        assert_eq!(far.replicated(5000).await, Err(ReplicationFailure::NoSlave), "past the gap: at once");
     }
 
     #[test]

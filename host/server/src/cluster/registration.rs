@@ -69,7 +69,7 @@ pub fn start(
                         continue;
                     }
                 };
-                let mut got_view = false;
+                let mut views = Vec::new();
                 for (i, namesrv) in cluster.config.namesrv.iter().enumerate() {
                     match register(namesrv, &body, every.max(Duration::from_millis(500))) {
                         Ok(view) => {
@@ -77,10 +77,7 @@ pub fn start(
                                 tracing::info!(%namesrv, "registered with the name server again");
                                 failing[i] = false;
                             }
-                            if !got_view {
-                                cluster.set_view(view);
-                                got_view = true;
-                            }
+                            views.push(view);
                         }
                         Err(err) => {
                             if !failing[i] {
@@ -89,6 +86,9 @@ pub fn start(
                             }
                         }
                     }
+                }
+                if !views.is_empty() {
+                    cluster.set_view(ClusterView::merge(views));
                 }
                 std::thread::sleep(every);
             }

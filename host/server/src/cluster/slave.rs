@@ -11,12 +11,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ferrymq_broker::Broker;
 
-use super::master::MetadataCopy;
+use super::master::{Hello, MetadataCopy};
 use super::wire::Frame;
 use super::{Cluster, Role};
 
 /// Pause between attempts to reach the master.
 const RETRY: Duration = Duration::from_millis(500);
+/// How much of its log end a slave fingerprints for its master.
+const TAIL_DIGEST_BYTES: u64 = 64 << 10;
 
 /// Follows the master until `stop` is set.
 pub fn start(cluster: Arc<Cluster>, broker: Arc<Broker>, stop: Arc<AtomicBool>) -> anyhow::Result<JoinHandle<()>> {
@@ -70,13 +72,21 @@ fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> 
         TcpStream::connect_timeout(&target, Duration::from_secs(1)).with_context(|| format!("connect to {addr}"))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_millis(cluster.config.master_down_ms)))?;
+    stream.set_write_timeout(Some(Duration::from_millis(cluster.config.master_down_ms)))?;
     let store = broker.store().clone();
     let mut out = BufWriter::new(stream.try_clone()?);
     let mut input = BufReader::with_capacity(256 << 10, stream);
     // Progress made here while the master was down goes back with the HELLO.
     let served = cluster.take_served();
-    let offsets = if served { serde_json::to_vec(&broker.offsets_snapshot())? } else { b"[]".to_vec() };
-    let hello = Frame::Hello { broker_id: cluster.config.broker_id, log_end: store.stats().written, offsets };
+    let log_end = store.stats().written;
+    let hello = Hello {
+        broker_set: cluster.broker_set.clone(),
+        broker_id: cluster.config.broker_id,
+        log_end,
+        tail: store.tail_digest(log_end, TAIL_DIGEST_BYTES)?,
+        offsets: if served { broker.offsets_snapshot() } else { Vec::new() },
+    };
+    let hello = Frame::Hello { json: serde_json::to_vec(&hello)? };
     if let Err(err) = hello.write_to(&mut out) {
         if served {
             cluster.restore_served();
@@ -92,6 +102,12 @@ fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> 
             return Err(err).context("the master did not answer (see its log for why it refused)");
         }
     };
+    if let Frame::Refuse { reason } = &first {
+        if served {
+            cluster.restore_served();
+        }
+        bail!("the master refused: {reason}");
+    }
     cluster.master_connected(addr);
     tracing::info!(master = %addr, log_end = store.stats().written, "following the master");
     let mut frame = first;

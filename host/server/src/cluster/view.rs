@@ -74,6 +74,22 @@ pub struct SetRoute<'a> {
 }
 
 impl ClusterView {
+    /// One view from several name servers': every broker any of them knows, each with its freshest
+    /// registration (a name server that just restarted knows only part of the cluster).
+    pub fn merge(views: Vec<ClusterView>) -> ClusterView {
+        let mut brokers: BTreeMap<(String, u64), Member> = BTreeMap::new();
+        for member in views.into_iter().flat_map(|v| v.brokers) {
+            let key = (member.registration.broker_set.clone(), member.registration.broker_id);
+            match brokers.get(&key) {
+                Some(known) if known.age_ms <= member.age_ms => {}
+                _ => {
+                    brokers.insert(key, member);
+                }
+            }
+        }
+        ClusterView { brokers: brokers.into_values().collect() }
+    }
+
     /// Registrations by broker set, master first.
     pub fn sets(&self) -> BTreeMap<&str, Vec<&Registration>> {
         let mut sets: BTreeMap<&str, Vec<&Registration>> = BTreeMap::new();
@@ -163,5 +179,19 @@ mod tests {
             routes.iter().map(|(s, t)| (s.name, s.serving.grpc.as_str(), s.writable, t.queues)).collect();
         assert_eq!(summary, vec![("a", "a-0:8081", true, 4), ("b", "b-2:8081", false, 2)]);
         assert!(view.routes_of("missing").is_empty());
+    }
+
+    #[test]
+    fn views_from_several_name_servers_merge_to_the_freshest_registration_of_each_broker() {
+        let mut old = reg("a", 0, &[("t", 4)], 10);
+        old.age_ms = 900;
+        let mut fresh = reg("a", 0, &[("t", 4)], 99);
+        fresh.age_ms = 10;
+        let partial = ClusterView { brokers: vec![fresh] };
+        let full = ClusterView { brokers: vec![old, reg("b", 0, &[("t", 2)], 5)] };
+        let merged = ClusterView::merge(vec![partial, full]);
+        let ends: Vec<(String, u64)> =
+            merged.brokers.iter().map(|m| (m.registration.broker_set.clone(), m.registration.log_end)).collect();
+        assert_eq!(ends, vec![("a".to_owned(), 99), ("b".to_owned(), 5)]);
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! frame = kind: u8, length: u32 (big-endian), payload: length bytes
-//! slave → master   HELLO    broker_id: u64, log_end: u64, offsets: JSON [(key, offset)] made while serving
+//! slave → master   HELLO    JSON {broker_set, broker_id, log_end, tail, offsets made while serving}
 //!                  ACK      log_end: u64            (after every appended chunk, and on a heartbeat)
 //! master → slave   DATA     offset: u64, master_written: u64, log bytes (whole entries)
 //!                  BEAT     master_written: u64     (when there is nothing to send)
 //!                  META     JSON {topics, groups, offsets}
+//!                  REFUSE   why the master will not stream to this slave (UTF-8), then it closes
 //! ```
 //! A slave's log is the master's log byte for byte, so one offset names the same place on both.
 
@@ -15,14 +16,17 @@ use std::io::{self, Read, Write};
 
 /// Largest frame either side accepts; a DATA frame carries at most `transfer_bytes_max` of log.
 pub const FRAME_BYTES_MAX: u32 = 64 << 20;
+/// Largest first frame a master reads from a connection it knows nothing about yet.
+pub const HELLO_BYTES_MAX: u32 = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { broker_id: u64, log_end: u64, offsets: Vec<u8> },
+    Hello { json: Vec<u8> },
     Ack { log_end: u64 },
     Data { offset: u64, master_written: u64, bytes: Vec<u8> },
     Beat { master_written: u64 },
     Meta { json: Vec<u8> },
+    Refuse { reason: String },
 }
 
 const HELLO: u8 = 1;
@@ -30,6 +34,7 @@ const ACK: u8 = 2;
 const DATA: u8 = 10;
 const BEAT: u8 = 11;
 const META: u8 = 12;
+const REFUSE: u8 = 13;
 
 fn u64_at(payload: &[u8], at: usize) -> io::Result<u64> {
     payload
@@ -42,15 +47,14 @@ fn u64_at(payload: &[u8], at: usize) -> io::Result<u64> {
 impl Frame {
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         let (kind, head, tail): (u8, Vec<u8>, &[u8]) = match self {
-            Frame::Hello { broker_id, log_end, offsets } => {
-                (HELLO, [broker_id.to_be_bytes(), log_end.to_be_bytes()].concat(), offsets)
-            }
+            Frame::Hello { json } => (HELLO, Vec::new(), json),
             Frame::Ack { log_end } => (ACK, log_end.to_be_bytes().to_vec(), &[]),
             Frame::Data { offset, master_written, bytes } => {
                 (DATA, [offset.to_be_bytes(), master_written.to_be_bytes()].concat(), bytes)
             }
             Frame::Beat { master_written } => (BEAT, master_written.to_be_bytes().to_vec(), &[]),
             Frame::Meta { json } => (META, Vec::new(), json),
+            Frame::Refuse { reason } => (REFUSE, Vec::new(), reason.as_bytes()),
         };
         let len = u32::try_from(head.len() + tail.len())
             .ok()
@@ -66,20 +70,21 @@ impl Frame {
     }
 
     pub fn read_from(input: &mut impl Read) -> io::Result<Frame> {
+        Frame::read_limited(input, FRAME_BYTES_MAX)
+    }
+
+    /// Reads one frame of at most `max` bytes.
+    pub fn read_limited(input: &mut impl Read, max: u32) -> io::Result<Frame> {
         let mut prefix = [0u8; 5];
         input.read_exact(&mut prefix)?;
         let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-        if len > FRAME_BYTES_MAX {
+        if len > max {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("replication frame of {len} bytes")));
         }
         let mut payload = vec![0u8; len as usize];
         input.read_exact(&mut payload)?;
         Ok(match prefix[0] {
-            HELLO => Frame::Hello {
-                broker_id: u64_at(&payload, 0)?,
-                log_end: u64_at(&payload, 8)?,
-                offsets: payload[16..].to_vec(),
-            },
+            HELLO => Frame::Hello { json: payload },
             ACK => Frame::Ack { log_end: u64_at(&payload, 0)? },
             DATA => {
                 let (offset, master_written) = (u64_at(&payload, 0)?, u64_at(&payload, 8)?);
@@ -88,6 +93,7 @@ impl Frame {
             }
             BEAT => Frame::Beat { master_written: u64_at(&payload, 0)? },
             META => Frame::Meta { json: payload },
+            REFUSE => Frame::Refuse { reason: String::from_utf8_lossy(&payload).into_owned() },
             other => {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown replication frame {other}")));
             }
@@ -102,11 +108,12 @@ mod tests {
     #[test]
     fn every_frame_round_trips_and_garbage_is_an_error() {
         let frames = [
-            Frame::Hello { broker_id: 1, log_end: 4096, offsets: b"[]".to_vec() },
+            Frame::Hello { json: b"{}".to_vec() },
             Frame::Ack { log_end: 77 },
             Frame::Data { offset: 10, master_written: 99, bytes: vec![1, 2, 3] },
             Frame::Beat { master_written: 5 },
             Frame::Meta { json: b"{}".to_vec() },
+            Frame::Refuse { reason: "diverged".into() },
         ];
         let mut buf = Vec::new();
         for f in &frames {
@@ -120,5 +127,6 @@ mod tests {
         assert!(Frame::read_from(&mut &[99u8, 0, 0, 0, 0][..]).is_err(), "unknown kind");
         assert!(Frame::read_from(&mut &[ACK, 0, 0, 0, 2, 0, 0][..]).is_err(), "short payload");
         assert!(Frame::read_from(&mut &[DATA, 0xff, 0xff, 0xff, 0xff][..]).is_err(), "oversized");
+        assert!(Frame::read_limited(&mut &[HELLO, 0, 0x10, 0, 0][..], 1024).is_err(), "over the first frame's limit");
     }
 }

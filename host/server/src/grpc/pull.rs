@@ -165,6 +165,10 @@ impl GrpcState {
             Ok(key) => match u64::try_from(request.offset) {
                 Ok(offset) => {
                     self.broker.delivery().set_offset(key, offset);
+                    if !self.cluster.is_master() {
+                        // Progress made on a slave while its master is down goes back to the master.
+                        self.cluster.mark_served();
+                    }
                     ok()
                 }
                 Err(_) => status(Code::IllegalOffset, "offset is negative"),

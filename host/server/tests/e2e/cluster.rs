@@ -29,10 +29,16 @@ fn kills() -> usize {
 }
 
 /// Settings that keep failover quick in a test: heartbeats every 300 ms, a master missing for 1.2 s
-/// is down, registrations expire after 1.5 s (the name server's --broker-ttl-ms).
-fn config(segment_bytes: u64) -> String {
+/// is down, registrations expire after 2.5 s (the name server's --broker-ttl-ms). `trim` makes
+/// retention delete every segment it may, five times a second.
+fn config(segment_bytes: u64, trim: bool) -> String {
+    let usage = if trim {
+        "disk_usage_max_ratio = 0.01\nretention_check_interval_ms = 200"
+    } else {
+        "disk_usage_max_ratio = 0.99"
+    };
     format!(
-        "[store]\nsegment_bytes = {segment_bytes}\nrecord_bytes_max = 262144\ndisk_usage_max_ratio = 0.99\ndisk_full_ratio = 0.995\n\
+        "[store]\nsegment_bytes = {segment_bytes}\nrecord_bytes_max = 262144\n{usage}\ndisk_full_ratio = 0.995\n\
          [grpc]\ninvisible_ms_min = 1000\n\
          [broker]\ntick_ms = 50\noffsets_persist_ms = 200\n\
          [cluster]\nheartbeat_ms = 300\nmaster_down_ms = 1200\nmetadata_sync_ms = 300\nsync_timeout_ms = 2000\n"
@@ -141,7 +147,7 @@ impl ClusterLab {
             let ns_host = lab.host(&format!("ns{n}"));
             let addr = format!("{}:9876", ns_host.ip);
             let mut command = ns_host.command(BIN);
-            command.args(["namesrv", "--listen", &addr, "--broker-ttl-ms", "1500"]);
+            command.args(["namesrv", "--listen", &addr, "--broker-ttl-ms", "2500"]);
             let mut namesrv = Node::launch(command, None);
             namesrv.wait_for_log("ferrymq name server ready", Duration::from_secs(20));
             nodes.push(Some(namesrv));
@@ -149,7 +155,7 @@ impl ClusterLab {
         }
         let namesrv_addr = namesrv_addrs.join(",");
         let config_path = dir.path().join("broker.toml");
-        std::fs::write(&config_path, config(segment_bytes)).expect("write config");
+        std::fs::write(&config_path, config(segment_bytes, false)).expect("write config");
         let mut brokers = Vec::new();
         for set in ["a", "b", "c"].iter().take(sets) {
             for id in 0..2u64 {
@@ -556,7 +562,9 @@ fn kill_masters(replication: &'static str) {
             eprintln!("{}", report.last().expect("line"));
         }
         std::thread::sleep(Duration::from_millis(800));
-        let lag = cluster.broker(set, 0).cluster()["this"]["slaves"][0]["lag_bytes"].as_u64().unwrap_or(0);
+        let lag = cluster.broker(set, 0).cluster()["this"]["slaves"][0]["lag_bytes"]
+            .as_u64()
+            .expect("the slave is connected before the kill");
         cluster.broker(set, 0).kill9();
         let killed = Instant::now();
         let recent: Vec<String> = {
@@ -566,7 +574,7 @@ fn kill_masters(replication: &'static str) {
         };
         // Acknowledged before the kill → on the slave (its index may need a moment).
         let slave_addr = cluster.broker(set, 1).grpc();
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(15);
         let mut missing: Vec<&String> = recent.iter().collect();
         while !missing.is_empty() && Instant::now() < deadline {
             let slave = cluster.broker(set, 1);
@@ -746,7 +754,22 @@ fn a_slave_started_on_an_empty_disk_converges_to_identical_segments() {
     cluster.create_topic(3);
     let runtime = runtime();
     let master_addr = cluster.broker("a", 0).grpc();
+    // Retention trims the master first, so its log no longer starts at 0: the slave starts at the
+    // master's oldest byte.
+    let config_path = cluster.broker("a", 0).config.clone();
+    std::fs::write(&config_path, config(1 << 20, true)).expect("write config");
+    cluster.broker("a", 0).stop();
+    cluster.broker("a", 0).start();
     produce(&runtime, &master_addr, 0, 4000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.broker("a", 0).node().metric("ferrymq_store_min_offset_bytes") == 0.0 {
+        assert!(Instant::now() < deadline, "retention never trimmed the master");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&config_path, config(1 << 20, false)).expect("write config");
+    cluster.broker("a", 0).stop();
+    cluster.broker("a", 0).start();
+    produce(&runtime, &master_addr, 4000, 3000);
     // A filter bound on the master: its records travel in the log, and the slave binds it too.
     let plugin =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/wasm32-wasip2/release/body_contains.wasm");
@@ -768,7 +791,8 @@ fn a_slave_started_on_an_empty_disk_converges_to_identical_segments() {
     let end = wait_caught_up(&cluster, Duration::from_secs(30));
     assert!(end > 2 << 20, "several segments, so fillers were replicated too ({end} bytes)");
     // The slave rebuilt its queues and index from the bytes, and copied the topic.
-    assert!(cluster.broker("a", 1).holds_key("k1234"));
+    assert!(cluster.broker("a", 1).holds_key("k6999"));
+    assert!(!cluster.broker("a", 1).holds_key("k0"), "retention removed it before the slave started");
     let topics = cluster.broker("a", 1).admin_cli(&["topic", "list"]);
     assert!(topics.contains(TOPIC), "{topics}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -832,4 +856,38 @@ fn a_sync_master_without_its_slave_says_so_instead_of_acknowledging() {
     wait_caught_up(&cluster, Duration::from_secs(10));
     assert!(cluster.broker("a", 1).holds_key("during-partition"));
     assert!(cluster.broker("a", 1).holds_key("after-heal"));
+}
+
+#[test]
+fn official_clients_configured_with_one_broker_send_to_and_receive_from_every_master() {
+    use crate::clients::{Client as Official, names};
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cluster = ClusterLab::new(1, 2, "async", 4 << 20, false);
+    cluster.wait_settled(Duration::from_secs(20));
+    cluster.create_topic(2);
+    let seed = cluster.broker("a", 0).grpc();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = Client::connect(&seed, options()).await.expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while routes_of(&client.route(TOPIC).await.expect("route")).len() < 2 {
+            assert!(Instant::now() < deadline, "the route never named both sets");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let seed: std::net::SocketAddr = seed.parse().expect("address");
+    for (i, official) in [Official::Python, Official::Node, Official::Rust].into_iter().enumerate() {
+        let sends = |cluster: &mut ClusterLab, set: &str| {
+            cluster.broker(set, 0).node().rpc_counts().get("SendMessage").copied().unwrap_or(0)
+        };
+        let before = (sends(&mut cluster, "a"), sends(&mut cluster, "b"));
+        let prefix = format!("{official:?}-");
+        official.produce(seed, TOPIC, 24, &["--prefix", &prefix]);
+        let after = (sends(&mut cluster, "a"), sends(&mut cluster, "b"));
+        assert!(after.0 > before.0 && after.1 > before.1, "{official:?} sent to both masters: {before:?} → {after:?}");
+        let group = format!("everyone{i}");
+        let got = official.simple(seed, &group, TOPIC, 24 * (i + 1), 40, &[]);
+        let mine: Vec<String> = got.sorted_bodies().into_iter().filter(|b| b.starts_with(&prefix)).collect();
+        assert_eq!(mine, names(&prefix, 24), "{official:?} received every message from both masters");
+    }
 }

@@ -103,3 +103,56 @@ fn a_read_only_store_refuses_its_own_appends_and_takes_raw_bytes() {
     let own = slave.append_wait(message("a", 0, b"after", "", "k3", "id3")).expect("writable again");
     assert_eq!(own.offset, end);
 }
+
+#[test]
+fn a_log_tail_digest_matches_only_the_same_bytes() {
+    let (mdir, sdir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let master = open(mdir.path());
+    let slave = open(sdir.path());
+    assert_eq!(slave.tail_digest(0, 4096).expect("empty"), None);
+    for i in 0..50u32 {
+        master.append_wait(message("a", 0, format!("m{i}").as_bytes(), "", "", &format!("id{i}"))).expect("append");
+    }
+    let end = replicate(&master, &slave, 0, 1024);
+    let (start, crc) = slave.tail_digest(end, 4096).expect("digest").expect("not empty");
+    assert!(start < end && end - start <= 4096);
+    assert_eq!(master.digest(start, end).expect("master digest"), crc, "the same bytes");
+    let other = tempfile::tempdir().expect("dir");
+    let diverged = open(other.path());
+    for i in 0..50u32 {
+        diverged.append_wait(message("a", 0, format!("x{i}").as_bytes(), "", "", &format!("id{i}"))).expect("append");
+    }
+    let theirs = diverged.stats().written;
+    assert_eq!(theirs, end, "same sizes, different bytes");
+    assert_ne!(diverged.digest(start, end).expect("digest"), crc);
+    assert!(master.digest(start, end + 1).is_err(), "past the end");
+}
+
+#[test]
+fn an_empty_slave_starts_where_a_trimmed_master_log_starts() {
+    let (mdir, sdir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let mut config = small_config(FlushMode::Sync);
+    config.disk_usage_max_ratio = 0.000_001;
+    config.disk_full_ratio = 1.0;
+    let master =
+        Store::open(options(mdir.path(), config, Arc::new(FsStorage), Arc::new(SystemClock))).expect("open master");
+    for i in 0..600u32 {
+        master.append_wait(message("a", i % 2, &[b'x'; 700], "", &format!("k{i}"), &format!("id{i}"))).expect("append");
+    }
+    wait_dispatched(&master);
+    std::thread::sleep(std::time::Duration::from_millis(100)); // a checkpoint covers the old segments
+    master.run_retention().expect("retention");
+    let start = master.stats().min_offset;
+    assert!(start > 0, "retention removed the oldest segments: {:?}", master.stats());
+    let slave = open(sdir.path());
+    let end = replicate(&master, &slave, start, 8 * 1024);
+    assert_eq!(end, master.stats().written);
+    wait_dispatched(&slave);
+    assert_eq!(slave.stats().min_offset, start);
+    for q in 0..2 {
+        assert_eq!(queue_bodies(&slave, "a", q), queue_bodies(&master, "a", q), "queue {q}");
+        assert_eq!(slave.queue_bounds("a", q), master.queue_bounds("a", q), "queue {q} starts where the master's does");
+    }
+    assert_eq!(slave.lookup_message_id("id599", 2).len(), 1);
+    assert!(slave.stats().fatal.is_none());
+}
