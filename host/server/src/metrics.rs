@@ -24,6 +24,7 @@ pub struct Snapshot {
     pub dropped_by_policy: u64,
     /// Per plugin binding: name, kind and counters.
     pub plugins: Vec<(String, &'static str, ferrymq_plugin::PluginStats)>,
+    pub replication: crate::cluster::ReplicationStats,
 }
 
 struct Writer(String);
@@ -100,10 +101,48 @@ pub fn render(s: &Snapshot) -> String {
     );
     w.metric("ferrymq_route_dropped_total", "counter", "Messages route plugins dropped.", s.dropped_by_policy);
     plugin_metrics(&mut w, &s.plugins);
+    replication_metrics(&mut w, &s.replication);
     let r = &s.recovery;
     w.metric("ferrymq_store_recovery_clean", "gauge", "1 if the last start found a clean shutdown.", u8::from(r.clean));
     w.metric("ferrymq_store_recovery_scanned_bytes", "gauge", "Log bytes verified at the last start.", r.scanned_bytes);
     w.0
+}
+
+fn replication_metrics(w: &mut Writer, r: &crate::cluster::ReplicationStats) {
+    w.metric("ferrymq_cluster_slave", "gauge", "1 on a slave, 0 on a master or standalone node.", u8::from(r.slave));
+    w.metric("ferrymq_replication_slaves_connected", "gauge", "Slaves connected to this master.", r.slaves_connected);
+    w.metric(
+        "ferrymq_replication_lag_bytes",
+        "gauge",
+        "A slave: log bytes it lacks; a master: what its furthest-behind slave lacks.",
+        r.lag_bytes,
+    );
+    w.metric(
+        "ferrymq_replication_lag_seconds",
+        "gauge",
+        "Seconds since the lagging side last held everything its master had.",
+        r.lag_seconds,
+    );
+    w.metric(
+        "ferrymq_replication_serving_reads",
+        "gauge",
+        "1 while this broker hands out messages (a slave: while its master is down).",
+        u8::from(r.serving_reads),
+    );
+    w.metric(
+        "ferrymq_replication_master_reachable",
+        "gauge",
+        "A slave: 1 while connected to its master.",
+        u8::from(r.master_reachable),
+    );
+    let _ = writeln!(
+        w.0,
+        "# HELP ferrymq_replication_sync_failures_total Sync-replicated writes not confirmed by a slave, by reason.\n\
+         # TYPE ferrymq_replication_sync_failures_total counter\n\
+         ferrymq_replication_sync_failures_total{{reason=\"timeout\"}} {}\n\
+         ferrymq_replication_sync_failures_total{{reason=\"no_slave\"}} {}",
+        r.sync_timeouts, r.sync_no_slave
+    );
 }
 
 fn plugin_metrics(w: &mut Writer, plugins: &[(String, &'static str, ferrymq_plugin::PluginStats)]) {
@@ -177,12 +216,19 @@ mod tests {
             transactions: Default::default(),
             dropped_by_policy: 0,
             plugins: vec![("inbox".into(), "filter", ferrymq_plugin::PluginStats { calls: 7, ..Default::default() })],
+            replication: crate::cluster::ReplicationStats {
+                slaves_connected: 1,
+                sync_timeouts: 2,
+                ..Default::default()
+            },
         };
         let text = render(&snapshot);
         assert!(text.contains("\nferrymq_store_written_bytes 4096\n"), "{text}");
         assert!(text.contains("\nferrymq_store_recovery_clean 1\n"), "{text}");
         assert!(text.contains("\nferrymq_grpc_requests_total{rpc=\"QueryRoute\"} 3\n"), "{text}");
         assert!(text.contains("\nferrymq_plugin_calls_total{plugin=\"inbox\",kind=\"filter\"} 7\n"), "{text}");
+        assert!(text.contains("\nferrymq_replication_slaves_connected 1\n"), "{text}");
+        assert!(text.contains("\nferrymq_replication_sync_failures_total{reason=\"timeout\"} 2\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

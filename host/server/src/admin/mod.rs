@@ -75,6 +75,7 @@ impl AdminState {
             transactions: self.broker.transactions().stats(),
             dropped_by_policy: self.broker.dropped_by_policy(),
             plugins: self.plugins.bindings().into_iter().map(|(b, stats)| (b.name, b.kind.name(), stats)).collect(),
+            replication: self.cluster.stats(store.stats().written),
         }
     }
 }

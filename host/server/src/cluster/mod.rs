@@ -63,6 +63,22 @@ struct Follow {
     master_addr: Option<String>,
 }
 
+/// Replication as `/metrics` reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReplicationStats {
+    pub slave: bool,
+    /// A master: slaves connected now.
+    pub slaves_connected: usize,
+    /// A slave: its own lag; a master: its furthest-behind slave's.
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+    pub serving_reads: bool,
+    pub master_reachable: bool,
+    /// Sync sends and commits answered SLAVE_PERSISTENCE_TIMEOUT / HA_NOT_AVAILABLE.
+    pub sync_timeouts: u64,
+    pub sync_no_slave: u64,
+}
+
 #[derive(Debug)]
 pub struct Cluster {
     pub config: ClusterConfig,
@@ -80,6 +96,8 @@ pub struct Cluster {
     /// goes to the master when they reconnect.
     served: AtomicBool,
     view: RwLock<Option<ClusterView>>,
+    sync_timeouts: AtomicU64,
+    sync_no_slave: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,6 +122,8 @@ impl Cluster {
             }),
             served: AtomicBool::new(false),
             view: RwLock::new(None),
+            sync_timeouts: AtomicU64::new(0),
+            sync_no_slave: AtomicU64::new(0),
         }
     }
 
@@ -156,13 +176,41 @@ impl Cluster {
         }
         let gap = self.config.sync_gap_bytes_max;
         if !lock(&self.slaves).values().any(|s| end.saturating_sub(s.acked) <= gap) {
+            self.sync_no_slave.fetch_add(1, Ordering::Relaxed);
             return Err(ReplicationFailure::NoSlave);
         }
         let mut acked = self.acked.subscribe();
         let wait = acked.wait_for(|&a| a >= end);
         match tokio::time::timeout(Duration::from_millis(self.config.sync_timeout_ms), wait).await {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(ReplicationFailure::Timeout),
+            _ => {
+                self.sync_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(ReplicationFailure::Timeout)
+            }
+        }
+    }
+
+    /// What `/metrics` reports; `own_end` is this broker's log end.
+    pub fn stats(&self, own_end: u64) -> ReplicationStats {
+        let (lag_bytes, lag_ms) = if self.is_master() {
+            let slaves = lock(&self.slaves);
+            let furthest = slaves.values().min_by_key(|s| s.acked);
+            furthest.map_or((0, 0), |s| {
+                let bytes = own_end.saturating_sub(s.acked);
+                (bytes, if bytes == 0 { 0 } else { s.caught_up_at.elapsed().as_millis() as u64 })
+            })
+        } else {
+            self.lag(own_end)
+        };
+        ReplicationStats {
+            slave: !self.is_master(),
+            slaves_connected: lock(&self.slaves).len(),
+            lag_bytes,
+            lag_seconds: lag_ms as f64 / 1000.0,
+            serving_reads: self.serving_reads(),
+            master_reachable: self.is_master() || self.master_reachable(),
+            sync_timeouts: self.sync_timeouts.load(Ordering::Relaxed),
+            sync_no_slave: self.sync_no_slave.load(Ordering::Relaxed),
         }
     }
 

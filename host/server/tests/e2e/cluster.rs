@@ -736,8 +736,19 @@ fn a_partitioned_slave_catches_up_after_the_partition_heals() {
     assert_eq!(code, 0, "{err}");
     assert!(table.contains("LAG_BYTES") && table.contains("slave") && table.contains("false"), "{table}");
 
+    let slave = cluster.broker("a", 1).node();
+    assert_eq!(slave.metric("ferrymq_cluster_slave"), 1.0);
+    assert_eq!(slave.metric("ferrymq_replication_master_reachable"), 0.0);
+    assert!(slave.metric("ferrymq_replication_lag_seconds") > 0.0, "cut off: lag in seconds grows");
     cluster.broker("a", 1).host.heal();
     let end = wait_caught_up(&cluster, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.broker("a", 1).node().metric("ferrymq_replication_master_reachable") != 1.0
+        || cluster.broker("a", 0).node().metric("ferrymq_replication_lag_bytes") != 0.0
+    {
+        assert!(Instant::now() < deadline, "metrics never showed the slave caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(cluster.broker("a", 1).holds_key("k1799"), "the last message reached the slave");
     cluster.broker("a", 0).stop();
     cluster.broker("a", 1).stop();
@@ -846,6 +857,10 @@ fn a_sync_master_without_its_slave_says_so_instead_of_acknowledging() {
         assert!(err.contains("SLAVE_PERSISTENCE_TIMEOUT"), "{err}");
         assert!(Instant::now() < deadline, "the master never noticed its slave was gone");
     }
+    let master = cluster.broker("a", 0).node();
+    assert!(master.metric("ferrymq_replication_sync_failures_total{reason=\"timeout\"}") >= 1.0);
+    assert!(master.metric("ferrymq_replication_sync_failures_total{reason=\"no_slave\"}") >= 1.0);
+    assert_eq!(master.metric("ferrymq_replication_slaves_connected"), 0.0);
     cluster.broker("a", 1).host.heal();
     let deadline = Instant::now() + Duration::from_secs(15);
     while send("after-heal").is_err() {
