@@ -48,6 +48,12 @@ pub struct Hello {
     pub offsets: Vec<(OffsetKey, u64)>,
 }
 
+/// A master says something to each slave at least this often (a slave counts its master down after
+/// `master_down_ms` of silence).
+const BEAT_EVERY_MAX: Duration = Duration::from_millis(500);
+/// How long a sender waits for new log bytes before it looks at the clock (heartbeat, metadata).
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
 /// How long a master waits for a new slave's HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -211,7 +217,7 @@ fn stream_log(
     let store = broker.store();
     let mut out = BufWriter::with_capacity(64 << 10, stream.try_clone()?);
     let metadata_every = Duration::from_millis(cluster.config.metadata_sync_ms);
-    let beat_every = Duration::from_millis(cluster.config.heartbeat_ms.min(500));
+    let beat_every = Duration::from_millis(cluster.config.heartbeat_ms).min(BEAT_EVERY_MAX);
     let mut metadata_sent: Option<Instant> = None;
     let mut last_sent = Instant::now();
     while !stop.load(Ordering::Acquire) && !ended.load(Ordering::Acquire) {
@@ -228,9 +234,7 @@ fn stream_log(
             last_sent = Instant::now();
             continue;
         }
-        if !store.wait_visible_past(*pos, beat_every.min(Duration::from_millis(100)))
-            && last_sent.elapsed() >= beat_every
-        {
+        if !store.wait_visible_past(*pos, beat_every.min(WAIT_SLICE)) && last_sent.elapsed() >= beat_every {
             Frame::Beat { master_written: store.stats().written }.write_to(&mut out).context("send heartbeat")?;
             last_sent = Instant::now();
         }

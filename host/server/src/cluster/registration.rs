@@ -13,6 +13,9 @@ use super::view::{ClusterView, Registration, TopicRoute};
 use super::{Cluster, Role};
 use crate::admin_cli::http;
 
+/// Shortest time a registration may take before the name server counts as unreachable.
+const REGISTER_TIMEOUT_MIN: Duration = Duration::from_millis(500);
+
 /// Where this broker is reached: what it registers besides its state.
 #[derive(Debug, Clone)]
 pub struct Addresses {
@@ -71,7 +74,7 @@ pub fn start(
                 };
                 let mut views = Vec::new();
                 for (i, namesrv) in cluster.config.namesrv.iter().enumerate() {
-                    match register(namesrv, &body, every.max(Duration::from_millis(500))) {
+                    match register(namesrv, &body, every.max(REGISTER_TIMEOUT_MIN)) {
                         Ok(view) => {
                             if failing[i] {
                                 tracing::info!(%namesrv, "registered with the name server again");

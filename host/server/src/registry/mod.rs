@@ -134,21 +134,7 @@ impl Registry {
                 "plugin registry records were removed by retention before they were saved in registry.json; those changes are lost"
             );
         }
-        let mut replayed = 0u64;
-        state.next = system_topic::scan(store, PLUGINS_TOPIC, state.next, |queue_offset, stored| {
-            replayed += 1;
-            let parsed = stored
-                .decode()
-                .map_err(|e| e.to_string())
-                .and_then(|r| Record::parse(r.body).map(|(record, payload)| (record, payload.to_vec())));
-            let at = Appended { offset: stored.offset(), queue_offset };
-            match parsed {
-                Ok((record, payload)) => registry.replay(&mut state, record, payload, at),
-                Err(err) => {
-                    tracing::warn!(offset = stored.offset(), %err, "plugin registry record unreadable; skipped")
-                }
-            }
-        });
+        let replayed = registry.replay_log(&mut state);
         for (name, binding) in &state.bindings {
             if let Err(err) = registry.restore(&state, binding) {
                 tracing::error!(binding = %name, err = %format!("{err:#}"), "plugin binding could not be restored; it stays unbound");
@@ -164,25 +150,10 @@ impl Registry {
     /// Applies the plugin records that reached the log since the last look (a slave's log grows
     /// with its master's): new and changed bindings are bound, removed ones unbound. Returns how many
     /// records it applied.
-    pub fn follow_log(&self) -> usize {
-        let store = self.broker.store();
+    pub fn follow_log(&self) -> u64 {
         let mut state = self.lock().clone();
         let before = state.bindings.clone();
-        let mut replayed = 0usize;
-        state.next = system_topic::scan(store, PLUGINS_TOPIC, state.next, |queue_offset, stored| {
-            replayed += 1;
-            let parsed = stored
-                .decode()
-                .map_err(|e| e.to_string())
-                .and_then(|r| Record::parse(r.body).map(|(record, payload)| (record, payload.to_vec())));
-            let at = Appended { offset: stored.offset(), queue_offset };
-            match parsed {
-                Ok((record, payload)) => self.replay(&mut state, record, payload, at),
-                Err(err) => {
-                    tracing::warn!(offset = stored.offset(), %err, "plugin registry record unreadable; skipped")
-                }
-            }
-        });
+        let replayed = self.replay_log(&mut state);
         if replayed == 0 {
             return 0;
         }
@@ -204,6 +175,26 @@ impl Registry {
         }
         *self.lock() = state;
         self.save_or_warn();
+        replayed
+    }
+
+    /// Applies the plugin records from `state.next` to the end of the log; returns how many.
+    fn replay_log(&self, state: &mut State) -> u64 {
+        let mut replayed = 0u64;
+        state.next = system_topic::scan(self.broker.store(), PLUGINS_TOPIC, state.next, |queue_offset, stored| {
+            replayed += 1;
+            let parsed = stored
+                .decode()
+                .map_err(|e| e.to_string())
+                .and_then(|r| Record::parse(r.body).map(|(record, payload)| (record, payload.to_vec())));
+            let at = Appended { offset: stored.offset(), queue_offset };
+            match parsed {
+                Ok((record, payload)) => self.replay(state, record, payload, at),
+                Err(err) => {
+                    tracing::warn!(offset = stored.offset(), %err, "plugin registry record unreadable; skipped")
+                }
+            }
+        });
         replayed
     }
 
