@@ -37,7 +37,8 @@ pub struct Host {
 }
 
 impl Lab {
-    /// A new network 10.x.y.0/24 with the test process at .1. Needs root (CI runs as root).
+    /// A new network 198.18.y.0/24 (the range reserved for network tests, RFC 2544, so it shadows
+    /// no real route of the machine) with the test process at .1. Needs root (CI runs as root).
     pub fn new() -> Lab {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
@@ -45,7 +46,8 @@ impl Lab {
         let lab = LABS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let prefix = format!("f{}{}", pid % 100_000, lab);
-        let net = [10, 100 + (pid % 100) as u8, 1 + (lab % 250) as u8];
+        // Distinct per process (and per lab within it, the cluster tests' labs follow one another).
+        let net = [198, 18, 1 + ((pid % 50) * 5 + lab % 5) as u8];
         let bridge = format!("{prefix}br");
         // A lab left behind by a killed run of the same pid would be in the way.
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
