@@ -8,7 +8,7 @@ mod support;
 mod admin;
 mod bench;
 mod cli;
-mod cluster;
+mod netns_cluster;
 mod compat;
 mod hot_load;
 mod plugins;

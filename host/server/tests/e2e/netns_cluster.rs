@@ -2,7 +2,9 @@
 //! namespace): kill -9 of masters under load, a partitioned slave catching up, a slave started on
 //! an empty disk converging to the master's bytes.
 //!
-//! The cluster tests run one at a time (`SERIAL`): each runs five processes under load.
+//! The cluster tests run one at a time (`SERIAL`): each runs five to seven processes under load.
+//! `scripts/test.sh` runs them after every other test, on their own, so that they do not starve the
+//! timing of tests running beside them.
 //! `FERRYMQ_CLUSTER_KILLS=N` sets how many masters each kill test kills (default 20).
 
 use std::collections::{BTreeMap, HashSet};
