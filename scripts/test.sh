@@ -56,7 +56,9 @@ cargo clippy --profile ci --workspace --all-targets -- -D warnings
 say "tests"
 # The cluster tests run five to seven processes under load each; they run on their own afterwards,
 # one at a time, so that they do not starve the timing of the tests beside them.
-cargo test --profile ci --workspace --all-targets -- --skip netns_cluster::
+cargo test --profile ci --workspace --lib --bins --tests --examples -- --skip netns_cluster::
+say "benchmarks, once each as tests"
+cargo test --profile ci --workspace --benches
 say "cluster tests (network namespaces)"
 cargo test --profile ci -p ferrymq-server --test e2e -- netns_cluster:: --test-threads=1
 
