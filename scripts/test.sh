@@ -58,7 +58,7 @@ say "tests"
 # one at a time, so that they do not starve the timing of the tests beside them.
 cargo test --profile ci --workspace --lib --bins --tests --examples -- --skip netns_cluster::
 say "benchmarks, once each as tests"
-cargo test --profile ci --workspace --benches
+cargo test --profile ci --workspace --bench '*'
 say "cluster tests (network namespaces)"
 cargo test --profile ci -p ferrymq-server --test e2e -- netns_cluster:: --test-threads=1
 
