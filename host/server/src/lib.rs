@@ -13,6 +13,7 @@ pub mod config;
 pub mod data_dir;
 pub mod grpc;
 pub mod hex;
+pub mod http_serve;
 pub mod logging;
 pub mod metrics;
 pub mod namesrv;

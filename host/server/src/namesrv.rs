@@ -16,12 +16,10 @@ use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 use crate::cluster::view::{ClusterView, Member, Registration};
 
@@ -33,6 +31,9 @@ pub struct NamesrvArgs {
     /// A broker not heard from for this long is dropped from the cluster (and routes stop naming it).
     #[arg(long, default_value_t = 6_000, value_name = "MS")]
     pub broker_ttl_ms: u64,
+    /// Connections served at once; more wait in the accept queue.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub connections_max: usize,
     /// Log filter such as `info` or `debug` (RUST_LOG wins).
     #[arg(long, default_value = "info", value_name = "FILTER")]
     pub log_level: String,
@@ -40,6 +41,8 @@ pub struct NamesrvArgs {
 
 /// Largest registration body accepted (a broker with many topics).
 const BODY_BYTES_MAX: usize = 8 << 20;
+/// Time allowed for a client to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The registrations a name server holds.
 #[derive(Debug)]
@@ -131,8 +134,8 @@ pub async fn handle(request: Request<Incoming>, registry: &Registry) -> Response
 
 pub fn run(args: NamesrvArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(&crate::config::LogConfig { level: args.log_level.clone(), ..Default::default() })?;
-    if args.broker_ttl_ms == 0 {
-        anyhow::bail!("--broker-ttl-ms must be positive");
+    if args.broker_ttl_ms == 0 || args.connections_max == 0 {
+        anyhow::bail!("--broker-ttl-ms and --connections-max must be positive");
     }
     let registry = Arc::new(Registry::new(Duration::from_millis(args.broker_ttl_ms)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -147,34 +150,25 @@ pub fn run(args: NamesrvArgs) -> anyhow::Result<ExitCode> {
         let listener =
             TcpListener::bind(args.listen).await.with_context(|| format!("bind the name server on {}", args.listen))?;
         tracing::info!(addr = %listener.local_addr()?, ttl_ms = args.broker_ttl_ms, "ferrymq name server ready");
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(%err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = sigterm.recv() => break,
-                _ = sigint.recv() => break,
-            };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let answer = move |request: Request<Incoming>| {
             let registry = registry.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let registry = registry.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(request, &registry).await) }
-                });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(err) = connection.await {
-                    tracing::debug!(%peer, %err, "connection ended with an error");
-                }
-            });
+            async move { handle(request, &registry).await }
+        };
+        let server = tokio::spawn(crate::http_serve::serve(
+            "namesrv",
+            listener,
+            args.connections_max,
+            HEADER_TIMEOUT,
+            stop_rx,
+            answer,
+        ));
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
         }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
         tracing::info!("name server stopped");
         anyhow::Ok(())
     })?;

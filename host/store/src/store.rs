@@ -477,6 +477,11 @@ impl Store {
         }
     }
 
+    /// End of the written log; [`Store::stats`] without gathering the rest (for per-frame use).
+    pub fn log_end(&self) -> u64 {
+        self.shared.log.written()
+    }
+
     pub fn stats(&self) -> StoreStats {
         let log = &self.shared.log;
         StoreStats {

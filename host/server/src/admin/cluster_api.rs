@@ -46,7 +46,7 @@ pub fn cluster_json(state: &AdminState) -> Value {
         brokers: vec![crate::cluster::view::Member { registration: this.clone(), age_ms: 0 }],
     });
     let brokers = cluster_rows(&view);
-    let written = state.broker.store().stats().written;
+    let written = state.broker.store().log_end();
     let slaves: Vec<Value> = cluster
         .slaves()
         .into_iter()

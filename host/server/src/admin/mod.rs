@@ -20,12 +20,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use ferrymq_broker::Broker;
 
@@ -75,7 +72,7 @@ impl AdminState {
             transactions: self.broker.transactions().stats(),
             dropped_by_policy: self.broker.dropped_by_policy(),
             plugins: self.plugins.bindings().into_iter().map(|(b, stats)| (b.name, b.kind.name(), stats)).collect(),
-            replication: self.cluster.stats(store.stats().written),
+            replication: self.cluster.stats(store.log_end()),
         }
     }
 }
@@ -183,45 +180,14 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     config: AdminConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.connections_max));
     let header_timeout = Duration::from_millis(config.header_timeout_ms);
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = shutdown.changed() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(%err, "admin HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+    let answer = move |request: Request<Incoming>| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(request, &state).await) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, %err, "admin HTTP connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
+        async move { handle(request, &state).await }
+    };
+    crate::http_serve::serve("admin", listener, config.connections_max, header_timeout, shutdown, answer).await;
 }
 
 async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {

@@ -190,7 +190,7 @@ fn serve_slave(
         std::thread::Builder::new().name("ferrymq-ha-acks".into()).spawn(move || {
             while let Ok(frame) = Frame::read_from(&mut reader) {
                 if let Frame::Ack { log_end } = frame {
-                    cluster.slave_acked(link, log_end, store.stats().written);
+                    cluster.slave_acked(link, log_end, store.log_end());
                 }
             }
             ended.store(true, Ordering::Release);
@@ -228,14 +228,14 @@ fn stream_log(
         }
         let (bytes, next) = store.read_raw_chunk(*pos, cluster.config.transfer_bytes_max)?;
         if !bytes.is_empty() {
-            let master_written = store.stats().written;
+            let master_written = store.log_end();
             Frame::Data { offset: *pos, master_written, bytes }.write_to(&mut out).context("send log bytes")?;
             *pos = next;
             last_sent = Instant::now();
             continue;
         }
         if !store.wait_visible_past(*pos, beat_every.min(WAIT_SLICE)) && last_sent.elapsed() >= beat_every {
-            Frame::Beat { master_written: store.stats().written }.write_to(&mut out).context("send heartbeat")?;
+            Frame::Beat { master_written: store.log_end() }.write_to(&mut out).context("send heartbeat")?;
             last_sent = Instant::now();
         }
     }
@@ -274,7 +274,7 @@ mod tests {
     }
 
     fn hello(set: &str, from: &Broker) -> Hello {
-        let log_end = from.store().stats().written;
+        let log_end = from.store().log_end();
         Hello {
             broker_set: set.into(),
             broker_id: 1,

@@ -26,7 +26,7 @@ pub struct Addresses {
 
 /// This broker's registration now.
 pub fn registration(cluster: &Cluster, broker: &Broker, addresses: &Addresses) -> Registration {
-    let log_end = broker.store().stats().written;
+    let log_end = broker.store().log_end();
     let (lag_bytes, lag_ms) = if cluster.is_master() { (0, 0) } else { cluster.lag(log_end) };
     Registration {
         cluster: cluster.config.name.clone(),

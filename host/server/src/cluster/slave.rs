@@ -78,7 +78,7 @@ fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> 
     let mut input = BufReader::with_capacity(256 << 10, stream);
     // Progress made here while the master was down goes back with the HELLO.
     let served = cluster.take_served();
-    let log_end = store.stats().written;
+    let log_end = store.log_end();
     let hello = Hello {
         broker_set: cluster.broker_set.clone(),
         broker_id: cluster.config.broker_id,
@@ -109,7 +109,7 @@ fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> 
         bail!("the master refused: {reason}");
     }
     cluster.master_connected(addr);
-    tracing::info!(master = %addr, log_end = store.stats().written, "following the master");
+    tracing::info!(master = %addr, log_end = store.log_end(), "following the master");
     let mut frame = first;
     loop {
         match frame {
@@ -121,14 +121,14 @@ fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> 
                 cluster.master_heard(end, master_written);
             }
             Frame::Beat { master_written } => {
-                let end = store.stats().written;
+                let end = store.log_end();
                 Frame::Ack { log_end: end }.write_to(&mut out).context("confirm")?;
                 cluster.master_heard(end, master_written);
             }
             Frame::Meta { json } => {
                 let copy: MetadataCopy = serde_json::from_slice(&json).context("decode the master's metadata")?;
                 apply_metadata(broker, copy);
-                cluster.master_heard(store.stats().written, 0);
+                cluster.master_heard(store.log_end(), 0);
             }
             other => bail!("unexpected frame from the master: {other:?}"),
         }

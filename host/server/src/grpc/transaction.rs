@@ -32,7 +32,7 @@ impl GrpcState {
         // A commit waits for the store.
         let result = tokio::task::spawn_blocking(move || transactions.end(&id, resolution)).await;
         match result {
-            Ok(Ok(())) => match self.cluster.replicated(self.broker.store().stats().written).await {
+            Ok(Ok(())) => match self.cluster.replicated(self.broker.store().log_end()).await {
                 Ok(()) => reply(ok()),
                 Err(failure) => reply(super::status::from_replication(failure)),
             },

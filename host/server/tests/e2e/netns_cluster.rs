@@ -181,6 +181,23 @@ impl ClusterLab {
         cluster
     }
 
+    /// Takes the tests' serial lock, starts a cluster as [`ClusterLab::new`] does, waits until it
+    /// settles, and creates the topic with `queues` queues on every master.
+    fn ready(
+        namesrvs: usize,
+        sets: usize,
+        replication: &'static str,
+        segment_bytes: u64,
+        start_slaves: bool,
+        queues: u32,
+    ) -> (std::sync::MutexGuard<'static, ()>, ClusterLab) {
+        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cluster = ClusterLab::new(namesrvs, sets, replication, segment_bytes, start_slaves);
+        cluster.wait_settled(Duration::from_secs(20));
+        cluster.create_topic(queues);
+        (serial, cluster)
+    }
+
     fn broker(&mut self, set: &str, id: u64) -> &mut Broker {
         self.brokers.iter_mut().find(|b| b.set == set && b.id == id).expect("broker")
     }
@@ -532,10 +549,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// be missing no more than the slave's lag allowed (async); a consumer must get the set's messages
 /// from the slave within 15 s. At the end every acknowledged message must have been consumed.
 fn kill_masters(replication: &'static str) {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(2, 2, replication, 4 << 20, true);
-    cluster.wait_settled(Duration::from_secs(20));
-    cluster.create_topic(4);
+    let (_serial, mut cluster) = ClusterLab::ready(2, 2, replication, 4 << 20, true, 4);
     // A client configured with one broker address: the route it gets there names both sets.
     let seed = cluster.broker("a", 0).grpc();
     let runtime = runtime();
@@ -709,10 +723,7 @@ fn assert_identical_logs(a: &Path, b: &Path) {
 
 #[test]
 fn a_partitioned_slave_catches_up_after_the_partition_heals() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(1, 1, "async", 1 << 20, true);
-    cluster.wait_settled(Duration::from_secs(20));
-    cluster.create_topic(2);
+    let (_serial, mut cluster) = ClusterLab::ready(1, 1, "async", 1 << 20, true, 2);
     let runtime = runtime();
     let master_addr = cluster.broker("a", 0).grpc();
     produce(&runtime, &master_addr, 0, 300);
@@ -761,10 +772,7 @@ fn a_partitioned_slave_catches_up_after_the_partition_heals() {
 
 #[test]
 fn a_slave_started_on_an_empty_disk_converges_to_identical_segments() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(1, 1, "async", 1 << 20, false);
-    cluster.wait_settled(Duration::from_secs(20));
-    cluster.create_topic(3);
+    let (_serial, mut cluster) = ClusterLab::ready(1, 1, "async", 1 << 20, false, 3);
     let runtime = runtime();
     let master_addr = cluster.broker("a", 0).grpc();
     // Retention trims the master first, so its log no longer starts at 0: the slave starts at the
@@ -829,10 +837,7 @@ fn a_slave_started_on_an_empty_disk_converges_to_identical_segments() {
 
 #[test]
 fn a_sync_master_without_its_slave_says_so_instead_of_acknowledging() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(1, 1, "sync", 4 << 20, true);
-    cluster.wait_settled(Duration::from_secs(20));
-    cluster.create_topic(2);
+    let (_serial, mut cluster) = ClusterLab::ready(1, 1, "sync", 4 << 20, true, 2);
     let runtime = runtime();
     let master_addr = cluster.broker("a", 0).grpc();
     produce(&runtime, &master_addr, 0, 50);
@@ -878,10 +883,7 @@ fn a_sync_master_without_its_slave_says_so_instead_of_acknowledging() {
 #[test]
 fn official_clients_configured_with_one_broker_send_to_and_receive_from_every_master() {
     use crate::clients::{Client as Official, names};
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = ClusterLab::new(1, 2, "async", 4 << 20, false);
-    cluster.wait_settled(Duration::from_secs(20));
-    cluster.create_topic(2);
+    let (_serial, mut cluster) = ClusterLab::ready(1, 2, "async", 4 << 20, false, 2);
     let seed = cluster.broker("a", 0).grpc();
     let runtime = runtime();
     runtime.block_on(async {
