@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use ferrymq_client::bench::{self, Mode, Report, Workload};
+use ferrymq_bench::{self as bench, Mode, Report, Workload};
 
 // The same allocator as the `ferrymq` binary, so that the client side of every run costs the same.
 #[global_allocator]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream};
-use ferrymq_client::bench::{Consumer, Producer, Target, stamp_of};
+use ferrymq_bench::{Consumer, Producer, Target, stamp_of};
 use futures_util::StreamExt as _;
 
 const FETCH_MAX: usize = 32;

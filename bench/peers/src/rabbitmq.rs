@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferrymq_client::bench::{Consumer, Producer, Target, stamp_of};
+use ferrymq_bench::{Consumer, Producer, Target, stamp_of};
 use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,

@@ -8,6 +8,7 @@
 //! * [`filter`] — TAG and SQL92 filters.
 //! * [`hooks`] — where filter and route plugins plug in.
 //! * [`offsets`] — consumer progress.
+//! * [`system_topic`] — the broker's own records (plugin registry, audit log) kept in system topics.
 //! * [`broker`] — the whole, with its background thread.
 //!
 //! No async runtime, no network protocol: the server translates RocketMQ's protocols to these calls.
@@ -21,6 +22,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod search;
 pub mod send;
+pub mod system_topic;
 pub mod timer;
 pub mod transaction;
 

@@ -2,14 +2,12 @@
 //! digest, compile (or reuse the cached compilation), and checking what the component imports and
 //! exports against the contract.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -75,13 +73,6 @@ impl std::fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginEngine").field("cache_dir", &self.cache_dir).finish_non_exhaustive()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 impl PluginEngine {
@@ -153,7 +144,7 @@ impl PluginEngine {
                 bytes.len()
             )));
         }
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = ferrymq_proto::hex::sha256(bytes);
         let component = self.compile(bytes, &digest)?;
         let world = self.check(&component)?;
         Ok(Loaded { digest, world, size: bytes.len(), component })

@@ -34,7 +34,7 @@ pub enum Command {
     Plugin(crate::admin_cli::plugin::PluginArgs),
     /// Measure a broker end to end over gRPC: produce, consume, or both at once (e2e), with
     /// throughput and latency percentiles.
-    Bench(crate::bench_cli::BenchArgs),
+    Bench(ferrymq_bench::cli::BenchArgs),
     /// Print or check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -80,7 +80,7 @@ pub struct BrokerArgs {
     /// A master's acknowledgement: after local durability (async) or once a slave holds the bytes
     /// (sync) (overrides `cluster.replication`).
     #[arg(long, value_enum)]
-    pub replication: Option<crate::cluster::ReplicationMode>,
+    pub replication: Option<ferrymq_cluster::ReplicationMode>,
     /// Where a master listens for its slaves (overrides `cluster.ha_listen`).
     #[arg(long, value_name = "ADDR")]
     pub ha_listen: Option<SocketAddr>,

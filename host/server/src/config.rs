@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use ferrymq_broker::BrokerConfig;
 use ferrymq_store::StoreConfig;
 
-use crate::grpc::GrpcConfig;
-use crate::plugins::PluginsConfig;
+use ferrymq_grpc::GrpcConfig;
+use ferrymq_policy::PluginsConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -25,7 +25,7 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     pub plugins: PluginsConfig,
     /// Broker sets, name servers and replication (`ferrymq broker`; unused by `standalone`).
-    pub cluster: crate::cluster::ClusterConfig,
+    pub cluster: ferrymq_cluster::ClusterConfig,
 }
 
 impl Default for ServerConfig {
@@ -38,7 +38,7 @@ impl Default for ServerConfig {
             broker: BrokerConfig::default(),
             store: StoreConfig::default(),
             plugins: PluginsConfig::default(),
-            cluster: crate::cluster::ClusterConfig::default(),
+            cluster: ferrymq_cluster::ClusterConfig::default(),
         }
     }
 }
@@ -57,7 +57,7 @@ pub struct AdminConfig {
     /// caller is admin (keep `listen` on loopback then).
     pub tokens: Vec<crate::admin::auth::TokenConfig>,
     /// Plugin signatures: the keys trusted per department, and whether they are required.
-    pub signatures: crate::admin::signatures::SignaturesConfig,
+    pub signatures: ferrymq_policy::signatures::SignaturesConfig,
 }
 
 impl Default for AdminConfig {
@@ -67,7 +67,7 @@ impl Default for AdminConfig {
             connections_max: 64,
             header_timeout_ms: 10_000,
             tokens: Vec::new(),
-            signatures: crate::admin::signatures::SignaturesConfig::default(),
+            signatures: ferrymq_policy::signatures::SignaturesConfig::default(),
         }
     }
 }
@@ -135,7 +135,7 @@ impl ServerConfig {
         if let Err(reason) = crate::admin::auth::Tokens::from_config(&self.admin.tokens) {
             bail!("[admin] {reason}");
         }
-        if let Err(reason) = crate::admin::signatures::Signatures::from_config(&self.admin.signatures) {
+        if let Err(reason) = ferrymq_policy::signatures::Signatures::from_config(&self.admin.signatures) {
             bail!("[admin.signatures] {reason}");
         }
         Ok(())

@@ -24,7 +24,7 @@ pub struct Snapshot {
     pub dropped_by_policy: u64,
     /// Per plugin binding: name, kind and counters.
     pub plugins: Vec<(String, &'static str, ferrymq_plugin::PluginStats)>,
-    pub replication: crate::cluster::ReplicationStats,
+    pub replication: ferrymq_cluster::ReplicationStats,
 }
 
 struct Writer(String);
@@ -108,7 +108,7 @@ pub fn render(s: &Snapshot) -> String {
     w.0
 }
 
-fn replication_metrics(w: &mut Writer, r: &crate::cluster::ReplicationStats) {
+fn replication_metrics(w: &mut Writer, r: &ferrymq_cluster::ReplicationStats) {
     w.metric("ferrymq_cluster_slave", "gauge", "1 on a slave, 0 on a master or standalone node.", u8::from(r.slave));
     w.metric("ferrymq_replication_slaves_connected", "gauge", "Slaves connected to this master.", r.slaves_connected);
     w.metric(
@@ -216,7 +216,7 @@ mod tests {
             transactions: Default::default(),
             dropped_by_policy: 0,
             plugins: vec![("inbox".into(), "filter", ferrymq_plugin::PluginStats { calls: 7, ..Default::default() })],
-            replication: crate::cluster::ReplicationStats {
+            replication: ferrymq_cluster::ReplicationStats {
                 slaves_connected: 1,
                 sync_timeouts: 2,
                 ..Default::default()

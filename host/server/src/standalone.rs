@@ -15,17 +15,17 @@ use tokio::sync::watch;
 
 use crate::admin::audit::AuditLog;
 use crate::admin::auth::Tokens;
-use crate::admin::signatures::Signatures;
 use crate::admin::{self, AdminState};
 use crate::cli::{BrokerArgs, FlushArg, StandaloneArgs};
-use crate::cluster::{self, Cluster};
 use crate::config::ServerConfig;
 use crate::data_dir::DataDirLock;
-use crate::grpc::{self, Arrivals, GrpcState};
 use crate::logging;
-use crate::plugins::PluginHost;
-use crate::plugins::compile::Compiler;
-use crate::registry::Registry;
+use ferrymq_cluster::{self as cluster, Cluster};
+use ferrymq_grpc::{self as grpc, Arrivals, GrpcState};
+use ferrymq_policy::PluginHost;
+use ferrymq_policy::compile::Compiler;
+use ferrymq_policy::registry::Registry;
+use ferrymq_policy::signatures::Signatures;
 
 /// Exit code after the store stopped on a fatal I/O error (EX_IOERR): restart to recover.
 const EXIT_FATAL_IO: u8 = 74;

@@ -1,21 +1,10 @@
 //! Small synchronisation helpers shared by the store's threads.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Locks a mutex; a panic elsewhere never makes the store's state unreachable.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use ferrymq_proto::sync::{lock, read, write};
 
 /// A wake-up signal between threads: a generation counter, and a condition variable that is only
 /// touched when someone sleeps on it, so that notifying an event nobody waits for costs one atomic add.

@@ -8,7 +8,7 @@ use ferrymq_store::Store;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::system_topic::{self, AUDIT_TOPIC};
+use ferrymq_broker::system_topic::{self, AUDIT_TOPIC};
 
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -42,7 +42,7 @@ impl AuditEntry {
         let unhashed = AuditEntry { hash: String::new(), ..self.clone() };
         // Serialising this plain struct cannot fail.
         let bytes = serde_json::to_vec(&unhashed).unwrap_or_default();
-        crate::hex::encode(&Sha256::digest(bytes))
+        ferrymq_proto::hex::encode(&Sha256::digest(bytes))
     }
 }
 

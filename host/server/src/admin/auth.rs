@@ -40,7 +40,7 @@ impl Role {
             "admin" => Ok(Role::Admin),
             "viewer" => Ok(Role::Viewer),
             _ => match s.strip_prefix("department:") {
-                Some(d) if crate::registry::check_plugin_name(&format!("{d}/x")).is_ok() => {
+                Some(d) if ferrymq_policy::registry::check_plugin_name(&format!("{d}/x")).is_ok() => {
                     Ok(Role::Department(d.to_owned()))
                 }
                 _ => Err(format!(
@@ -108,7 +108,7 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    let bytes = crate::hex::decode(s)?;
+    let bytes = ferrymq_proto::hex::decode(s)?;
     bytes.try_into().ok()
 }
 

@@ -6,12 +6,12 @@ use super::AdminState;
 
 /// One row per broker for `ferrymq admin cluster`: its set, role and addresses; for a slave, its
 /// replication lag in bytes and seconds.
-pub fn cluster_rows(view: &crate::cluster::ClusterView) -> Vec<Value> {
+pub fn cluster_rows(view: &ferrymq_cluster::ClusterView) -> Vec<Value> {
     view.brokers
         .iter()
         .map(|m| {
             let r = &m.registration;
-            let slave = r.role == crate::cluster::Role::Slave;
+            let slave = r.role == ferrymq_cluster::Role::Slave;
             let only = |is: bool, v: Value| if is { v } else { Value::Null };
             json!({
                 "cluster": r.cluster,
@@ -36,14 +36,14 @@ pub fn cluster_rows(view: &crate::cluster::ClusterView) -> Vec<Value> {
 pub fn cluster_json(state: &AdminState) -> Value {
     let cluster = &state.cluster;
     let (host, port) = state.grpc.advertised();
-    let addresses = crate::cluster::registration::Addresses {
+    let addresses = ferrymq_cluster::registration::Addresses {
         grpc: format!("{host}:{port}"),
         admin: String::new(),
         ha: cluster.config.ha_advertised_address.clone().unwrap_or_default(),
     };
-    let this = crate::cluster::registration::registration(cluster, &state.broker, &addresses);
-    let view = cluster.view().unwrap_or_else(|| crate::cluster::ClusterView {
-        brokers: vec![crate::cluster::view::Member { registration: this.clone(), age_ms: 0 }],
+    let this = ferrymq_cluster::registration::registration(cluster, &state.broker, &addresses);
+    let view = cluster.view().unwrap_or_else(|| ferrymq_cluster::ClusterView {
+        brokers: vec![ferrymq_cluster::view::Member { registration: this.clone(), age_ms: 0 }],
     });
     let brokers = cluster_rows(&view);
     let written = state.broker.store().log_end();

@@ -16,8 +16,8 @@ use ferrymq_store::StoredRecord;
 
 use super::auth::Principal;
 use super::{AdminState, Call, error, json};
-use crate::plugins::config::LimitsConfig;
-use crate::plugins::{PluginKind, from_record};
+use ferrymq_policy::config::LimitsConfig;
+use ferrymq_policy::{PluginKind, from_record};
 
 /// Messages a dry run judges unless told otherwise, and at most.
 pub const DRY_RUN_DEFAULT: usize = 100;
@@ -164,7 +164,7 @@ pub fn answer(
     };
     let (engine, loaded) = loaded;
     let mut config: Vec<(String, String)> =
-        request.params.into_iter().filter(|(k, _)| !k.starts_with(crate::plugins::RESERVED_PARAM_PREFIX)).collect();
+        request.params.into_iter().filter(|(k, _)| !k.starts_with(ferrymq_policy::RESERVED_PARAM_PREFIX)).collect();
     config.push(("ferrymq.plugin".into(), plugin.to_owned()));
     config.push(("ferrymq.version".into(), info.version.to_string()));
     let grant = Grant { config, http_allowlist: Vec::new() };

@@ -11,7 +11,6 @@ pub mod audit;
 pub mod auth;
 mod dry_run;
 mod plugins_api;
-pub mod signatures;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,13 +26,13 @@ use tokio::sync::watch;
 use ferrymq_broker::Broker;
 
 use crate::config::AdminConfig;
-use crate::grpc::GrpcState;
 use crate::metrics::{self, Snapshot};
-use crate::plugins::PluginHost;
-use crate::registry::Registry;
 use audit::AuditLog;
 use auth::{AuthError, Tokens};
-use signatures::Signatures;
+use ferrymq_grpc::GrpcState;
+use ferrymq_policy::PluginHost;
+use ferrymq_policy::registry::Registry;
+use ferrymq_policy::signatures::Signatures;
 
 /// Largest request body the admin API reads.
 pub const BODY_BYTES_MAX: usize = 1 << 20;
@@ -46,7 +45,7 @@ pub struct AdminState {
     pub plugins: Arc<PluginHost>,
     pub registry: Arc<Registry>,
     pub audit: Arc<AuditLog>,
-    pub cluster: Arc<crate::cluster::Cluster>,
+    pub cluster: Arc<ferrymq_cluster::Cluster>,
     pub tokens: Tokens,
     pub signatures: Signatures,
     /// Largest component an upload may carry.
@@ -139,7 +138,7 @@ fn v1(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
     let action = format!("{} {}", call.method, call.path);
     let target = call.path.trim_start_matches("/v1/");
     let digest = (call.method == Method::POST && call.path.ends_with("/versions"))
-        .then(|| crate::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(call.body)));
+        .then(|| ferrymq_proto::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(call.body)));
     let principal = match state.tokens.authenticate(call.authorization) {
         Ok(principal) => principal,
         Err(err) => {
@@ -187,7 +186,7 @@ pub async fn serve(
         let state = state.clone();
         async move { handle(request, &state).await }
     };
-    crate::http_serve::serve("admin", listener, config.connections_max, header_timeout, shutdown, answer).await;
+    ferrymq_http::serve("admin", listener, config.connections_max, header_timeout, shutdown, answer).await;
 }
 
 async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
@@ -219,7 +218,7 @@ mod tests {
     use ferrymq_store::clock::SystemClock;
     use ferrymq_store::{Store, StoreOptions};
 
-    use crate::grpc::{Arrivals, GrpcConfig};
+    use ferrymq_grpc::{Arrivals, GrpcConfig};
 
     fn state() -> (tempfile::TempDir, AdminState) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -230,7 +229,7 @@ mod tests {
         let store = Arc::new(Store::open(options).expect("store"));
         let broker =
             Arc::new(Broker::open(store, dir.path(), BrokerConfig::default(), Arc::new(SystemClock)).expect("broker"));
-        let cluster = Arc::new(crate::cluster::Cluster::new(Default::default(), "ferrymq".into()));
+        let cluster = Arc::new(ferrymq_cluster::Cluster::new(Default::default(), "ferrymq".into()));
         let grpc = Arc::new(GrpcState::new(
             broker.clone(),
             Arc::new(Arrivals::default()),
@@ -239,11 +238,11 @@ mod tests {
             cluster.clone(),
         ));
         let plugins = Arc::new(
-            crate::plugins::PluginHost::start(&crate::plugins::PluginsConfig::default(), dir.path())
+            ferrymq_policy::PluginHost::start(&ferrymq_policy::PluginsConfig::default(), dir.path())
                 .expect("no plugins"),
         );
         let registry = Arc::new(
-            Registry::open(broker.clone(), plugins.clone(), dir.path(), crate::plugins::compile::Compiler::InProcess)
+            Registry::open(broker.clone(), plugins.clone(), dir.path(), ferrymq_policy::compile::Compiler::InProcess)
                 .expect("registry"),
         );
         let audit = Arc::new(AuditLog::open(broker.store().clone()));

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use super::auth::Principal;
 use super::{AdminState, Call, error, json};
-use crate::plugins::config::LimitsConfig;
-use crate::plugins::{FailurePolicy, PluginKind, Source};
-use crate::registry::{BindingSpec, RegistryError, VersionInfo, check_plugin_name};
+use ferrymq_policy::config::LimitsConfig;
+use ferrymq_policy::registry::{BindingSpec, RegistryError, VersionInfo, check_plugin_name};
+use ferrymq_policy::{FailurePolicy, PluginKind, Source};
 
 /// Most audit entries one request returns.
 pub const AUDIT_PAGE_MAX: usize = 1000;
@@ -139,7 +139,7 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
             }
             let signed_by = match state.signatures.check(&name, call.body, call.signature) {
                 Ok(signed_by) => signed_by,
-                Err(reason) if reason.starts_with(super::signatures::MALFORMED) => {
+                Err(reason) if reason.starts_with(ferrymq_policy::signatures::MALFORMED) => {
                     return Some(error(StatusCode::BAD_REQUEST, reason));
                 }
                 Err(reason) => return Some(error(StatusCode::FORBIDDEN, reason)),

@@ -1,6 +1,5 @@
 //! `ferrymq admin …`: manage a running broker through its admin HTTP API.
 
-pub(crate) mod http;
 pub mod plugin;
 mod time;
 
@@ -8,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use ferrymq_http::client as http;
 use serde_json::{Value, json};
 
 /// Which broker to talk to, as whom, and how to print its answers (`ferrymq admin` and `ferrymq plugin`).
@@ -345,7 +345,7 @@ fn cluster(args: &AdminArgs, namesrv: Option<&str>) -> anyhow::Result<ExitCode> 
     let rows: Vec<Value> = match namesrv {
         // A name server answers registrations; a broker answers rows already.
         Some(_) => {
-            let view: crate::cluster::ClusterView =
+            let view: ferrymq_cluster::ClusterView =
                 serde_json::from_value(response).context("decode the name server's cluster view")?;
             crate::admin::cluster_rows(&view)
         }

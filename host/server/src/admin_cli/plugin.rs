@@ -10,7 +10,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 
-use super::{escape, http, print_answer};
+use ferrymq_http as http;
+
+use super::{escape, print_answer};
 
 #[derive(Debug, Args)]
 pub struct PluginArgs {
@@ -167,7 +169,7 @@ pub enum PluginCommand {
 
 fn read_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read the key {}", path.display()))?;
-    let bytes: [u8; 32] = crate::hex::decode(&text)
+    let bytes: [u8; 32] = ferrymq_proto::hex::decode(&text)
         .and_then(|b| b.try_into().ok())
         .with_context(|| format!("{} is not a key from `ferrymq plugin keygen`", path.display()))?;
     Ok(SigningKey::from_bytes(&bytes))
@@ -186,7 +188,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     let binding_columns: &[&str] = &["name", "version", "digest", "position"];
     let (status, response, columns) = match &args.command {
         PluginCommand::CompileCheck { cache_dir, instances_max, memory_bytes_max, cpu_s_max } => {
-            crate::plugins::compile::compile_check(cache_dir.clone(), *instances_max, *memory_bytes_max, *cpu_s_max)?;
+            ferrymq_policy::compile::compile_check(cache_dir.clone(), *instances_max, *memory_bytes_max, *cpu_s_max)?;
             return Ok(ExitCode::SUCCESS);
         }
         PluginCommand::Keygen { out } => {
@@ -198,13 +200,13 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                 .mode(0o600)
                 .open(out)
                 .with_context(|| format!("create {} (it must not exist yet)", out.display()))?;
-            std::io::Write::write_all(&mut file, crate::hex::encode(&key.to_bytes()).as_bytes())?;
-            println!("{}", crate::hex::encode(key.verifying_key().as_bytes()));
+            std::io::Write::write_all(&mut file, ferrymq_proto::hex::encode(&key.to_bytes()).as_bytes())?;
+            println!("{}", ferrymq_proto::hex::encode(key.verifying_key().as_bytes()));
             return Ok(ExitCode::SUCCESS);
         }
         PluginCommand::Sign { file, key } => {
             let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
-            println!("{}", crate::hex::encode(&read_key(key)?.sign(&bytes).to_bytes()));
+            println!("{}", ferrymq_proto::hex::encode(&read_key(key)?.sign(&bytes).to_bytes()));
             return Ok(ExitCode::SUCCESS);
         }
         PluginCommand::Push { file, name, sign_key } => {
@@ -214,11 +216,20 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
             };
             let mut headers = Vec::new();
             if let Some(key) = sign_key {
-                headers.push(("x-ferrymq-signature", crate::hex::encode(&read_key(key)?.sign(&bytes).to_bytes())));
+                headers
+                    .push(("x-ferrymq-signature", ferrymq_proto::hex::encode(&read_key(key)?.sign(&bytes).to_bytes())));
             }
             let path = format!("/v1/plugins/{}/{}/versions", escape(department), escape(plugin));
-            let (status, response) =
-                http::request_raw(addr, "POST", &path, &bytes, "application/wasm", token, &headers)?;
+            let upload = http::Request {
+                body: &bytes,
+                content_type: "application/wasm",
+                token,
+                headers: &headers,
+                // Compiling an uploaded plugin may take a while; everything else answers at once.
+                read_timeout: http::client::TIMEOUT_DEFAULT * 10,
+                ..http::Request::new("POST", &path)
+            };
+            let (status, response) = upload.send(addr)?;
             (status, response, version_columns)
         }
         PluginCommand::List => {

@@ -245,7 +245,7 @@ fn stream_log(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::ClusterConfig;
+    use crate::ClusterConfig;
     use ferrymq_broker::BrokerConfig;
     use ferrymq_store::clock::SystemClock;
     use ferrymq_store::{NewMessage, Store, StoreOptions};

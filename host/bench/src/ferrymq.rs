@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{Client, ClientOptions, Kind, Message, Receive};
+use ferrymq_client::{Client, ClientOptions, Kind, Message, Receive};
 
 use super::{Consumer, Producer, Target, stamp_of};
 
@@ -61,7 +61,7 @@ pub struct FerrymqProducer {
 
 impl Producer for FerrymqProducer {
     async fn send(&mut self, bodies: Vec<Vec<u8>>) -> anyhow::Result<()> {
-        let due = crate::message::now_ms() + self.target.delay.as_millis() as i64;
+        let due = ferrymq_client::now_ms() + self.target.delay.as_millis() as i64;
         let messages = bodies
             .into_iter()
             .map(|body| {

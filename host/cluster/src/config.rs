@@ -82,7 +82,7 @@ impl ClusterConfig {
         if self.master_down_ms < self.heartbeat_ms {
             return Err("master_down_ms must be at least heartbeat_ms".into());
         }
-        if !(4096..=crate::cluster::wire::FRAME_BYTES_MAX as usize / 2).contains(&self.transfer_bytes_max) {
+        if !(4096..=crate::wire::FRAME_BYTES_MAX as usize / 2).contains(&self.transfer_bytes_max) {
             return Err("transfer_bytes_max must be between 4096 and 32 MiB".into());
         }
         for addr in self.namesrv.iter().chain(&self.master_ha) {

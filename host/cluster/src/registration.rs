@@ -11,7 +11,6 @@ use ferrymq_broker::Broker;
 
 use super::view::{ClusterView, Registration, TopicRoute};
 use super::{Cluster, Role};
-use crate::admin_cli::http;
 
 /// Shortest time a registration may take before the name server counts as unreachable.
 const REGISTER_TIMEOUT_MIN: Duration = Duration::from_millis(500);
@@ -100,7 +99,14 @@ pub fn start(
 }
 
 fn register(namesrv: &str, body: &serde_json::Value, timeout: Duration) -> anyhow::Result<ClusterView> {
-    let (status, answer) = http::request_quick(namesrv, "POST", "/v1/brokers", Some(body), timeout)?;
+    let payload = body.to_string();
+    let request = ferrymq_http::Request {
+        body: payload.as_bytes(),
+        connect_timeout: timeout,
+        read_timeout: timeout,
+        ..ferrymq_http::Request::new("POST", "/v1/brokers")
+    };
+    let (status, answer) = request.send(namesrv)?;
     if status != 200 {
         anyhow::bail!("HTTP {status}: {answer}");
     }

@@ -19,14 +19,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use ferrymq_broker::Broker;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub use records::{Activation, BindingRecord, BindingSpec, VersionInfo};
 use records::{CHUNK_BYTES, Record};
 
-use crate::plugins::compile::Compiler;
-use crate::plugins::{BindingInfo, Install, PluginHost, PluginKind, Prepared, Source};
-use crate::system_topic::{self, PLUGINS_TOPIC};
+use crate::compile::Compiler;
+use crate::{BindingInfo, Install, PluginHost, PluginKind, Prepared, Source};
+use ferrymq_broker::system_topic::{self, PLUGINS_TOPIC};
 
 /// Why a registry change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -87,10 +86,6 @@ pub fn check_plugin_name(name: &str) -> std::result::Result<(), String> {
             "plugin name {name:?} must be <department>/<plugin>, each part lowercase letters, digits, '-' or '_'"
         )),
     }
-}
-
-fn hex_digest(bytes: &[u8]) -> String {
-    crate::hex::encode(&Sha256::digest(bytes))
 }
 
 /// Most chunks a component can have.
@@ -210,7 +205,7 @@ impl Registry {
     pub fn component(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
         let path = self.component_path(digest);
         let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-        anyhow::ensure!(hex_digest(&bytes) == digest, "{} does not match its digest", path.display());
+        anyhow::ensure!(ferrymq_proto::hex::sha256(&bytes) == digest, "{} does not match its digest", path.display());
         Ok(bytes)
     }
 
@@ -253,7 +248,7 @@ impl Registry {
                 if chunks.iter().all(Option::is_some) {
                     let bytes: Vec<u8> = chunks.iter().flatten().flatten().copied().collect();
                     state.partial.remove(&digest);
-                    if hex_digest(&bytes) == digest {
+                    if ferrymq_proto::hex::sha256(&bytes) == digest {
                         if let Err(err) = self.write_component(&digest, &bytes) {
                             tracing::warn!(%digest, err = %format!("{err:#}"), "component not restored");
                         }
@@ -350,7 +345,7 @@ impl Registry {
         signed_by: Option<String>,
     ) -> Result<(VersionInfo, bool)> {
         check_plugin_name(plugin).map_err(RegistryError::Invalid)?;
-        let digest = hex_digest(bytes);
+        let digest = ferrymq_proto::hex::sha256(bytes);
         if let Some(existing) = self.lock().plugins.get(plugin).and_then(|v| v.values().find(|v| v.digest == digest)) {
             return Ok((existing.clone(), false));
         }

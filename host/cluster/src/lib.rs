@@ -6,6 +6,7 @@
 //! * `slave` — a slave follows its master: appends the master's bytes verbatim, copies metadata.
 //! * `view` — what brokers tell name servers, and the cluster as a name server sees it.
 //! * `registration` — a broker's heartbeat to every name server, which also fetches the view.
+//! * `namesrv` — the name server: registrations with a time to live, and the view it answers.
 //!
 //! [`Cluster`] is the state they share with the gRPC front end: the role, whether reads are served
 //! here (a slave serves them only while its master is down), the slaves' acknowledgements that sync
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod master;
+pub mod namesrv;
 pub mod registration;
 pub mod slave;
 pub mod view;
@@ -253,7 +255,7 @@ impl Cluster {
         self.is_master() || self.master_down()
     }
 
-    pub(crate) fn mark_served(&self) {
+    pub fn mark_served(&self) {
         self.served.store(true, Ordering::Release);
     }
 

@@ -38,7 +38,7 @@ impl Signatures {
     pub fn from_config(config: &SignaturesConfig) -> Result<Self, String> {
         let mut keys = Vec::with_capacity(config.keys.len());
         for k in &config.keys {
-            let bytes: [u8; 32] = crate::hex::decode(&k.public_key)
+            let bytes: [u8; 32] = ferrymq_proto::hex::decode(&k.public_key)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| format!("signing key of {}: public_key is not 64 hex digits", k.department))?;
             let key = VerifyingKey::from_bytes(&bytes)
@@ -59,7 +59,7 @@ impl Signatures {
                 Ok(None)
             };
         };
-        let signature: [u8; 64] = crate::hex::decode(signature)
+        let signature: [u8; 64] = ferrymq_proto::hex::decode(signature)
             .and_then(|b| b.try_into().ok())
             .ok_or(format!("{MALFORMED}: x-ferrymq-signature must be 128 hex digits"))?;
         let signature = Signature::from_bytes(&signature);
@@ -85,16 +85,16 @@ mod tests {
             enforce: true,
             keys: vec![TrustedKey {
                 department: "tax".into(),
-                public_key: crate::hex::encode(tax.verifying_key().as_bytes()),
+                public_key: ferrymq_proto::hex::encode(tax.verifying_key().as_bytes()),
             }],
         };
         let signatures = Signatures::from_config(&config).expect("valid");
         let bytes = b"component";
-        let good = crate::hex::encode(&tax.sign(bytes).to_bytes());
+        let good = ferrymq_proto::hex::encode(&tax.sign(bytes).to_bytes());
         assert_eq!(signatures.check("tax/inbox", bytes, Some(&good)), Ok(Some("tax".into())));
         assert!(signatures.check("tax/inbox", b"tampered", Some(&good)).is_err(), "bytes changed after signing");
         assert!(signatures.check("customs/inbox", bytes, Some(&good)).is_err(), "key of another department");
-        let forged = crate::hex::encode(&other.sign(bytes).to_bytes());
+        let forged = ferrymq_proto::hex::encode(&other.sign(bytes).to_bytes());
         assert!(signatures.check("tax/inbox", bytes, Some(&forged)).is_err(), "untrusted key");
         assert!(signatures.check("tax/inbox", bytes, None).is_err(), "unsigned");
         let relaxed = Signatures::from_config(&SignaturesConfig { enforce: false, ..config }).expect("valid");

@@ -8,6 +8,7 @@
 //! Each body starts with the send time (nanoseconds since the Unix epoch, little endian) so that a
 //! consumer can tell end-to-end latency; producer and consumer run on one machine and share a clock.
 
+pub mod cli;
 pub mod ferrymq;
 mod progress;
 mod report;

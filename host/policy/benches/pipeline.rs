@@ -23,7 +23,7 @@ use ferrymq_broker::filter::Filter;
 use ferrymq_broker::metadata::{GroupConfig, TopicConfig, TopicType};
 use ferrymq_broker::send::Outgoing;
 use ferrymq_broker::{Broker, BrokerConfig};
-use ferrymq_server::plugins::{BindingConfig, FailurePolicy, PluginHost, PluginKind, PluginsConfig};
+use ferrymq_policy::{BindingConfig, FailurePolicy, PluginHost, PluginKind, PluginsConfig};
 use ferrymq_store::clock::SystemClock;
 use ferrymq_store::{Store, StoreOptions};
 

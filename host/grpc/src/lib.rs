@@ -101,7 +101,7 @@ pub struct GrpcState {
     /// Requests served per RPC.
     pub rpcs: RpcCounters,
     /// This broker's place in its cluster (a standalone node is a master of its own).
-    pub cluster: Arc<crate::cluster::Cluster>,
+    pub cluster: Arc<ferrymq_cluster::Cluster>,
     waiters: Semaphore,
 }
 
@@ -111,7 +111,7 @@ impl GrpcState {
         arrivals: Arc<Arrivals>,
         config: GrpcConfig,
         bound: SocketAddr,
-        cluster: Arc<crate::cluster::Cluster>,
+        cluster: Arc<ferrymq_cluster::Cluster>,
     ) -> Self {
         let waiters = Semaphore::new(config.receive_waiters_max);
         Self {

@@ -103,13 +103,13 @@ pub fn overall<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
 }
 
 /// The status of a send whose sync replication could not be confirmed.
-pub fn from_replication(failure: crate::cluster::ReplicationFailure) -> Status {
+pub fn from_replication(failure: ferrymq_cluster::ReplicationFailure) -> Status {
     match failure {
-        crate::cluster::ReplicationFailure::NoSlave => status(
+        ferrymq_cluster::ReplicationFailure::NoSlave => status(
             Code::HaNotAvailable,
             "stored on the master, but no slave is connected to hold a copy (sync replication); the send may be retried",
         ),
-        crate::cluster::ReplicationFailure::Timeout => status(
+        ferrymq_cluster::ReplicationFailure::Timeout => status(
             Code::SlavePersistenceTimeout,
             "stored on the master, but no slave confirmed a copy in time (sync replication); the send may be retried",
         ),

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugins::config::LimitsConfig;
-use crate::plugins::{FailurePolicy, PluginKind, Shape};
+use crate::config::LimitsConfig;
+use crate::{FailurePolicy, PluginKind, Shape};
 
 /// Component bytes per chunk record.
 pub const CHUNK_BYTES: usize = 1 << 20;

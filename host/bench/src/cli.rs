@@ -4,10 +4,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ferrymq::Ferrymq;
+use crate::{Mode, Workload, parse_duration};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use ferrymq_client::Kind;
-use ferrymq_client::bench::{self, Mode, Workload, ferrymq::Ferrymq, parse_duration};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -77,7 +78,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         long_polling: args.long_polling,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let report = runtime.block_on(bench::run(target, args.mode, &args.workload, !args.quiet))?;
+    let report = runtime.block_on(crate::run(target, args.mode, &args.workload, !args.quiet))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

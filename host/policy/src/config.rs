@@ -321,7 +321,17 @@ impl PluginsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerConfig;
+
+    /// The `[plugins]` section of a configuration file, parsed and validated as the server does.
+    fn parse(text: &str) -> Result<PluginsConfig, String> {
+        #[derive(Deserialize)]
+        struct File {
+            plugins: PluginsConfig,
+        }
+        let file: File = toml::from_str(text).map_err(|err| err.to_string())?;
+        file.plugins.validate()?;
+        Ok(file.plugins)
+    }
 
     const INBOX: &str = r#"
 [[plugins.bindings]]
@@ -337,18 +347,17 @@ limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
 
     #[test]
     fn a_binding_parses_with_defaults_for_what_it_leaves_out() {
-        let config = ServerConfig::parse(INBOX).expect("parses");
-        let b = &config.plugins.bindings[0];
+        let config = parse(INBOX).expect("parses");
+        let b = &config.bindings[0];
         assert_eq!((b.kind, b.policy, b.name()), (PluginKind::Filter, FailurePolicy::FailOpen, "inbox-e1".into()));
         assert_eq!(b.params.get("enterprise_ids").map(String::as_str), Some("E1,E3"));
         let limits = b.limits.for_kind(b.kind);
         assert_eq!((limits.memory_bytes_max, limits.call_ms_max, limits.failures_max), (16 << 20, 5, 5));
 
-        let tx = ServerConfig::parse(
-            "[[plugins.bindings]]\nkind = \"tx-check\"\ncomponent = \"/p/tx_check_http.wasm\"\ntopic = \"t\"\n",
-        )
-        .expect("parses");
-        let b = &tx.plugins.bindings[0];
+        let tx =
+            parse("[[plugins.bindings]]\nkind = \"tx-check\"\ncomponent = \"/p/tx_check_http.wasm\"\ntopic = \"t\"\n")
+                .expect("parses");
+        let b = &tx.bindings[0];
         assert_eq!(b.name(), "tx_check_http", "named after the component by default");
         assert_eq!(b.policy, FailurePolicy::FailClosed, "nothing passes unchecked by default");
         assert_eq!(b.limits.for_kind(b.kind).call_ms_max, TX_CHECK_CALL_MS_DEFAULT);
@@ -356,7 +365,7 @@ limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
 
     #[test]
     fn relative_components_are_found_next_to_the_configuration() {
-        let mut config = ServerConfig::parse(INBOX).expect("parses").plugins;
+        let mut config = parse(INBOX).expect("parses");
         config.resolve_paths(Path::new("/etc/ferrymq"));
         assert_eq!(config.bindings[0].component, Path::new("/etc/ferrymq/plugins/enterprise_inbox.wasm"));
     }
@@ -365,7 +374,7 @@ limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
     fn bindings_that_cannot_work_are_refused_with_the_reason() {
         let bad = |body: &str| {
             let text = format!("[[plugins.bindings]]\ncomponent = \"/p/x.wasm\"\n{body}");
-            format!("{:#}", ServerConfig::parse(&text).expect_err(body))
+            parse(&text).expect_err(body)
         };
         assert!(bad("kind = \"filter\"\ntopic = \"t\"").contains("needs the group"));
         assert!(bad("kind = \"route\"\ntopic = \"t\"\ngroup = \"g\"").contains("not a group"));
@@ -375,8 +384,8 @@ limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
         assert!(bad("kind = \"route\"\ntopic = \"t\"\nlimits = { call_ms_max = 0 }").contains("call_ms_max"));
         assert!(bad("kind = \"router\"\ntopic = \"t\"").contains("unknown variant"));
         let twice = format!("{INBOX}{}", INBOX.replace("name = \"inbox-e1\"", "name = \"other\""));
-        assert!(format!("{:#}", ServerConfig::parse(&twice).expect_err("twice")).contains("already bound"));
+        assert!(parse(&twice).expect_err("twice").contains("already bound"));
         let greedy = INBOX.replace("call_ms_max = 5", "instances_max = 300");
-        assert!(format!("{:#}", ServerConfig::parse(&greedy).expect_err("greedy")).contains("instances_max"));
+        assert!(parse(&greedy).expect_err("greedy").contains("instances_max"));
     }
 }

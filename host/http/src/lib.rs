@@ -1,0 +1,16 @@
+//! HTTP/1 plumbing shared by ferrymq's servers and tools.
+//!
+//! * [`serve`] — the accept loop of every HTTP server ferrymq runs (the admin endpoint, the name
+//!   server): a bound on connections and on the time to send request headers, and a stop signal.
+//! * [`response`] — JSON responses and JSON errors in one shape.
+//! * [`client`] — a blocking client for ferrymq's own JSON endpoints, used by the `ferrymq admin` and
+//!   `ferrymq plugin` commands, by brokers registering with name servers, and by the gateway.
+//!
+//! Deliberately absent: routing, TLS, keep-alive in the client. Each server matches its own paths.
+
+pub mod client;
+pub mod response;
+mod serve;
+
+pub use client::{HttpError, Request, request};
+pub use serve::serve;
