@@ -15,6 +15,7 @@ mod pull;
 mod route;
 mod service;
 mod settings;
+mod spans;
 mod status;
 mod telemetry;
 mod transaction;

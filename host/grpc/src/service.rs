@@ -8,8 +8,10 @@ use std::sync::Arc;
 use ferrymq_proto::grpc::v2::{self as pb, Code, messaging_service_server::MessagingService};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::GrpcState;
+use super::spans;
 use super::status::status;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -20,7 +22,7 @@ pub struct Messaging {
     pub state: Arc<GrpcState>,
 }
 
-const CLIENT_ID: &str = "x-mq-client-id";
+pub(crate) const CLIENT_ID: &str = "x-mq-client-id";
 
 /// The client's id, from the `x-mq-client-id` header every official client sends.
 fn client_id<T>(request: &Request<T>) -> Result<String, Status> {
@@ -60,6 +62,7 @@ impl MessagingService for Messaging {
         request: Request<pb::QueryRouteRequest>,
     ) -> Result<Response<pb::QueryRouteResponse>, Status> {
         self.state.rpcs.count("QueryRoute");
+        let _span = spans::rpc("QueryRoute", &request).entered();
         if let Ok(id) = client_id(&request) {
             self.state.clients.touch(&id);
         }
@@ -71,6 +74,7 @@ impl MessagingService for Messaging {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.state.rpcs.count("Heartbeat");
+        let _span = spans::rpc("Heartbeat", &request).entered();
         let id = client_id(&request)?;
         self.state.clients.touch(&id);
         let status = match request.get_ref().group.as_ref().filter(|g| !g.name.is_empty()) {
@@ -85,11 +89,12 @@ impl MessagingService for Messaging {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         self.state.rpcs.count("SendMessage");
+        let span = spans::rpc("SendMessage", &request);
         let peer = request.remote_addr();
         if let Ok(id) = client_id(&request) {
             self.state.clients.touch(&id);
         }
-        Ok(Response::new(self.state.send_message(request.into_inner(), peer).await))
+        Ok(Response::new(self.state.send_message(request.into_inner(), peer).instrument(span).await))
     }
 
     async fn query_assignment(
@@ -97,6 +102,7 @@ impl MessagingService for Messaging {
         request: Request<pb::QueryAssignmentRequest>,
     ) -> Result<Response<pb::QueryAssignmentResponse>, Status> {
         self.state.rpcs.count("QueryAssignment");
+        let _span = spans::rpc("QueryAssignment", &request).entered();
         Ok(Response::new(self.state.query_assignment(request.get_ref())))
     }
 
@@ -107,10 +113,11 @@ impl MessagingService for Messaging {
         request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
         self.state.rpcs.count("ReceiveMessage");
+        let span = spans::rpc("ReceiveMessage", &request);
         let id = client_id(&request)?;
         self.state.clients.touch(&id);
         let deadline = deadline_ms(&request);
-        let responses = self.state.receive_message(&id, request.into_inner(), deadline).await;
+        let responses = self.state.receive_message(&id, request.into_inner(), deadline).instrument(span).await;
         Ok(Response::new(stream(responses)))
     }
 
@@ -119,6 +126,7 @@ impl MessagingService for Messaging {
         request: Request<pb::AckMessageRequest>,
     ) -> Result<Response<pb::AckMessageResponse>, Status> {
         self.state.rpcs.count("AckMessage");
+        let _span = spans::rpc("AckMessage", &request).entered();
         let id = client_id(&request)?;
         Ok(Response::new(self.state.ack_message(&id, request.get_ref())))
     }
@@ -128,8 +136,9 @@ impl MessagingService for Messaging {
         request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, Status> {
         self.state.rpcs.count("ForwardMessageToDeadLetterQueue");
+        let span = spans::rpc("ForwardMessageToDeadLetterQueue", &request);
         let id = client_id(&request)?;
-        Ok(Response::new(self.state.forward_to_dead_letter_queue(&id, request.into_inner()).await))
+        Ok(Response::new(self.state.forward_to_dead_letter_queue(&id, request.into_inner()).instrument(span).await))
     }
 
     type PullMessageStream = BoxStream<pb::PullMessageResponse>;
@@ -139,8 +148,9 @@ impl MessagingService for Messaging {
         request: Request<pb::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
         self.state.rpcs.count("PullMessage");
+        let span = spans::rpc("PullMessage", &request);
         let deadline = deadline_ms(&request);
-        Ok(Response::new(stream(self.state.pull_message(request.into_inner(), deadline).await)))
+        Ok(Response::new(stream(self.state.pull_message(request.into_inner(), deadline).instrument(span).await)))
     }
 
     async fn update_offset(
@@ -148,6 +158,7 @@ impl MessagingService for Messaging {
         request: Request<pb::UpdateOffsetRequest>,
     ) -> Result<Response<pb::UpdateOffsetResponse>, Status> {
         self.state.rpcs.count("UpdateOffset");
+        let _span = spans::rpc("UpdateOffset", &request).entered();
         Ok(Response::new(self.state.update_offset(request.get_ref())))
     }
 
@@ -156,6 +167,7 @@ impl MessagingService for Messaging {
         request: Request<pb::GetOffsetRequest>,
     ) -> Result<Response<pb::GetOffsetResponse>, Status> {
         self.state.rpcs.count("GetOffset");
+        let _span = spans::rpc("GetOffset", &request).entered();
         Ok(Response::new(self.state.get_offset(request.get_ref())))
     }
 
@@ -164,6 +176,7 @@ impl MessagingService for Messaging {
         request: Request<pb::QueryOffsetRequest>,
     ) -> Result<Response<pb::QueryOffsetResponse>, Status> {
         self.state.rpcs.count("QueryOffset");
+        let _span = spans::rpc("QueryOffset", &request).entered();
         Ok(Response::new(self.state.query_offset(request.get_ref())))
     }
 
@@ -172,10 +185,11 @@ impl MessagingService for Messaging {
         request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, Status> {
         self.state.rpcs.count("EndTransaction");
+        let span = spans::rpc("EndTransaction", &request);
         if let Ok(id) = client_id(&request) {
             self.state.clients.touch(&id);
         }
-        Ok(Response::new(self.state.end_transaction(request.into_inner()).await))
+        Ok(Response::new(self.state.end_transaction(request.into_inner()).instrument(span).await))
     }
 
     type TelemetryStream = BoxStream<pb::TelemetryCommand>;
@@ -185,6 +199,7 @@ impl MessagingService for Messaging {
         request: Request<tonic::Streaming<pb::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
         self.state.rpcs.count("Telemetry");
+        let _span = spans::rpc("Telemetry", &request).entered();
         let id = client_id(&request)?;
         let rx = self.state.telemetry(id, request.into_inner());
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
@@ -195,6 +210,7 @@ impl MessagingService for Messaging {
         request: Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, Status> {
         self.state.rpcs.count("NotifyClientTermination");
+        let _span = spans::rpc("NotifyClientTermination", &request).entered();
         let id = client_id(&request)?;
         self.state.broker.delivery().release_client(&id);
         self.state.clients.remove(&id);
@@ -206,6 +222,7 @@ impl MessagingService for Messaging {
         request: Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, Status> {
         self.state.rpcs.count("ChangeInvisibleDuration");
+        let _span = spans::rpc("ChangeInvisibleDuration", &request).entered();
         let id = client_id(&request)?;
         Ok(Response::new(self.state.change_invisible_duration(&id, request.get_ref())))
     }
@@ -215,6 +232,7 @@ impl MessagingService for Messaging {
         _request: Request<pb::RecallMessageRequest>,
     ) -> Result<Response<pb::RecallMessageResponse>, Status> {
         self.state.rpcs.count("RecallMessage");
+        let _span = spans::rpc("RecallMessage", &_request).entered();
         let status = status(Code::Unsupported, "recalling delay messages is not supported by this broker yet");
         Ok(Response::new(pb::RecallMessageResponse { status: Some(status), message_id: String::new() }))
     }
@@ -224,6 +242,7 @@ impl MessagingService for Messaging {
         _request: Request<pb::SyncLiteSubscriptionRequest>,
     ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, Status> {
         self.state.rpcs.count("SyncLiteSubscription");
+        let _span = spans::rpc("SyncLiteSubscription", &_request).entered();
         let status = status(Code::Unsupported, "lite topics are not supported by this broker");
         Ok(Response::new(pb::SyncLiteSubscriptionResponse { status: Some(status) }))
     }

@@ -21,6 +21,19 @@ pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Fu
     json(status, serde_json::json!({ "error": message.to_string() }))
 }
 
+/// A response of `status` whose body is `{"error": …}` with `err` and every error beneath it, as
+/// `what failed: why: why that`.
+pub fn error_chain(status: StatusCode, err: &(dyn std::error::Error + 'static)) -> Response<Full<Bytes>> {
+    let mut message = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    error(status, message)
+}
+
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt as _;
@@ -44,5 +57,15 @@ mod tests {
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers().get(CONTENT_TYPE).map(|v| v.as_bytes()), Some(&b"application/json"[..]));
         assert_eq!(body(response), serde_json::json!({ "error": "no such topic t" }));
+    }
+
+    #[test]
+    fn an_error_chain_reads_from_what_failed_to_why() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the component is refused")]
+        struct Refused(#[source] std::io::Error);
+        let err = Refused(std::io::Error::other("not a component"));
+        let response = error_chain(StatusCode::BAD_REQUEST, &err);
+        assert_eq!(body(response), serde_json::json!({ "error": "the component is refused: not a component" }));
     }
 }

@@ -6,8 +6,17 @@
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-/// How a refusal for a signature that is not even hex begins (a bad request, not a forbidden one).
-pub const MALFORMED: &str = "malformed signature";
+/// Why an upload's signature is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// Not a signature at all: a bad request rather than a forbidden one.
+    #[error("malformed signature: x-ferrymq-signature must be 128 hex digits")]
+    Malformed,
+    #[error("plugin signatures are enforced: sign {plugin} with a key trusted for {department}")]
+    Required { plugin: String, department: String },
+    #[error("the signature of {plugin} does not verify with any key trusted for department {department}")]
+    Untrusted { plugin: String, department: String },
+}
 
 /// `[admin.signatures]`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -50,24 +59,22 @@ impl Signatures {
 
     /// The department whose key signed `bytes` of `plugin` (`None`: unsigned and allowed), or why the
     /// upload is refused.
-    pub fn check(&self, plugin: &str, bytes: &[u8], signature: Option<&str>) -> Result<Option<String>, String> {
+    pub fn check(&self, plugin: &str, bytes: &[u8], signature: Option<&str>) -> Result<Option<String>, SignatureError> {
         let department = plugin.split_once('/').map_or(plugin, |(d, _)| d);
+        let named = || (plugin.to_owned(), department.to_owned());
         let Some(signature) = signature else {
-            return if self.enforce {
-                Err(format!("plugin signatures are enforced: sign {plugin} with a key trusted for {department}"))
-            } else {
-                Ok(None)
-            };
+            let (plugin, department) = named();
+            return if self.enforce { Err(SignatureError::Required { plugin, department }) } else { Ok(None) };
         };
-        let signature: [u8; 64] = ferrymq_proto::hex::decode(signature)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(format!("{MALFORMED}: x-ferrymq-signature must be 128 hex digits"))?;
+        let signature: [u8; 64] =
+            ferrymq_proto::hex::decode(signature).and_then(|b| b.try_into().ok()).ok_or(SignatureError::Malformed)?;
         let signature = Signature::from_bytes(&signature);
-        let trusted = self.keys.iter().filter(|(d, _)| d == department);
-        if trusted.clone().any(|(_, key)| key.verify(bytes, &signature).is_ok()) {
+        let mut trusted = self.keys.iter().filter(|(d, _)| d == department);
+        if trusted.any(|(_, key)| key.verify(bytes, &signature).is_ok()) {
             Ok(Some(department.to_owned()))
         } else {
-            Err(format!("the signature of {plugin} does not verify with any key trusted for department {department}"))
+            let (plugin, department) = named();
+            Err(SignatureError::Untrusted { plugin, department })
         }
     }
 }
@@ -96,9 +103,11 @@ mod tests {
         assert!(signatures.check("customs/inbox", bytes, Some(&good)).is_err(), "key of another department");
         let forged = ferrymq_proto::hex::encode(&other.sign(bytes).to_bytes());
         assert!(signatures.check("tax/inbox", bytes, Some(&forged)).is_err(), "untrusted key");
-        assert!(signatures.check("tax/inbox", bytes, None).is_err(), "unsigned");
+        assert!(matches!(signatures.check("tax/inbox", bytes, None), Err(SignatureError::Required { .. })), "unsigned");
+        assert_eq!(signatures.check("tax/inbox", bytes, Some("zz")), Err(SignatureError::Malformed));
         let relaxed = Signatures::from_config(&SignaturesConfig { enforce: false, ..config }).expect("valid");
         assert_eq!(relaxed.check("tax/inbox", bytes, None), Ok(None));
-        assert!(relaxed.check("tax/inbox", bytes, Some(&forged)).is_err(), "a given signature must verify");
+        let refused = relaxed.check("tax/inbox", bytes, Some(&forged));
+        assert!(matches!(refused, Err(SignatureError::Untrusted { .. })), "a given signature must verify");
     }
 }

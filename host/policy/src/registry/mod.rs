@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use ferrymq_broker::Broker;
+use ferrymq_broker::{Broker, durable_file};
 use serde::{Deserialize, Serialize};
 
 pub use records::{Activation, BindingRecord, BindingSpec, VersionInfo};
@@ -27,17 +27,76 @@ use crate::compile::Compiler;
 use crate::{BindingInfo, Install, PluginHost, PluginKind, Prepared, Source};
 use ferrymq_broker::system_topic::{self, PLUGINS_TOPIC};
 
+/// An error from below the registry (compiling, loading or preparing a component), with its chain.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a registry change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// A plugin name that is not `<department>/<plugin>` (the reason says which rule it broke).
     #[error("{0}")]
-    NotFound(String),
+    BadName(String),
+    /// A binding that cannot work (the reason says why).
     #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Store(String),
+    BadBinding(String),
+    #[error("plugin {plugin} has no version {version}")]
+    NoSuchVersion { plugin: String, version: u32 },
+    #[error("no binding named {0}")]
+    NoSuchBinding(String),
+    #[error("{plugin} version {version} is a {world} plugin and cannot be bound as a {kind}")]
+    WrongWorld { plugin: String, version: u32, world: String, kind: &'static str },
+    #[error("binding {binding} runs {plugin} version {version}; activate another version or unbind it first")]
+    VersionInUse { binding: String, plugin: String, version: u32 },
+    #[error("binding {0} comes from the configuration file and changes only with it")]
+    FromConfigFile(String),
+    #[error("binding {0} has no earlier version to roll back to")]
+    NoEarlierVersion(String),
+    /// The upload is not a component this broker can run.
+    #[error("the component is refused")]
+    Refused(#[source] SourceError),
+    /// The stored version could not be made ready to run.
+    #[error("binding {binding} cannot run {plugin} version {version}")]
+    Unrunnable {
+        binding: String,
+        plugin: String,
+        version: u32,
+        #[source]
+        source: SourceError,
+    },
+    #[error("the plugin engine is not available")]
+    Engine(#[source] SourceError),
+    #[error("the component could not be kept on disk")]
+    Disk(#[source] std::io::Error),
+    #[error("the registry record could not be stored")]
+    Store(#[source] ferrymq_store::StoreError),
+}
+
+impl RegistryError {
+    /// What kind of failure this is, for a caller that answers with a status.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::NoSuchVersion { .. } | Self::NoSuchBinding(_) => ErrorClass::NotFound,
+            Self::VersionInUse { .. }
+            | Self::FromConfigFile(_)
+            | Self::NoEarlierVersion(_)
+            | Self::Unrunnable { .. } => ErrorClass::Conflict,
+            Self::BadName(_) | Self::BadBinding(_) | Self::WrongWorld { .. } | Self::Refused(_) => ErrorClass::Invalid,
+            Self::Engine(_) | Self::Disk(_) | Self::Store(_) => ErrorClass::Unavailable,
+        }
+    }
+}
+
+/// The kinds of [`RegistryError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// What the request names does not exist.
+    NotFound,
+    /// The request contradicts the registry's state.
+    Conflict,
+    /// The request itself is wrong.
+    Invalid,
+    /// The broker could not keep the change; the request may succeed later.
+    Unavailable,
 }
 
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -90,17 +149,6 @@ pub fn check_plugin_name(name: &str) -> std::result::Result<(), String> {
 
 /// Most chunks a component can have.
 const CHUNKS_MAX: usize = ferrymq_plugin::PLUGIN_BYTES_MAX.div_ceil(CHUNK_BYTES);
-
-/// Writes `bytes` to `path` so that after a crash it holds either the old content or all of the new:
-/// a temporary file, fsync, rename, fsync of the directory.
-fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename {}", path.display()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("sync {}", dir.display()))
-}
 
 impl Registry {
     /// Loads the snapshot, replays the records after it, and binds every binding.
@@ -194,7 +242,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        ferrymq_proto::sync::lock(&self.state)
     }
 
     fn component_path(&self, digest: &str) -> PathBuf {
@@ -209,18 +257,18 @@ impl Registry {
         Ok(bytes)
     }
 
-    fn write_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    fn write_component(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.component_path(digest);
         if path.exists() {
             return Ok(());
         }
-        write_durably(&path, bytes)
+        durable_file::write(&path, bytes)
     }
 
     /// Writes the snapshot.
     fn save(&self) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(&*self.lock())?;
-        write_durably(&self.dir.join("registry.json"), &bytes)
+        Ok(durable_file::write(&self.dir.join("registry.json"), &bytes)?)
     }
 
     fn save_or_warn(&self) {
@@ -310,7 +358,7 @@ impl Registry {
     fn append(&self, record: &Record) -> Result<Appended> {
         let body = record.encode(&[]);
         let stored = system_topic::append(self.broker.store(), PLUGINS_TOPIC, self.broker.now_ms(), body)
-            .map_err(|e| RegistryError::Store(format!("the registry record could not be stored: {e}")))?;
+            .map_err(RegistryError::Store)?;
         Ok(Appended { offset: stored.offset, queue_offset: stored.queue_offset })
     }
 
@@ -344,17 +392,17 @@ impl Registry {
         uploader: &str,
         signed_by: Option<String>,
     ) -> Result<(VersionInfo, bool)> {
-        check_plugin_name(plugin).map_err(RegistryError::Invalid)?;
+        check_plugin_name(plugin).map_err(RegistryError::BadName)?;
         let digest = ferrymq_proto::hex::sha256(bytes);
         if let Some(existing) = self.lock().plugins.get(plugin).and_then(|v| v.values().find(|v| v.digest == digest)) {
             return Ok((existing.clone(), false));
         }
         // Compiled in a separate process under a time and memory budget; the result lands in the
         // engine's cache, so loading it here is only a check of its imports and exports.
-        self.compiler.compile(bytes).map_err(|e| RegistryError::Invalid(format!("{e:#}")))?;
-        let engine = self.host.engine().map_err(|e| RegistryError::Store(format!("{e:#}")))?;
-        let loaded = engine.load(bytes).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-        self.write_component(&digest, bytes).map_err(|e| RegistryError::Store(format!("{e:#}")))?;
+        self.compiler.compile(bytes).map_err(|e| RegistryError::Refused(e.into()))?;
+        let engine = self.host.engine().map_err(|e| RegistryError::Engine(e.into()))?;
+        let loaded = engine.load(bytes).map_err(|e| RegistryError::Refused(e.into()))?;
+        self.write_component(&digest, bytes).map_err(RegistryError::Disk)?;
         let mut state = self.lock();
         // Another upload of the same bytes may have finished while this one compiled.
         if let Some(existing) = state.plugins.get(plugin).and_then(|v| v.values().find(|v| v.digest == digest)) {
@@ -367,11 +415,7 @@ impl Registry {
             let record = Record::Chunk { digest: digest.clone(), index: index as u32, count };
             stored.push(system_topic::record(PLUGINS_TOPIC, self.broker.now_ms(), record.encode(chunk)));
         }
-        let chunks = self
-            .broker
-            .store()
-            .append_batch_wait(stored)
-            .map_err(|e| RegistryError::Store(format!("the component could not be stored: {e}")))?;
+        let chunks = self.broker.store().append_batch_wait(stored).map_err(RegistryError::Store)?;
         if let Some(last) = chunks.last() {
             state.next = state.next.max(last.queue_offset + 1);
         }
@@ -403,12 +447,13 @@ impl Registry {
             .get(plugin)
             .and_then(|v| v.get(&version))
             .cloned()
-            .ok_or_else(|| RegistryError::NotFound(format!("plugin {plugin} has no version {version}")))?;
+            .ok_or_else(|| RegistryError::NoSuchVersion { plugin: plugin.to_owned(), version })?;
         if let Some(b) = state.bindings.values().find(|b| b.spec.plugin == plugin && b.spec.version == version) {
-            return Err(RegistryError::Conflict(format!(
-                "binding {} runs {plugin} version {version}; activate another version or unbind it first",
-                b.spec.name
-            )));
+            return Err(RegistryError::VersionInUse {
+                binding: b.spec.name.clone(),
+                plugin: plugin.to_owned(),
+                version,
+            });
         }
         let record = Record::VersionDeleted { plugin: plugin.to_owned(), version };
         let at = self.append(&record)?;
@@ -422,16 +467,13 @@ impl Registry {
     /// Creates or replaces a binding. A route's swap happens with sends held, so the record's position
     /// divides the messages it decides from those its predecessor decided.
     pub fn bind(&self, spec: BindingSpec) -> Result<BindingInfo> {
-        spec.shape().check().map_err(RegistryError::Invalid)?;
+        spec.shape().check().map_err(RegistryError::BadBinding)?;
         if let Some(existing) = self.host.binding(&spec.name).filter(|b| b.source == Source::Config) {
-            return Err(RegistryError::Conflict(format!(
-                "binding {} comes from the configuration file and changes only with it",
-                existing.name
-            )));
+            return Err(RegistryError::FromConfigFile(existing.name));
         }
         let mut state = self.lock();
         runnable(&state, &spec.plugin, spec.version, spec.kind)?;
-        let prepared = self.prepare(&state, &spec, false).map_err(|e| RegistryError::Conflict(format!("{e:#}")))?;
+        let prepared = self.prepare(&state, &spec, false).map_err(|e| unrunnable(&spec, e))?;
         // Sends are held if a route comes or goes: the one this binding was may have been a route.
         let replaces_route = state.bindings.get(&spec.name).is_some_and(|b| b.spec.kind == PluginKind::Route);
         let kind = if replaces_route { PluginKind::Route } else { spec.kind };
@@ -459,15 +501,18 @@ impl Registry {
             Some(v) => v,
             None => {
                 let n = current.history.len();
-                current.history.get(n.wrapping_sub(2)).filter(|_| n >= 2).map(|a| a.version).ok_or_else(|| {
-                    RegistryError::Conflict(format!("binding {binding} has no earlier version to roll back to"))
-                })?
+                current
+                    .history
+                    .get(n.wrapping_sub(2))
+                    .filter(|_| n >= 2)
+                    .map(|a| a.version)
+                    .ok_or_else(|| RegistryError::NoEarlierVersion(binding.to_owned()))?
             }
         };
         runnable(&state, &current.spec.plugin, version, current.spec.kind)?;
         let mut spec = current.spec.clone();
         spec.version = version;
-        let prepared = self.prepare(&state, &spec, true).map_err(|e| RegistryError::Conflict(format!("{e:#}")))?;
+        let prepared = self.prepare(&state, &spec, true).map_err(|e| unrunnable(&spec, e))?;
         let record = Record::Activated { binding: binding.to_owned(), version, rollback };
         let info = self.record_and_swap(&mut state, spec.kind, record, prepared)?;
         drop(state);
@@ -525,26 +570,36 @@ struct Appended {
     queue_offset: u64,
 }
 
-/// `version` of `plugin`, if it exists and is a plugin of `kind`.
-/// A copy of the binding named `binding`, or NOT_FOUND.
+/// A copy of the binding named `binding`.
 fn binding_named(state: &State, binding: &str) -> Result<BindingRecord> {
-    state.bindings.get(binding).cloned().ok_or_else(|| RegistryError::NotFound(format!("no binding named {binding}")))
+    state.bindings.get(binding).cloned().ok_or_else(|| RegistryError::NoSuchBinding(binding.to_owned()))
 }
 
+/// `version` of `plugin`, if it exists and is a plugin of `kind`.
 fn runnable<'a>(state: &'a State, plugin: &str, version: u32, kind: PluginKind) -> Result<&'a VersionInfo> {
     let info = state
         .plugins
         .get(plugin)
         .and_then(|v| v.get(&version))
-        .ok_or_else(|| RegistryError::NotFound(format!("plugin {plugin} has no version {version}")))?;
+        .ok_or_else(|| RegistryError::NoSuchVersion { plugin: plugin.to_owned(), version })?;
     if info.world != kind.name() {
-        return Err(RegistryError::Invalid(format!(
-            "{plugin} version {version} is a {} plugin and cannot be bound as a {}",
-            info.world,
-            kind.name()
-        )));
+        return Err(RegistryError::WrongWorld {
+            plugin: plugin.to_owned(),
+            version,
+            world: info.world.clone(),
+            kind: kind.name(),
+        });
     }
     Ok(info)
+}
+
+fn unrunnable(spec: &BindingSpec, source: anyhow::Error) -> RegistryError {
+    RegistryError::Unrunnable {
+        binding: spec.name.clone(),
+        plugin: spec.plugin.clone(),
+        version: spec.version,
+        source: source.into(),
+    }
 }
 
 /// Applies a record stored `at` to `state`; the state then reflects the log up to and including it.

@@ -156,7 +156,7 @@ impl AuditLog {
 
     /// Records one event; a failure to store it is logged (the action it records has happened).
     pub fn record(&self, principal: &str, action: &str, target: &str, digest: Option<String>, result: &str) {
-        let mut tip = self.tip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tip = ferrymq_proto::sync::lock(&self.tip);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

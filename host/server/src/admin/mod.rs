@@ -207,8 +207,11 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
         authorization: header(AUTHORIZATION.as_str()),
         signature: header("x-ferrymq-signature"),
     };
+    // One span per request, so that every log line it causes names it (the principal is known
+    // only once the token is checked; the audit log records it).
+    let span = tracing::info_span!("admin", method = %parts.method, path = parts.uri.path());
     // Some API calls wait for the store (offset search); keep them off the async workers' critical path.
-    tokio::task::block_in_place(|| respond(&call, state))
+    tokio::task::block_in_place(|| span.in_scope(|| respond(&call, state)))
 }
 
 #[cfg(test)]

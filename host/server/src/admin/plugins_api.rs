@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 
 use super::auth::Principal;
 use super::{AdminState, Call, error, json};
-use ferrymq_policy::config::LimitsConfig;
-use ferrymq_policy::registry::{BindingSpec, RegistryError, VersionInfo, check_plugin_name};
-use ferrymq_policy::{FailurePolicy, PluginKind, Source};
+use ferrymq_http::response::error_chain;
+use ferrymq_policy::Source;
+use ferrymq_policy::registry::{BindingSpec, ErrorClass, RegistryError, VersionInfo, check_plugin_name};
+use ferrymq_policy::signatures::SignatureError;
 
 /// Most audit entries one request returns.
 pub const AUDIT_PAGE_MAX: usize = 1000;
@@ -19,13 +20,13 @@ pub const AUDIT_PAGE_MAX: usize = 1000;
 type Answer = Response<Full<Bytes>>;
 
 fn registry_error(err: &RegistryError) -> Answer {
-    let status = match err {
-        RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-        RegistryError::Conflict(_) => StatusCode::CONFLICT,
-        RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
-        RegistryError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    let status = match err.class() {
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::Conflict => StatusCode::CONFLICT,
+        ErrorClass::Invalid => StatusCode::BAD_REQUEST,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
-    error(status, err)
+    error_chain(status, err)
 }
 
 fn forbidden(principal: &Principal, what: impl std::fmt::Display) -> Answer {
@@ -34,26 +35,6 @@ fn forbidden(principal: &Principal, what: impl std::fmt::Display) -> Answer {
 
 fn version_json(v: &VersionInfo) -> Value {
     serde_json::to_value(v).unwrap_or_default()
-}
-
-/// A binding as `PUT /v1/bindings/{name}` takes it (the name comes from the path).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewBinding {
-    kind: PluginKind,
-    topic: String,
-    #[serde(default)]
-    group: Option<String>,
-    plugin: String,
-    version: u32,
-    #[serde(default)]
-    policy: FailurePolicy,
-    #[serde(default)]
-    params: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    http_allowlist: Vec<String>,
-    #[serde(default)]
-    limits: LimitsConfig,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +46,17 @@ struct Activate {
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Box<Answer>> {
     serde_json::from_slice(body)
         .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))))
+}
+
+/// The binding `PUT /v1/bindings/{name}` asks for: a [`BindingSpec`] whose name comes from the path.
+fn binding_spec(name: &str, body: &[u8]) -> Result<BindingSpec, Box<Answer>> {
+    let mut fields: serde_json::Map<String, Value> = parse(body)?;
+    if fields.contains_key("name") {
+        return Err(Box::new(error(StatusCode::BAD_REQUEST, "the binding's name comes from the path, not the body")));
+    }
+    fields.insert("name".into(), Value::String(name.to_owned()));
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("invalid binding: {e}"))))
 }
 
 fn bindings_json(state: &AdminState) -> Vec<Value> {
@@ -139,10 +131,10 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
             }
             let signed_by = match state.signatures.check(&name, call.body, call.signature) {
                 Ok(signed_by) => signed_by,
-                Err(reason) if reason.starts_with(ferrymq_policy::signatures::MALFORMED) => {
-                    return Some(error(StatusCode::BAD_REQUEST, reason));
+                Err(err @ SignatureError::Malformed) => return Some(error(StatusCode::BAD_REQUEST, err)),
+                Err(err @ (SignatureError::Required { .. } | SignatureError::Untrusted { .. })) => {
+                    return Some(error(StatusCode::FORBIDDEN, err));
                 }
-                Err(reason) => return Some(error(StatusCode::FORBIDDEN, reason)),
             };
             match registry.push(&name, call.body, &who.name, signed_by) {
                 Ok((v, true)) => json(StatusCode::CREATED, version_json(&v)),
@@ -176,7 +168,7 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
             None => error(StatusCode::NOT_FOUND, format!("no binding named {name}")),
         },
         (&Method::PUT, ["bindings", name]) => {
-            let new: NewBinding = match parse(call.body) {
+            let new = match binding_spec(name, call.body) {
                 Ok(new) => new,
                 Err(answer) => return Some(*answer),
             };
@@ -189,19 +181,7 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
                 return Some(forbidden(who, format_args!("replace binding {name}")));
             }
             let existed = registry.binding(name).is_some();
-            let spec = BindingSpec {
-                name: (*name).to_owned(),
-                kind: new.kind,
-                topic: new.topic,
-                group: new.group,
-                plugin: new.plugin,
-                version: new.version,
-                policy: new.policy,
-                params: new.params,
-                http_allowlist: new.http_allowlist,
-                limits: new.limits,
-            };
-            match registry.bind(spec) {
+            match registry.bind(new) {
                 Ok(info) => json(
                     if existed { StatusCode::OK } else { StatusCode::CREATED },
                     json!({ "name": info.name, "version": info.version, "digest": info.digest, "position": info.position }),
