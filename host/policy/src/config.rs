@@ -91,16 +91,11 @@ pub enum FailurePolicy {
     DeadLetter,
 }
 
-/// One plugin bound to a topic (and, for a filter, a group).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BindingConfig {
-    /// Names the binding in logs, metrics and the admin API; the component's file name by default.
-    #[serde(default)]
-    pub name: Option<String>,
+/// What a binding does: the same rules whether the binding is written in the configuration file
+/// ([`BindingConfig`]) or set through the admin API (`registry::BindingSpec`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct BindingRules {
     pub kind: PluginKind,
-    /// The component (`.wasm`); a relative path is relative to the configuration file.
-    pub component: PathBuf,
     pub topic: String,
     /// The consumer group (filters only).
     #[serde(default)]
@@ -115,6 +110,69 @@ pub struct BindingConfig {
     pub http_allowlist: Vec<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+impl BindingRules {
+    /// These rules under `name`, to check or to bind.
+    pub fn shape<'a>(&'a self, name: &'a str) -> Shape<'a> {
+        Shape {
+            name,
+            kind: self.kind,
+            topic: &self.topic,
+            group: self.group.as_deref(),
+            policy: self.policy,
+            params: &self.params,
+            http_allowlist: &self.http_allowlist,
+            limits: &self.limits,
+        }
+    }
+}
+
+/// The names of fields a binding does not know, collected so that they are refused rather than
+/// ignored (serde cannot deny unknown fields beside a flattened struct).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnknownFields(Vec<String>);
+
+impl<'de> Deserialize<'de> for UnknownFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = UnknownFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the remaining fields of a binding")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UnknownFields, A::Error> {
+                let mut names = Vec::new();
+                while let Some((name, serde::de::IgnoredAny)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    names.push(name);
+                }
+                Ok(UnknownFields(names))
+            }
+        }
+        deserializer.deserialize_map(Names)
+    }
+}
+
+/// Refuses the first of `unknown`, if any.
+pub fn deny_unknown(what: &str, unknown: &UnknownFields) -> Result<(), String> {
+    match unknown.0.first() {
+        Some(field) => Err(format!("{what}: unknown field `{field}`")),
+        None => Ok(()),
+    }
+}
+
+/// One plugin bound to a topic (and, for a filter, a group) in the configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct BindingConfig {
+    /// Names the binding in logs, metrics and the admin API; the component's file name by default.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The component (`.wasm`); a relative path is relative to the configuration file.
+    pub component: PathBuf,
+    #[serde(flatten)]
+    pub rules: BindingRules,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
 }
 
 /// Per-binding limits.
@@ -176,20 +234,13 @@ impl BindingConfig {
 
     /// Its rules, under `name` (its [`BindingConfig::name`]).
     pub fn shape<'a>(&'a self, name: &'a str) -> Shape<'a> {
-        Shape {
-            name,
-            kind: self.kind,
-            topic: &self.topic,
-            group: self.group.as_deref(),
-            policy: self.policy,
-            params: &self.params,
-            http_allowlist: &self.http_allowlist,
-            limits: &self.limits,
-        }
+        self.rules.shape(name)
     }
 
     fn validate(&self) -> Result<(), String> {
-        self.shape(&self.name()).check()
+        let name = self.name();
+        deny_unknown(&name, &self.unknown)?;
+        self.shape(&name).check()
     }
 }
 
@@ -288,17 +339,18 @@ impl PluginsConfig {
             if !seen.insert(binding.name()) {
                 return Err(format!("two bindings are named {:?}; give each a distinct `name`", binding.name()));
             }
-            if !places.insert((binding.kind, binding.topic.clone(), binding.group.clone())) {
+            let rules = &binding.rules;
+            if !places.insert((rules.kind, rules.topic.clone(), rules.group.clone())) {
                 return Err(format!(
                     "{}: another {} plugin is already bound to {}{}",
                     binding.name(),
-                    binding.kind.name(),
-                    binding.topic,
-                    binding.group.as_ref().map(|g| format!(" for group {g}")).unwrap_or_default()
+                    rules.kind.name(),
+                    rules.topic,
+                    rules.group.as_ref().map(|g| format!(" for group {g}")).unwrap_or_default()
                 ));
             }
         }
-        let wanted: usize = self.bindings.iter().map(|b| b.limits.instances_max).sum();
+        let wanted: usize = self.bindings.iter().map(|b| b.rules.limits.instances_max).sum();
         if wanted > self.instances_max as usize {
             return Err(format!(
                 "the bindings want {wanted} instances in all, more than instances_max = {}",
@@ -348,10 +400,13 @@ limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
     #[test]
     fn a_binding_parses_with_defaults_for_what_it_leaves_out() {
         let config = parse(INBOX).expect("parses");
-        let b = &config.bindings[0];
-        assert_eq!((b.kind, b.policy, b.name()), (PluginKind::Filter, FailurePolicy::FailOpen, "inbox-e1".into()));
-        assert_eq!(b.params.get("enterprise_ids").map(String::as_str), Some("E1,E3"));
-        let limits = b.limits.for_kind(b.kind);
+        let (b, rules) = (&config.bindings[0], &config.bindings[0].rules);
+        assert_eq!(
+            (rules.kind, rules.policy, b.name()),
+            (PluginKind::Filter, FailurePolicy::FailOpen, "inbox-e1".into())
+        );
+        assert_eq!(rules.params.get("enterprise_ids").map(String::as_str), Some("E1,E3"));
+        let limits = rules.limits.for_kind(rules.kind);
         assert_eq!((limits.memory_bytes_max, limits.call_ms_max, limits.failures_max), (16 << 20, 5, 5));
 
         let tx =
@@ -359,8 +414,8 @@ limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
                 .expect("parses");
         let b = &tx.bindings[0];
         assert_eq!(b.name(), "tx_check_http", "named after the component by default");
-        assert_eq!(b.policy, FailurePolicy::FailClosed, "nothing passes unchecked by default");
-        assert_eq!(b.limits.for_kind(b.kind).call_ms_max, TX_CHECK_CALL_MS_DEFAULT);
+        assert_eq!(b.rules.policy, FailurePolicy::FailClosed, "nothing passes unchecked by default");
+        assert_eq!(b.rules.limits.for_kind(b.rules.kind).call_ms_max, TX_CHECK_CALL_MS_DEFAULT);
     }
 
     #[test]
@@ -383,6 +438,8 @@ limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
         assert!(bad("kind = \"route\"\ntopic = \"a b\"").contains("only letters"));
         assert!(bad("kind = \"route\"\ntopic = \"t\"\nlimits = { call_ms_max = 0 }").contains("call_ms_max"));
         assert!(bad("kind = \"router\"\ntopic = \"t\"").contains("unknown variant"));
+        assert!(bad("kind = \"route\"\ntopic = \"t\"\ngroups = \"g\"").contains("unknown field `groups`"));
+        assert!(bad("kind = \"route\"\ntopic = \"t\"\nlimits = { call_ms = 5 }").contains("unknown field"));
         let twice = format!("{INBOX}{}", INBOX.replace("name = \"inbox-e1\"", "name = \"other\""));
         assert!(parse(&twice).expect_err("twice").contains("already bound"));
         let greedy = INBOX.replace("call_ms_max = 5", "instances_max = 300");

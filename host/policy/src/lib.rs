@@ -1,11 +1,12 @@
 //! What the broker asks of plugins: bindings of plugins to topics and groups, the registry of
-//! uploaded versions, compile checks and signatures.
+//! uploaded versions, dry runs, compile checks and signatures.
 //!
 //! * [`config`] — `[plugins]`: bindings from the configuration file, failure policies, limits.
 //! * [`host`] — the plugin host: the table of live bindings and the broker's hooks
 //!   (`ferrymq_broker::hooks`) that call them.
 //! * [`registry`] — versions and bindings changed through the admin API, kept as records in a system
 //!   topic so that the log orders them and replication carries them.
+//! * [`dry_run`] — a candidate version judging stored messages, changing nothing.
 //! * [`compile`] — compiling a component in a child process, bounded in time and memory.
 //! * [`signatures`] — ed25519 signatures over components, by keys trusted per department.
 //!
@@ -14,6 +15,7 @@
 
 pub mod compile;
 pub mod config;
+pub mod dry_run;
 mod host;
 pub mod registry;
 pub mod signatures;

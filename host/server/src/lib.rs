@@ -6,12 +6,14 @@
 
 pub mod admin;
 pub mod admin_cli;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod logging;
 pub mod metrics;
 pub mod namesrv;
+pub mod node;
 pub mod standalone;
 
 use std::process::ExitCode;
@@ -23,7 +25,7 @@ use config::ServerConfig;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Standalone(args) => standalone::run(args),
-        Command::Broker(args) => standalone::run_broker(args),
+        Command::Broker(args) => broker::run(args),
         Command::Namesrv(args) => namesrv::run(args),
         Command::Admin(args) => admin_cli::run(args),
         Command::Plugin(args) => admin_cli::plugin::run(args),

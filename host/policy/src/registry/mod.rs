@@ -51,6 +51,9 @@ pub enum RegistryError {
     FromConfigFile(String),
     #[error("binding {0} has no earlier version to roll back to")]
     NoEarlierVersion(String),
+    /// A request that cannot be carried out as asked (the reason says why).
+    #[error("{0}")]
+    BadRequest(String),
     /// The upload is not a component this broker can run.
     #[error("the component is refused")]
     Refused(#[source] SourceError),
@@ -80,7 +83,11 @@ impl RegistryError {
             | Self::FromConfigFile(_)
             | Self::NoEarlierVersion(_)
             | Self::Unrunnable { .. } => ErrorClass::Conflict,
-            Self::BadName(_) | Self::BadBinding(_) | Self::WrongWorld { .. } | Self::Refused(_) => ErrorClass::Invalid,
+            Self::BadName(_)
+            | Self::BadBinding(_)
+            | Self::BadRequest(_)
+            | Self::WrongWorld { .. }
+            | Self::Refused(_) => ErrorClass::Invalid,
             Self::Engine(_) | Self::Disk(_) | Self::Store(_) => ErrorClass::Unavailable,
         }
     }
@@ -332,7 +339,7 @@ impl Registry {
 
     /// Binds a binding restored at start; a filter gets back the versions it keeps for older messages.
     fn restore(&self, state: &State, binding: &BindingRecord) -> anyhow::Result<()> {
-        let kept = match binding.spec.kind {
+        let kept = match binding.spec.rules.kind {
             PluginKind::Filter => self.host.history_max(),
             PluginKind::Route | PluginKind::TxCheck => 1,
         };
@@ -360,6 +367,16 @@ impl Registry {
         let stored = system_topic::append(self.broker.store(), PLUGINS_TOPIC, self.broker.now_ms(), body)
             .map_err(RegistryError::Store)?;
         Ok(Appended { offset: stored.offset, queue_offset: stored.queue_offset })
+    }
+
+    /// The broker whose store holds the registry's records.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The plugin host the registry binds into.
+    pub fn host(&self) -> &PluginHost {
+        &self.host
     }
 
     /// Every plugin and its versions.
@@ -467,16 +484,16 @@ impl Registry {
     /// Creates or replaces a binding. A route's swap happens with sends held, so the record's position
     /// divides the messages it decides from those its predecessor decided.
     pub fn bind(&self, spec: BindingSpec) -> Result<BindingInfo> {
-        spec.shape().check().map_err(RegistryError::BadBinding)?;
+        spec.check().map_err(RegistryError::BadBinding)?;
         if let Some(existing) = self.host.binding(&spec.name).filter(|b| b.source == Source::Config) {
             return Err(RegistryError::FromConfigFile(existing.name));
         }
         let mut state = self.lock();
-        runnable(&state, &spec.plugin, spec.version, spec.kind)?;
+        runnable(&state, &spec.plugin, spec.version, spec.rules.kind)?;
         let prepared = self.prepare(&state, &spec, false).map_err(|e| unrunnable(&spec, e))?;
         // Sends are held if a route comes or goes: the one this binding was may have been a route.
-        let replaces_route = state.bindings.get(&spec.name).is_some_and(|b| b.spec.kind == PluginKind::Route);
-        let kind = if replaces_route { PluginKind::Route } else { spec.kind };
+        let replaces_route = state.bindings.get(&spec.name).is_some_and(|b| b.spec.rules.kind == PluginKind::Route);
+        let kind = if replaces_route { PluginKind::Route } else { spec.rules.kind };
         let info = self.record_and_swap(&mut state, kind, Record::Bound { spec }, prepared)?;
         drop(state);
         self.save_or_warn();
@@ -509,12 +526,12 @@ impl Registry {
                     .ok_or_else(|| RegistryError::NoEarlierVersion(binding.to_owned()))?
             }
         };
-        runnable(&state, &current.spec.plugin, version, current.spec.kind)?;
+        runnable(&state, &current.spec.plugin, version, current.spec.rules.kind)?;
         let mut spec = current.spec.clone();
         spec.version = version;
         let prepared = self.prepare(&state, &spec, true).map_err(|e| unrunnable(&spec, e))?;
         let record = Record::Activated { binding: binding.to_owned(), version, rollback };
-        let info = self.record_and_swap(&mut state, spec.kind, record, prepared)?;
+        let info = self.record_and_swap(&mut state, spec.rules.kind, record, prepared)?;
         drop(state);
         self.save_or_warn();
         tracing::info!(binding, version, rollback, position = info.position, "plugin version activated");
@@ -526,7 +543,7 @@ impl Registry {
         let mut state = self.lock();
         let current = binding_named(&state, binding)?;
         let record = Record::Unbound { binding: binding.to_owned() };
-        self.with_sends_held(current.spec.kind, || -> Result<()> {
+        self.with_sends_held(current.spec.rules.kind, || -> Result<()> {
             let at = self.append(&record)?;
             apply(&mut state, record.clone(), at);
             self.host.remove(binding);

@@ -1,12 +1,10 @@
 //! The records of the plugins topic. A record's body is one line of JSON (the record), then a
 //! newline, then its payload (a component chunk's bytes; empty for the others).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::config::LimitsConfig;
-use crate::{FailurePolicy, PluginKind, Shape};
+use crate::Shape;
+use crate::config::{BindingRules, UnknownFields, deny_unknown};
 
 /// Component bytes per chunk record.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -36,40 +34,29 @@ pub struct VersionInfo {
 
 /// A binding as the admin API sets it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct BindingSpec {
     pub name: String,
-    pub kind: PluginKind,
-    pub topic: String,
-    #[serde(default)]
-    pub group: Option<String>,
     /// `<department>/<plugin>`.
     pub plugin: String,
     /// The active version.
     pub version: u32,
-    #[serde(default)]
-    pub policy: FailurePolicy,
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-    #[serde(default)]
-    pub http_allowlist: Vec<String>,
-    #[serde(default)]
-    pub limits: LimitsConfig,
+    #[serde(flatten)]
+    pub rules: BindingRules,
+    /// Refused when a binding is set; kept (and ignored) in records written by a newer broker.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
 }
 
 impl BindingSpec {
     /// Its rules, as checked and as the plugin host binds them.
     pub fn shape(&self) -> Shape<'_> {
-        Shape {
-            name: &self.name,
-            kind: self.kind,
-            topic: &self.topic,
-            group: self.group.as_deref(),
-            policy: self.policy,
-            params: &self.params,
-            http_allowlist: &self.http_allowlist,
-            limits: &self.limits,
-        }
+        self.rules.shape(&self.name)
+    }
+
+    /// Why this binding cannot work, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        deny_unknown(&self.name, &self.unknown)?;
+        self.shape().check()
     }
 }
 

@@ -9,7 +9,6 @@ mod cluster_api;
 pub use cluster_api::cluster_rows;
 pub mod audit;
 pub mod auth;
-mod dry_run;
 mod plugins_api;
 
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use ferrymq_broker::Broker;
+pub use ferrymq_http::response::{error, json};
 
 use crate::config::AdminConfig;
 use crate::metrics::{self, Snapshot};
@@ -87,17 +87,6 @@ pub struct Call<'a> {
     pub authorization: Option<&'a str>,
     /// The `x-ferrymq-signature` header (plugin uploads).
     pub signature: Option<&'a str>,
-}
-
-pub fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
-    json(status, serde_json::json!({ "error": message.to_string() }))
 }
 
 fn method_not_allowed(path: &str, allowed: &'static str) -> Response<Full<Bytes>> {

@@ -11,6 +11,7 @@ use super::auth::Principal;
 use super::{AdminState, Call, error, json};
 use ferrymq_http::response::error_chain;
 use ferrymq_policy::Source;
+use ferrymq_policy::dry_run::DryRunRequest;
 use ferrymq_policy::registry::{BindingSpec, ErrorClass, RegistryError, VersionInfo, check_plugin_name};
 use ferrymq_policy::signatures::SignatureError;
 
@@ -70,8 +71,8 @@ fn bindings_json(state: &AdminState) -> Vec<Value> {
                     "policy": b.policy, "source": b.source, "component": b.component,
                     "plugin": b.plugin, "version": b.version, "digest": b.digest, "position": b.position,
                     "history": b.history.iter().map(|(v, p)| json!({ "version": v, "position": p })).collect::<Vec<_>>(),
-                    "params": spec.as_ref().map(|s| &s.params), "limits": spec.as_ref().map(|s| &s.limits),
-                    "http_allowlist": spec.as_ref().map(|s| &s.http_allowlist),
+                    "params": spec.as_ref().map(|s| &s.rules.params), "limits": spec.as_ref().map(|s| &s.rules.limits),
+                    "http_allowlist": spec.as_ref().map(|s| &s.rules.http_allowlist),
                     "quarantined": s.quarantined, "calls": s.calls, "failures": s.failures,
                     "call_seconds_total": s.call_ns_total as f64 / 1e9, "log_lines_dropped": s.log_lines_dropped,
                     "worker_calls": s.worker_calls, "on_workers": s.on_workers })
@@ -160,7 +161,20 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
             if !who.owns_plugin(&name) {
                 return Some(forbidden(who, format_args!("dry-run {name}")));
             }
-            super::dry_run::answer(call, state, who, &name, version)
+            let request: DryRunRequest = match parse(call.body) {
+                Ok(request) => request,
+                Err(answer) => return Some(*answer),
+            };
+            if !who.owns_topic(&request.topic) {
+                return Some(forbidden(who, format_args!("dry-run on topic {}", request.topic)));
+            }
+            let Ok(version) = version.parse() else {
+                return Some(error(StatusCode::NOT_FOUND, format!("plugin {name} has no version {version}")));
+            };
+            match registry.dry_run(&name, version, request) {
+                Ok(run) => json(StatusCode::OK, run),
+                Err(err) => registry_error(&err),
+            }
         }
         (&Method::GET, ["bindings"]) => json(StatusCode::OK, Value::Array(bindings_json(state))),
         (&Method::GET, ["bindings", name]) => match bindings_json(state).into_iter().find(|b| b["name"] == *name) {
@@ -172,11 +186,11 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
                 Ok(new) => new,
                 Err(answer) => return Some(*answer),
             };
-            if !who.owns_plugin(&new.plugin) || !who.owns_topic(&new.topic) {
-                return Some(forbidden(who, format_args!("bind {} on topic {}", new.plugin, new.topic)));
+            if !who.owns_plugin(&new.plugin) || !who.owns_topic(&new.rules.topic) {
+                return Some(forbidden(who, format_args!("bind {} on topic {}", new.plugin, new.rules.topic)));
             }
             if let Some(existing) = registry.binding(name)
-                && (!who.owns_plugin(&existing.spec.plugin) || !who.owns_topic(&existing.spec.topic))
+                && (!who.owns_plugin(&existing.spec.plugin) || !who.owns_topic(&existing.spec.rules.topic))
             {
                 return Some(forbidden(who, format_args!("replace binding {name}")));
             }
@@ -200,7 +214,7 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
                 let status = if message.starts_with("no") { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT };
                 return Some(error(status, message));
             };
-            if !who.owns_plugin(&existing.spec.plugin) || !who.owns_topic(&existing.spec.topic) {
+            if !who.owns_plugin(&existing.spec.plugin) || !who.owns_topic(&existing.spec.rules.topic) {
                 return Some(forbidden(who, format_args!("change binding {name}")));
             }
             let result = match (call.method, &segments[2..]) {
