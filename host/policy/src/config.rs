@@ -419,6 +419,19 @@ limits = { memory_bytes_max = 16777216, call_ms_max = 5 }
     }
 
     #[test]
+    fn a_binding_written_back_as_toml_reads_the_same() {
+        #[derive(Serialize)]
+        struct File<'a> {
+            plugins: &'a PluginsConfig,
+        }
+        let config = parse(INBOX).expect("parses");
+        let text = toml::to_string_pretty(&File { plugins: &config }).expect("serializes");
+        let again = parse(&text).expect("reads back");
+        assert_eq!(again.bindings[0].rules, config.bindings[0].rules, "{text}");
+        assert_eq!(again.bindings[0].name(), "inbox-e1");
+    }
+
+    #[test]
     fn relative_components_are_found_next_to_the_configuration() {
         let mut config = parse(INBOX).expect("parses");
         config.resolve_paths(Path::new("/etc/ferrymq"));

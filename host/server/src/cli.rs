@@ -61,6 +61,10 @@ pub struct StandaloneArgs {
     /// Log filter such as `info` or `debug,hyper=info` (overrides `log.level`; RUST_LOG wins over both).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Serve the admin API without tokens on an address beyond loopback: anyone who reaches it is
+    /// admin (sets `admin.insecure_open`). Configure `[[admin.tokens]]` instead where you can.
+    #[arg(long)]
+    pub insecure_admin: bool,
 }
 
 /// `ferrymq broker`: a node's options plus its place in the cluster.

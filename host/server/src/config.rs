@@ -58,6 +58,9 @@ pub struct AdminConfig {
     pub tokens: Vec<crate::admin::auth::TokenConfig>,
     /// Plugin signatures: the keys trusted per department, and whether they are required.
     pub signatures: ferrymq_policy::signatures::SignaturesConfig,
+    /// Serve the API without tokens on an address beyond loopback (`--insecure-admin`): anyone who
+    /// reaches it is admin. Without this, such a configuration refuses to start.
+    pub insecure_open: bool,
 }
 
 impl Default for AdminConfig {
@@ -68,6 +71,7 @@ impl Default for AdminConfig {
             header_timeout_ms: 10_000,
             tokens: Vec::new(),
             signatures: ferrymq_policy::signatures::SignaturesConfig::default(),
+            insecure_open: false,
         }
     }
 }
@@ -141,6 +145,20 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// Refuses an admin API that would be open (no tokens) beyond loopback, unless told so; checked
+    /// once the command line has had its say.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        let admin = &self.admin;
+        if admin.tokens.is_empty() && !admin.listen.ip().is_loopback() && !admin.insecure_open {
+            bail!(
+                "[admin] the admin API would listen on {} with no [[admin.tokens]]: anyone who reaches it would be \
+                 admin; configure tokens, listen on loopback, or pass --insecure-admin (admin.insecure_open = true)",
+                admin.listen
+            );
+        }
+        Ok(())
+    }
+
     /// The defaults as TOML.
     pub fn default_toml() -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(&Self::default())?)
@@ -176,5 +194,18 @@ mod tests {
         assert!(err.contains("segment_bytes must be between 4096 and"), "{err}");
         let err = format!("{:#}", ServerConfig::parse("[admin]\nlisten = \"nowhere\"\n").expect_err("bad address"));
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn an_open_admin_api_beyond_loopback_needs_to_be_asked_for() {
+        let open = ServerConfig::parse("[admin]\nlisten = \"0.0.0.0:8082\"\n").expect("parses");
+        let err = format!("{:#}", open.check_exposure().expect_err("open beyond loopback"));
+        assert!(err.contains("--insecure-admin"), "{err}");
+        let asked = ServerConfig::parse("[admin]\nlisten = \"0.0.0.0:8082\"\ninsecure_open = true\n").expect("parses");
+        assert!(asked.check_exposure().is_ok());
+        let tokens = "[admin]\nlisten = \"0.0.0.0:8082\"\n[[admin.tokens]]\nprincipal = \"ops\"\n\
+                      token = \"ops-token-0123456789\"\nroles = [\"admin\"]\n";
+        assert!(ServerConfig::parse(tokens).expect("parses").check_exposure().is_ok());
+        assert!(ServerConfig::default().check_exposure().is_ok(), "loopback by default");
     }
 }

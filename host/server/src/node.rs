@@ -85,11 +85,11 @@ pub(crate) fn run_node(config: ServerConfig, clustered: bool) -> anyhow::Result<
     let tokens = Tokens::from_config(&config.admin.tokens).map_err(anyhow::Error::msg)?;
     let signatures = Signatures::from_config(&config.admin.signatures).map_err(anyhow::Error::msg)?;
     if !tokens.enabled() {
-        let level_warn = !config.admin.listen.ip().is_loopback();
-        if level_warn {
-            tracing::warn!(listen = %config.admin.listen, "admin API authentication is off (no [[admin.tokens]]) and it listens beyond loopback: anyone who reaches it is admin");
+        if config.admin.listen.ip().is_loopback() {
+            tracing::info!("admin API authentication is off (no [[admin.tokens]]): every tool on this host is admin");
         } else {
-            tracing::info!("admin API authentication is off (no [[admin.tokens]]): every caller on this host is admin");
+            // Refused at validation unless admin.insecure_open says so.
+            tracing::warn!(listen = %config.admin.listen, "admin API authentication is off (no [[admin.tokens]]) and it listens beyond loopback (--insecure-admin): anyone who reaches it is admin");
         }
     }
 

@@ -30,7 +30,11 @@ pub fn effective_config(args: &StandaloneArgs) -> anyhow::Result<ServerConfig> {
     if let Some(level) = &args.log_level {
         config.log.level = level.clone();
     }
+    if args.insecure_admin {
+        config.admin.insecure_open = true;
+    }
     config.validate()?;
+    config.check_exposure()?;
     Ok(config)
 }
 

@@ -9,6 +9,7 @@ mod cluster_api;
 pub use cluster_api::cluster_rows;
 pub mod audit;
 pub mod auth;
+mod exposure;
 mod plugins_api;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -87,6 +88,11 @@ pub struct Call<'a> {
     pub authorization: Option<&'a str>,
     /// The `x-ferrymq-signature` header (plugin uploads).
     pub signature: Option<&'a str>,
+    /// The `Host`, `Origin` and `Content-Type` headers: an API without tokens checks them
+    /// (`exposure.rs`).
+    pub host: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub content_type: Option<&'a str>,
 }
 
 fn method_not_allowed(path: &str, allowed: &'static str) -> Response<Full<Bytes>> {
@@ -128,6 +134,12 @@ fn v1(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
     let target = call.path.trim_start_matches("/v1/");
     let digest = (call.method == Method::POST && call.path.ends_with("/versions"))
         .then(|| ferrymq_proto::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(call.body)));
+    if !state.tokens.enabled()
+        && let Some(reason) = exposure::refusal(call, changes)
+    {
+        tracing::warn!(reason, "admin request refused");
+        return error(StatusCode::FORBIDDEN, reason);
+    }
     let principal = match state.tokens.authenticate(call.authorization) {
         Ok(principal) => principal,
         Err(err) => {
@@ -195,6 +207,9 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
         body: &body,
         authorization: header(AUTHORIZATION.as_str()),
         signature: header("x-ferrymq-signature"),
+        host: header(HOST.as_str()),
+        origin: header(ORIGIN.as_str()),
+        content_type: header(CONTENT_TYPE.as_str()),
     };
     // One span per request, so that every log line it causes names it (the principal is known
     // only once the token is checked; the audit log records it).
@@ -253,16 +268,28 @@ mod tests {
         (dir, state)
     }
 
+    /// A request as `ferrymq admin` sends it.
+    fn tool() -> Call<'static> {
+        Call {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            body: b"",
+            authorization: None,
+            signature: None,
+            host: Some("127.0.0.1:8082"),
+            origin: None,
+            content_type: Some("application/json"),
+        }
+    }
+
     fn get(path: &str) -> Call<'_> {
-        Call { method: &Method::GET, path, query: None, body: b"", authorization: None, signature: None }
+        Call { method: &Method::GET, path, query: None, body: b"", ..tool() }
     }
 
     fn call(state: &AdminState, method: Method, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
         let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
-        let response = respond(
-            &Call { method: &method, path, query, body: body.as_bytes(), authorization: None, signature: None },
-            state,
-        );
+        let response = respond(&Call { method: &method, path, query, body: body.as_bytes(), ..tool() }, state);
         let status = response.status();
         let bytes = futures_body(response);
         (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
@@ -362,8 +389,7 @@ mod tests {
         let ask = |method: &Method, path: &str, body: &str, token: Option<&str>| {
             let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
             let header = token.map(|t| format!("Bearer {t}-token-0123456789"));
-            let call =
-                Call { method, path, query, body: body.as_bytes(), authorization: header.as_deref(), signature: None };
+            let call = Call { method, path, query, body: body.as_bytes(), authorization: header.as_deref(), ..tool() };
             respond(&call, &state).status()
         };
         for (method, path, body, admin, department, viewer) in cases {

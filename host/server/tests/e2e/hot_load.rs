@@ -5,21 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use ferrymq_test_components::component;
 use serde_json::{Value, json};
 
 use crate::clients::Client;
 use crate::support::{Node, ferrymq};
-
-fn component(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: ./scripts/test.sh builds the plugins", path.display());
-    path
-}
 
 /// `bytes` with a custom section named `label` appended: the same behaviour under another digest,
 /// which makes it another version.
@@ -50,6 +43,10 @@ fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8], headers: &[(&st
     stream.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    // As `ferrymq admin` and `ferrymq plugin` send them (an admin API without tokens refuses a change
+    // sent as anything else).
+    let json = if path.ends_with("/versions") { "application/wasm" } else { "application/json" };
+    head.push_str(&format!("Content-Type: {json}\r\n"));
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
