@@ -35,8 +35,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check { file }) => {
-            let config = ServerConfig::load(Some(&file))?;
+            let mut config = ServerConfig::load(Some(&file))?;
             config.check_exposure()?;
+            // What it prints may land in a ticket or a terminal recording: tokens only as digests.
+            config.admin.tokens = config.admin.tokens.iter().map(|t| t.hidden()).collect();
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(ExitCode::SUCCESS)
         }

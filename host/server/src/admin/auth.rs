@@ -27,6 +27,17 @@ pub struct TokenConfig {
     pub roles: Vec<String>,
 }
 
+impl TokenConfig {
+    /// The same token named by its SHA-256 only, so that it can be shown (`ferrymq config check`).
+    pub fn hidden(&self) -> TokenConfig {
+        let token_sha256 = match (&self.token, &self.token_sha256) {
+            (Some(token), _) => Some(ferrymq_proto::hex::sha256(token.as_bytes())),
+            (None, digest) => digest.clone(),
+        };
+        TokenConfig { token: None, token_sha256, ..self.clone() }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     Admin,

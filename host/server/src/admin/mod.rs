@@ -314,6 +314,37 @@ mod tests {
     }
 
     #[test]
+    fn audit_pages_take_whole_numbers_only() {
+        let (_dir, state) = state();
+        assert_eq!(call(&state, Method::GET, "/v1/audit?from=0&limit=5", "").0, StatusCode::OK);
+        let (status, err) = call(&state, Method::GET, "/v1/audit?from=-1", "");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert_eq!(call(&state, Method::GET, "/v1/audit?limit=lots", "").0, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_browser_page_cannot_use_an_api_without_tokens() {
+        let (_dir, state) = state();
+        let body = br#"{"name":"evil","type":"normal","queues":1}"#;
+        let csrf = Call {
+            method: &Method::POST,
+            path: "/v1/topics",
+            body,
+            host: Some("evil.example"),
+            origin: Some("http://evil.example"),
+            content_type: Some("text/plain"),
+            ..tool()
+        };
+        assert_eq!(respond(&csrf, &state).status(), StatusCode::FORBIDDEN);
+        let plain =
+            Call { method: &Method::POST, path: "/v1/topics", body, content_type: Some("text/plain"), ..tool() };
+        assert_eq!(respond(&plain, &state).status(), StatusCode::FORBIDDEN);
+        assert!(state.broker.metadata().topics().iter().all(|t| t.name != "evil"), "nothing was created");
+        let tool_call = Call { method: &Method::POST, path: "/v1/topics", body, ..tool() };
+        assert_eq!(respond(&tool_call, &state).status(), StatusCode::CREATED);
+    }
+
+    #[test]
     fn topics_are_created_listed_refused_and_deleted() {
         let (_dir, state) = state();
         let (status, topic) = call(&state, Method::POST, "/v1/topics", r#"{"name":"orders","type":"fifo","queues":8}"#);

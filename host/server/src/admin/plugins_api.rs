@@ -80,8 +80,16 @@ fn bindings_json(state: &AdminState) -> Vec<Value> {
         .collect()
 }
 
-fn query_u64(query: Option<&str>, name: &str) -> Option<u64> {
-    query?.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name)?.1.parse().ok())
+/// The query parameter `name` as a whole number: `Ok(None)` when absent, an answer when it is not one.
+fn query_u64(query: Option<&str>, name: &str) -> Result<Option<u64>, Box<Answer>> {
+    let Some(value) =
+        query.and_then(|q| q.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name)))
+    else {
+        return Ok(None);
+    };
+    value.1.parse().map(Some).map_err(|_| {
+        Box::new(error(StatusCode::BAD_REQUEST, format!("{name} must be a whole number, not {:?}", value.1)))
+    })
 }
 
 /// Answers a `/v1/plugins…`, `/v1/bindings…` or `/v1/audit…` request; `None` if the path is not one.
@@ -244,8 +252,12 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
             }
         }
         (&Method::GET, ["audit"]) => {
-            let from = query_u64(call.query, "from").unwrap_or(0);
-            let limit = query_u64(call.query, "limit").map_or(AUDIT_PAGE_MAX, |l| (l as usize).min(AUDIT_PAGE_MAX));
+            let (from, limit) = match (query_u64(call.query, "from"), query_u64(call.query, "limit")) {
+                (Ok(from), Ok(limit)) => {
+                    (from.unwrap_or(0), limit.map_or(AUDIT_PAGE_MAX, |l| l.min(AUDIT_PAGE_MAX as u64) as usize))
+                }
+                (Err(answer), _) | (_, Err(answer)) => return Some(*answer),
+            };
             json(StatusCode::OK, serde_json::to_value(state.audit.read(from, limit)).unwrap_or_default())
         }
         (&Method::GET, ["audit", "verify"]) => {

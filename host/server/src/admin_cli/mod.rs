@@ -386,7 +386,8 @@ fn audit_verify(args: &AdminArgs, file: Option<&std::path::Path>) -> anyhow::Res
             let (addr, token) = (&args.endpoint.admin_addr, args.endpoint.token.as_deref());
             let mut from = 0;
             loop {
-                let path = format!("/v1/audit?from={from}&limit=1000");
+                // Small pages: an entry may be large, and a response is read whole.
+                let path = format!("/v1/audit?from={from}&limit=100");
                 let (status, page) = http::request(addr, "GET", &path, None, token)?;
                 if status != 200 {
                     bail!("reading the audit log failed: {} (HTTP {status})", page["error"]);
