@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ferrymq_proto::sync::{lock, read, write};
 use ferrymq_store::clock::Clock;
 use ferrymq_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -200,7 +201,7 @@ impl Broker {
                         return;
                     }
                     let (checker, prober) = {
-                        let hooks = hooks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let hooks = read(&hooks);
                         (hooks.checker.clone(), hooks.prober.clone())
                     };
                     transactions.check(checker.as_deref(), prober.as_deref());
@@ -275,7 +276,7 @@ impl Broker {
         checker: Option<Arc<dyn TransactionChecker>>,
         prober: Option<Arc<dyn TransactionProber>>,
     ) {
-        let mut hooks = self.hooks.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut hooks = write(&self.hooks);
         *hooks = Hooks { checker, prober };
     }
 
@@ -290,13 +291,13 @@ impl Broker {
     /// Sets the filters and routes bound to topics (and groups).
     pub fn set_policies(&self, policies: Option<Arc<dyn Policies>>) {
         self.delivery.set_policies(policies.clone());
-        *self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner) = policies;
+        *write(&self.policies) = policies;
     }
 
     /// Whether sends to `topic` or receives of (`topic`, `group`) run a plugin, and so should run on a
     /// thread that may block.
     pub fn runs_plugins(&self, topic: &str, group: Option<&str>) -> bool {
-        let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let policies = read(&self.policies);
         policies.as_ref().is_some_and(|p| match group {
             Some(group) => p.has_filter(topic, group),
             None => p.has_route(topic),
@@ -306,15 +307,15 @@ impl Broker {
     /// The policies, if a filter is bound to (`topic`, `group`): for pull consumers, which judge
     /// what they read themselves.
     pub fn filter_bound(&self, topic: &str, group: &str) -> Option<Arc<dyn Policies>> {
-        let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let policies = read(&self.policies);
         policies.clone().filter(|p| p.has_filter(topic, group))
     }
 
     /// Checks and stores a message; `done` runs once when it is stored as durably as the store's flush
     /// mode promises, or has failed. A route bound to the topic decides first.
     pub fn send(&self, message: &Outgoing, done: SendDone) {
-        let _gate = self.send_gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let policies = self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let _gate = read(&self.send_gate);
+        let policies = read(&self.policies).clone();
         let Some(policies) = policies.filter(|p| p.has_route(&message.topic)) else {
             return self.send_one(message, None, done);
         };
@@ -346,7 +347,7 @@ impl Broker {
     /// swapped inside `change` (with a record of the swap appended there) therefore decides exactly
     /// the messages stored after that record.
     pub fn with_sends_held<R>(&self, change: impl FnOnce() -> R) -> R {
-        let _gate = self.send_gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _gate = write(&self.send_gate);
         change()
     }
 
@@ -438,7 +439,7 @@ impl Broker {
     /// Stops the background threads and saves consumer progress. The store is closed by its owner.
     pub fn close(&self) {
         self.stopping.store(true, Ordering::Release);
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let threads = std::mem::take(&mut *lock(&self.threads));
         for thread in threads {
             thread.thread().unpark();
             let _ = thread.join();

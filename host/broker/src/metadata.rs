@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
+use ferrymq_proto::sync::{lock, read, write};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -156,8 +157,24 @@ pub enum MetadataError {
     InvalidGroup { name: String, reason: String },
     #[error("a topic needs 1 to {TOPIC_QUEUES_MAX} queues, not {0}")]
     InvalidQueues(u32),
-    #[error("{0}")]
-    Persist(String),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+}
+
+/// Why the catalog file could not be read or written.
+#[derive(Debug, Error)]
+pub enum PersistError {
+    /// Reading or replacing the file failed (the error names the file and the step).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{} is not a valid catalog: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Encode(serde_json::Error),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -175,14 +192,6 @@ pub struct Metadata {
     write: Mutex<()>,
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Checks a group name: 1 to 255 bytes of `[A-Za-z0-9%|_-]`.
 pub fn validate_group(name: &str) -> Result<(), MetadataError> {
     match ferrymq_proto::name::problem(name, GROUP_NAME_BYTES_MAX) {
@@ -192,8 +201,9 @@ pub fn validate_group(name: &str) -> Result<(), MetadataError> {
 }
 
 fn validate_user_topic(name: &str) -> Result<(), MetadataError> {
-    if let Err(err) = ferrymq_store::validate_topic(name) {
-        return Err(MetadataError::InvalidTopic { name: name.to_owned(), reason: err.to_string() });
+    // The store's rule for topic names (`ferrymq_store::validate_topic`).
+    if let Some(reason) = ferrymq_proto::name::problem(name, ferrymq_store::TOPIC_BYTES_MAX) {
+        return Err(MetadataError::InvalidTopic { name: name.to_owned(), reason: reason.to_owned() });
     }
     if is_system_topic(name) {
         return Err(MetadataError::InvalidTopic {
@@ -208,22 +218,23 @@ impl Metadata {
     /// Loads `<dir>/metadata.json`, or starts empty.
     pub fn open(dir: &Path) -> Result<Self, MetadataError> {
         let path = dir.join("metadata.json");
-        let catalog = match durable_file::read(&path).map_err(|e| MetadataError::Persist(e.to_string()))? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| MetadataError::Persist(format!("{} is not a valid catalog: {e}", path.display())))?,
+        let catalog = match durable_file::read(&path).map_err(PersistError::Io)? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| PersistError::Invalid { path: path.clone(), source })?
+            }
             None => Catalog::default(),
         };
         Ok(Self { path, catalog: RwLock::new(catalog), write: Mutex::new(()) })
     }
 
     fn persist(&self, catalog: &Catalog) -> Result<(), MetadataError> {
-        let bytes = serde_json::to_vec_pretty(catalog).map_err(|e| MetadataError::Persist(e.to_string()))?;
-        durable_file::write(&self.path, &bytes).map_err(|e| MetadataError::Persist(e.to_string()))
+        let bytes = serde_json::to_vec_pretty(catalog).map_err(PersistError::Encode)?;
+        Ok(durable_file::write(&self.path, &bytes).map_err(PersistError::Io)?)
     }
 
     /// Applies `change` to a copy of the catalog, persists it, then publishes it.
     fn update<T>(&self, change: impl FnOnce(&mut Catalog) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
-        let _writer = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _writer = lock(&self.write);
         let mut next = {
             let current = read(&self.catalog);
             Catalog { topics: current.topics.clone(), groups: current.groups.clone() }
@@ -350,6 +361,17 @@ mod tests {
         let group = meta.group("billing").expect("group");
         assert!(group.fifo);
         assert_eq!(group.max_attempts, 5);
+    }
+
+    #[test]
+    fn a_catalog_that_is_not_json_is_refused_naming_the_file_with_the_parse_error_as_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("metadata.json"), b"{not json").expect("write");
+        let err = Metadata::open(dir.path()).expect_err("an invalid catalog is refused");
+        assert!(matches!(&err, MetadataError::Persist(PersistError::Invalid { .. })), "{err:?}");
+        assert!(err.to_string().contains("metadata.json is not a valid catalog"), "{err}");
+        let source = std::error::Error::source(&err).expect("the parse error travels along");
+        assert!(source.is::<serde_json::Error>(), "{source:?}");
     }
 
     #[test]

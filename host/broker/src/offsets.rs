@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ferrymq_proto::sync::lock;
 use serde::{Deserialize, Serialize};
 
 use crate::durable_file;
@@ -50,7 +51,7 @@ impl Offsets {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<OffsetKey, u64>> {
-        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.map)
     }
 
     pub fn get(&self, key: &OffsetKey) -> Option<u64> {

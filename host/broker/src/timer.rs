@@ -10,9 +10,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::{Arc, Mutex};
 
-use ferrymq_proto::properties::{self, REAL_QUEUE_ID, REAL_TOPIC, TIMER_DELIVER_MS};
+use ferrymq_proto::properties::{self, PropertiesError, REAL_QUEUE_ID, REAL_TOPIC, TIMER_DELIVER_MS};
+use ferrymq_proto::sync::lock;
 use ferrymq_store::clock::Clock;
-use ferrymq_store::{NewMessage, Store};
+use ferrymq_store::{NewMessage, Store, StoreError};
+use thiserror::Error;
 
 use crate::metadata::TIMER_TOPIC;
 use crate::offsets::{OffsetKey, Offsets};
@@ -41,6 +43,21 @@ pub struct Timer {
     state: Mutex<State>,
 }
 
+/// Why a due timer message could not be stored in its real topic (it is tried again next tick).
+#[derive(Debug, Error)]
+enum DeliverError {
+    #[error("the timer message is gone")]
+    Gone,
+    #[error("no real topic")]
+    NoRealTopic,
+    #[error("no real queue")]
+    NoRealQueue,
+    #[error(transparent)]
+    Properties(#[from] PropertiesError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 fn key() -> OffsetKey {
     OffsetKey { subscriber: SUBSCRIBER.into(), topic: TIMER_TOPIC.into(), queue_id: 0 }
 }
@@ -53,13 +70,13 @@ impl Timer {
 
     /// Messages waiting for their delivery time.
     pub fn pending(&self) -> usize {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending.len()
+        lock(&self.state).pending.len()
     }
 
     /// Reads newly stored timer messages and delivers the due ones; returns how many it delivered.
     /// Blocks while due messages are stored.
     pub fn tick(&self) -> usize {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = lock(&self.state);
         if let Some((min, _)) = self.store.queue_bounds(TIMER_TOPIC, 0)
             && state.next < min
         {
@@ -113,25 +130,26 @@ impl Timer {
     }
 
     /// Stores the timer message at `offset` in its real topic and queue.
-    fn deliver(&self, offset: u64) -> Result<(), String> {
+    fn deliver(&self, offset: u64) -> Result<(), DeliverError> {
         let entry = self
             .store
             .read_queue(TIMER_TOPIC, 0, offset, 1)
             .into_iter()
             .next()
             .filter(|e| e.queue_offset == offset)
-            .ok_or("the timer message is gone")?;
-        let record = self.store.record(entry.offset, entry.len).map_err(|e| e.to_string())?;
-        let rec = record.decode().map_err(|e| e.to_string())?;
-        let topic = properties::get(rec.properties, REAL_TOPIC).ok_or("no real topic")?.to_owned();
-        let queue_id =
-            properties::get(rec.properties, REAL_QUEUE_ID).and_then(|q| q.parse().ok()).ok_or("no real queue")?;
+            .ok_or(DeliverError::Gone)?;
+        let record = self.store.record(entry.offset, entry.len)?;
+        let rec = record.decode()?;
+        let topic = properties::get(rec.properties, REAL_TOPIC).ok_or(DeliverError::NoRealTopic)?.to_owned();
+        let queue_id = properties::get(rec.properties, REAL_QUEUE_ID)
+            .and_then(|q| q.parse().ok())
+            .ok_or(DeliverError::NoRealQueue)?;
         let kept = properties::decode(rec.properties)
             .map_while(Result::ok)
             .filter(|p| p.name != REAL_TOPIC && p.name != REAL_QUEUE_ID)
             .map(|p| (p.name, p.value));
         let mut props = Vec::with_capacity(rec.properties.len());
-        properties::encode(kept, &mut props).map_err(|e| e.to_string())?;
+        properties::encode(kept, &mut props)?;
         let message = NewMessage {
             topic,
             queue_id,
@@ -144,6 +162,7 @@ impl Timer {
             properties: props,
             body: rec.body.to_vec(),
         };
-        self.store.append_wait(message).map(drop).map_err(|e| e.to_string())
+        self.store.append_wait(message)?;
+        Ok(())
     }
 }

@@ -16,10 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrymq_proto::properties::{
-    self, CHECK_IMMUNITY_SECONDS, HALF_OFFSET, PRODUCER_GROUP, REAL_QUEUE_ID, REAL_TOPIC, TRANSACTION_ID,
-    TRANSACTION_OP, TRANSACTION_PREPARED,
+    self, CHECK_IMMUNITY_SECONDS, HALF_OFFSET, PRODUCER_GROUP, PropertiesError, REAL_QUEUE_ID, REAL_TOPIC,
+    TRANSACTION_ID, TRANSACTION_OP, TRANSACTION_PREPARED,
 };
 use ferrymq_proto::record::{RecordRef, sys_flag};
+use ferrymq_proto::sync::lock;
 use ferrymq_store::clock::Clock;
 use ferrymq_store::{Appended, NewMessage, Store, StoreError, StoredRecord};
 use serde::{Deserialize, Serialize};
@@ -78,18 +79,18 @@ pub trait TransactionProber: Send + Sync {
     fn probe(&self, topic: &str, transaction_id: &str, half: &StoredRecord) -> bool;
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum TransactionError {
     #[error("no pending transaction {0:?} (never started, or already discarded)")]
     NotFound(String),
     #[error("store: {0}")]
-    Store(String),
-}
-
-impl From<StoreError> for TransactionError {
-    fn from(err: StoreError) -> Self {
-        TransactionError::Store(err.to_string())
-    }
+    Store(#[from] StoreError),
+    /// The stored half message does not say which topic it is for.
+    #[error("store: half message without a topic")]
+    HalfWithoutTopic,
+    /// The released message could not carry the half message's properties.
+    #[error("store: {0}")]
+    Properties(#[source] PropertiesError),
 }
 
 /// Counters for `/metrics`.
@@ -171,7 +172,7 @@ impl Transactions {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Reads every record of `topic` queue 0 from `from`, in order.
@@ -329,8 +330,7 @@ impl Transactions {
     /// The message a half message becomes: in `topic` (its real one, or the discard topic), without
     /// the transaction's internal properties.
     fn released(&self, half: &RecordRef<'_>, topic: Option<&str>, flag: u32) -> Result<NewMessage, TransactionError> {
-        let real_topic = properties::get(half.properties, REAL_TOPIC)
-            .ok_or(TransactionError::Store("half message without a topic".into()))?;
+        let real_topic = properties::get(half.properties, REAL_TOPIC).ok_or(TransactionError::HalfWithoutTopic)?;
         let queue_id = properties::get(half.properties, REAL_QUEUE_ID).and_then(|q| q.parse().ok()).unwrap_or(0);
         let internal = [REAL_QUEUE_ID, TRANSACTION_PREPARED, PRODUCER_GROUP, CHECK_IMMUNITY_SECONDS];
         // A discarded message keeps its real topic, so an operator sees where it was headed.
@@ -340,7 +340,7 @@ impl Transactions {
             .filter(|p| !internal.contains(&p.name) && (keep_real || p.name != REAL_TOPIC))
             .map(|p| (p.name, p.value));
         let mut props = Vec::with_capacity(half.properties.len());
-        properties::encode(kept, &mut props).map_err(|e| TransactionError::Store(e.to_string()))?;
+        properties::encode(kept, &mut props).map_err(TransactionError::Properties)?;
         Ok(NewMessage {
             topic: topic.unwrap_or(real_topic).to_owned(),
             queue_id: if topic.is_some() { 0 } else { queue_id },

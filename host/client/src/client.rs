@@ -63,15 +63,17 @@ impl Client {
     /// Connects to `address` (`host:port`, or a full `http://` URI).
     pub async fn connect(address: &str, options: ClientOptions) -> Result<Client, ClientError> {
         let uri = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
-        let bad = |reason: String| ClientError::Address { address: address.to_owned(), reason };
         let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(|source| ClientError::Address { address: address.to_owned(), source })?
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
         let channel =
             endpoint.connect().await.map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
-        let client_id = options.client_id.parse().map_err(|_| bad(format!("client id {:?}", options.client_id)))?;
+        let client_id = options
+            .client_id
+            .parse()
+            .map_err(|source| ClientError::ClientId { client_id: options.client_id.clone(), source })?;
         Ok(Client {
             rpc: MessagingServiceClient::new(channel)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)

@@ -5,8 +5,19 @@ use ferrymq_proto::grpc::v2::Code;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The address could not be turned into an endpoint.
-    #[error("invalid broker address {address:?}: {reason}")]
-    Address { address: String, reason: String },
+    #[error("invalid broker address {address:?}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The client id cannot travel in a gRPC header.
+    #[error("invalid client id {client_id:?}: {source}")]
+    ClientId {
+        client_id: String,
+        #[source]
+        source: tonic::metadata::errors::InvalidMetadataValue,
+    },
     /// The connection could not be made or broke.
     #[error("cannot reach the broker at {address}: {source}")]
     Connect {

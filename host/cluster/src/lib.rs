@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use ferrymq_proto::sync::{lock, read, write};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -100,10 +101,6 @@ pub struct Cluster {
     view: RwLock<Option<ClusterView>>,
     sync_timeouts: AtomicU64,
     sync_no_slave: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Cluster {
@@ -293,11 +290,11 @@ impl Cluster {
     // ---- the cluster view ----
 
     pub(crate) fn set_view(&self, view: ClusterView) {
-        *self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
+        *write(&self.view) = Some(view);
     }
 
     pub fn view(&self) -> Option<ClusterView> {
-        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        read(&self.view).clone()
     }
 }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use ferrymq_proto::sync::lock;
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
@@ -15,7 +16,7 @@ pub struct Arrivals {
 
 impl Arrivals {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
-        self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.topics)
     }
 
     /// Wakes everyone waiting on `topic`. Cheap when nobody waits.

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ferrymq_proto::grpc::v2::{Settings, TelemetryCommand, settings::PubSub};
+use ferrymq_proto::sync::lock;
 use tokio::sync::mpsc;
 
 /// Commands queued to one client; a client that does not read them gets no more.
@@ -27,7 +28,7 @@ pub struct Clients {
 
 impl Clients {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Client>> {
-        self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.clients)
     }
 
     fn entry<'a>(map: &'a mut HashMap<String, Client>, client_id: &str) -> &'a mut Client {

@@ -4,6 +4,7 @@ use ferrymq_broker::SendError;
 use ferrymq_broker::delivery::DeliveryError;
 use ferrymq_broker::metadata::MetadataError;
 use ferrymq_broker::send::SendRejection;
+use ferrymq_broker::transaction::TransactionError;
 use ferrymq_proto::grpc::v2::{Code, Status};
 use ferrymq_store::StoreError;
 
@@ -68,8 +69,20 @@ pub fn from_delivery(err: &DeliveryError) -> Status {
     match err {
         DeliveryError::InvalidHandle => named(Code::InvalidReceiptHandle),
         DeliveryError::TopicNotFound(_) => status(Code::TopicNotFound, err.to_string()),
-        DeliveryError::Store(_) => status(Code::InternalServerError, err.to_string()),
+        DeliveryError::Store(_) | DeliveryError::Gone { .. } | DeliveryError::CopyProperties { .. } => {
+            status(Code::InternalServerError, err.to_string())
+        }
     }
+}
+
+pub fn from_transaction(err: &TransactionError) -> Status {
+    let code = match err {
+        TransactionError::NotFound(_) => Code::InvalidTransactionId,
+        TransactionError::Store(_) | TransactionError::HalfWithoutTopic | TransactionError::Properties(_) => {
+            Code::InternalServerError
+        }
+    };
+    status(code, err.to_string())
 }
 
 pub fn from_metadata(err: &MetadataError) -> Status {

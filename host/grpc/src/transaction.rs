@@ -3,14 +3,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ferrymq_broker::transaction::{Resolution, TransactionError, TransactionProber};
+use ferrymq_broker::transaction::{Resolution, TransactionProber};
 use ferrymq_proto::grpc::v2::{self as pb, Code, telemetry_command::Command};
 use ferrymq_proto::properties::{self, REAL_QUEUE_ID, REAL_TOPIC};
 use ferrymq_store::StoredRecord;
 
 use super::GrpcState;
 use super::convert;
-use super::status::{named, ok, status};
+use super::status::{from_transaction, named, ok, status};
 
 /// Which producer of a topic is asked next, so checks spread over them.
 static NEXT_PRODUCER: AtomicUsize = AtomicUsize::new(0);
@@ -36,8 +36,7 @@ impl GrpcState {
                 Ok(()) => reply(ok()),
                 Err(failure) => reply(super::status::from_replication(failure)),
             },
-            Ok(Err(err @ TransactionError::NotFound(_))) => reply(status(Code::InvalidTransactionId, err.to_string())),
-            Ok(Err(err)) => reply(status(Code::InternalServerError, err.to_string())),
+            Ok(Err(err)) => reply(from_transaction(&err)),
             Err(_) => reply(named(Code::InternalServerError)),
         }
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ferrymq_proto::sync::lock;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -128,7 +129,7 @@ impl PluginEngine {
     /// Calls `hook` whenever one of this engine's plugins is quarantined (on the thread of the call
     /// that tipped it; keep it short).
     pub fn on_quarantine(&self, hook: QuarantineHook) {
-        *self.on_quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
+        *lock(&self.on_quarantine) = Some(hook);
     }
 
     /// How many worker threads run filter and route calls.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use ferrymq_proto::sync::lock;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
@@ -122,10 +123,6 @@ pub(crate) struct Plugin<P: WorldPre> {
     failures: AtomicU64,
     call_ns: AtomicU64,
     log_dropped: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The linker of a world: WASI with nothing granted, the contract's host interfaces, and for

@@ -15,6 +15,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ferrymq_proto::sync::lock;
+
 use crate::error::PluginError;
 
 /// A call that waited this long for a worker fails as `Saturated` instead of running late.
@@ -53,10 +55,6 @@ impl std::fmt::Debug for Workers {
     }
 }
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
-    shared.queue.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Lowers the calling thread's priority (Linux applies niceness per thread).
 fn lower_priority(nice: i32) {
     if nice <= 0 {
@@ -90,7 +88,7 @@ impl Workers {
                     work(&shared);
                 })
                 .map_err(|e| PluginError::Refused(format!("start a plugin worker: {e}")))?;
-            workers.threads.lock().unwrap_or_else(PoisonError::into_inner).push(thread);
+            lock(&workers.threads).push(thread);
         }
         Ok(workers)
     }
@@ -113,7 +111,7 @@ impl Workers {
             send(&reply, result);
         });
         {
-            let mut queue = lock(&self.shared);
+            let mut queue = lock(&self.shared.queue);
             if queue.stopping {
                 return Err(PluginError::Refused("the plugin engine is stopping".into()));
             }
@@ -126,9 +124,9 @@ impl Workers {
 
     /// Lets queued calls finish, then ends the threads.
     pub(crate) fn stop(&self) {
-        lock(&self.shared).stopping = true;
+        lock(&self.shared.queue).stopping = true;
         self.shared.ready.notify_all();
-        for thread in self.threads.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        for thread in lock(&self.threads).drain(..) {
             let _ = thread.join();
         }
     }
@@ -140,13 +138,13 @@ fn send<R>(reply: &SyncSender<R>, result: R) {
 }
 
 fn work(shared: &Shared) {
-    let mut queue = lock(shared);
+    let mut queue = lock(&shared.queue);
     loop {
         if let Some(job) = queue.jobs.pop_front() {
             drop(queue);
             // A panicking job drops its reply channel, which its caller reports; the worker lives on.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            queue = lock(shared);
+            queue = lock(&shared.queue);
         } else if queue.stopping {
             return;
         } else {

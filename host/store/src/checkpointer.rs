@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::checkpoint::{Checkpoint, Mark};
-use crate::error::Result;
+use crate::error::{FatalCause, Result};
 use crate::index::{Index, IndexMark};
 use crate::io::StorageFile;
 use crate::queue::ConsumeQueues;
@@ -118,7 +118,7 @@ impl Handoff {
 pub(crate) fn run(checkpoints: Arc<Checkpoints>, shared: Arc<Shared>, requests: Receiver<Snapshot>) {
     while let Ok(snapshot) = requests.recv() {
         if let Err(err) = checkpoints.write(snapshot, false) {
-            shared.set_fatal(format!("checkpoint failed: {err}"));
+            shared.set_fatal(FatalCause::Checkpoint(err));
             break;
         }
     }

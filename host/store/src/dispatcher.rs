@@ -14,7 +14,7 @@ use ferrymq_proto::record::{self, Entry, Verify};
 use ferrymq_proto::tag::tag_hash;
 
 use crate::checkpointer::{Checkpoints, Handoff};
-use crate::error::{Result, StoreError};
+use crate::error::{FatalCause, Result, StoreError};
 use crate::index::{Index, business_key_hash, message_id_hash};
 use crate::queue::{ConsumeQueue, ConsumeQueues};
 use crate::shared::Shared;
@@ -43,7 +43,6 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shared: Arc<Shared>,
         queues: Arc<ConsumeQueues>,
@@ -189,7 +188,7 @@ impl Dispatcher {
                         continue;
                     }
                     Err(err) => {
-                        self.shared.set_fatal(format!("dispatch failed: {err}"));
+                        self.shared.set_fatal(FatalCause::Dispatch(err));
                         break;
                     }
                 }
@@ -199,7 +198,7 @@ impl Dispatcher {
             }
             if last_checkpoint.elapsed() >= interval {
                 if let Err(err) = self.periodic_checkpoint() {
-                    self.shared.set_fatal(format!("checkpoint failed: {err}"));
+                    self.shared.set_fatal(FatalCause::Checkpoint(err));
                     break;
                 }
                 last_checkpoint = Instant::now();

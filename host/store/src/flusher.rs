@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::config::FlushMode;
+use crate::error::FatalCause;
 use crate::shared::Shared;
 
 /// How long an idle sync-mode flusher sleeps before looking again (it is woken on every write).
@@ -64,7 +65,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
 fn flush(shared: &Shared, from: u64, to: u64) -> bool {
     for segment in shared.log.segments_between(from, to) {
         if let Err(err) = segment.file.sync() {
-            shared.set_fatal(format!("flush of {} failed: {err}", segment.path.display()));
+            shared.set_fatal(FatalCause::Flush { path: segment.path.clone(), source: err });
             return false;
         }
     }

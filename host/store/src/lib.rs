@@ -38,7 +38,7 @@ mod writer;
 
 pub use config::{FlushMode, StoreConfig};
 pub use dispatcher::DispatchHook;
-pub use error::{Result, StoreError};
+pub use error::{DiskFull, FatalCause, Result, StoreError};
 pub use log::StoredRecord;
 pub use queue::QueueEntry;
 pub use shared::FatalHook;

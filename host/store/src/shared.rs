@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::clock::Clock;
 use crate::config::{FlushMode, StoreConfig};
-use crate::error::StoreError;
+use crate::error::{FatalCause, StoreError};
 use crate::log::CommitLog;
 use crate::sync::{Event, lock};
 use crate::writer::Ack;
@@ -22,7 +22,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) store_host: SocketAddr,
     /// Set once, on the first failed flush; appends fail from then on.
-    fatal: OnceLock<String>,
+    fatal: OnceLock<Arc<FatalCause>>,
     on_fatal: Option<FatalHook>,
     /// Set by the retention thread while the disk is above `disk_full_ratio`.
     pub(crate) disk_full: AtomicBool,
@@ -107,20 +107,23 @@ impl Shared {
         }
     }
 
-    pub(crate) fn fatal(&self) -> Option<&str> {
-        self.fatal.get().map(String::as_str)
+    pub(crate) fn fatal(&self) -> Option<&Arc<FatalCause>> {
+        self.fatal.get()
     }
 
     pub(crate) fn fatal_error(&self) -> Option<StoreError> {
-        self.fatal().map(|reason| StoreError::Fatal(reason.to_owned()))
+        self.fatal().map(|cause| StoreError::Fatal(cause.clone()))
     }
 
     /// Stops the store after an I/O error that may have lost data: every waiting and future append
     /// fails, and the fatal hook runs. Recovery on the next open restores a consistent state.
-    pub(crate) fn set_fatal(&self, reason: String) {
-        if self.fatal.set(reason.clone()).is_err() {
-            return;
+    /// Returns `cause`, shared, for the caller's own error (the first cause is the one recorded).
+    pub(crate) fn set_fatal(&self, cause: FatalCause) -> Arc<FatalCause> {
+        let cause = Arc::new(cause);
+        if self.fatal.set(cause.clone()).is_err() {
+            return cause;
         }
+        let reason = cause.to_string();
         tracing::error!(%reason, "store stopped: a flush failed, data may not be durable; restart to recover");
         // The hook runs first, so that whoever sees a failed append can already see the store stopped.
         if let Some(hook) = &self.on_fatal {
@@ -128,9 +131,10 @@ impl Shared {
         }
         let waiting = std::mem::take(&mut *lock(&self.waiters));
         for (_, ack) in waiting {
-            ack.fail(StoreError::Fatal(reason.clone()));
+            ack.fail(StoreError::Fatal(cause.clone()));
         }
         self.notify_all();
+        cause
     }
 
     /// Queues acknowledgements until the flush that covers them. If the store has gone fatal, the
@@ -138,10 +142,10 @@ impl Shared {
     pub(crate) fn park_acks(&self, acks: Vec<(u64, Ack)>) {
         lock(&self.waiters).extend(acks);
         // `set_fatal` sets the reason before draining, so either it drained these or this sees it.
-        if let Some(reason) = self.fatal() {
+        if let Some(cause) = self.fatal() {
             let waiting = std::mem::take(&mut *lock(&self.waiters));
             for (_, ack) in waiting {
-                ack.fail(StoreError::Fatal(reason.to_owned()));
+                ack.fail(StoreError::Fatal(cause.clone()));
             }
         }
     }

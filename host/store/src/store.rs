@@ -493,7 +493,7 @@ impl Store {
             segments: log.segments().len(),
             queues: self.queues.all().len(),
             disk_full: self.shared.disk_full.load(Ordering::Acquire),
-            fatal: self.shared.fatal().map(str::to_owned),
+            fatal: self.shared.fatal().map(|cause| cause.to_string()),
             index_skipped: self.index_skipped.load(Ordering::Relaxed),
         }
     }

@@ -15,7 +15,7 @@ use std::sync::mpsc::Receiver;
 use ferrymq_proto::record::{self, Entry, FILLER_BYTES_MIN, RecordMeta, Verify, sys_flag};
 
 use crate::config::FlushMode;
-use crate::error::{Result, StoreError};
+use crate::error::{DiskFull, FatalCause, Result, StoreError};
 use crate::log::Segment;
 use crate::shared::Shared;
 use crate::warmer::Warm;
@@ -200,10 +200,7 @@ impl Writer {
             return Some(err);
         }
         if self.shared.disk_full.load(Ordering::Acquire) {
-            return Some(StoreError::DiskFull(format!(
-                "disk usage is above disk_full_ratio ({})",
-                self.shared.config.disk_full_ratio
-            )));
+            return Some(StoreError::DiskFull(DiskFull::AboveRatio { ratio: self.shared.config.disk_full_ratio }));
         }
         None
     }
@@ -329,7 +326,7 @@ impl Writer {
         let mut at = 0;
         while at < bytes.len() {
             let entry = record::decode(&bytes[at..], self.pos, Verify::Full)
-                .map_err(|e| StoreError::RawMalformed(format!("at offset {}: {e}", self.pos)))?;
+                .map_err(|source| StoreError::RawCorrupt { offset: self.pos, source })?;
             match entry {
                 Entry::Record { record, total_bytes } => {
                     let segment = match self.segment.clone() {
@@ -379,18 +376,13 @@ impl Writer {
     fn create_segment(&self, base: u64) -> Result<Arc<Segment>> {
         self.shared.log.create_segment(base).map_err(|err| match err {
             StoreError::DiskFull(_) => err,
-            other => {
-                self.shared.set_fatal(other.to_string());
-                StoreError::Fatal(other.to_string())
-            }
+            other => StoreError::Fatal(self.shared.set_fatal(FatalCause::Segment(other))),
         })
     }
 
     fn write_or_fatal(&self, segment: &Segment, at: u64, bytes: &[u8]) -> Result<()> {
-        segment.file.write(at - segment.base, bytes).map_err(|e| {
-            let reason = format!("write to {} failed: {e}", segment.path.display());
-            self.shared.set_fatal(reason.clone());
-            StoreError::Fatal(reason)
+        segment.file.write(at - segment.base, bytes).map_err(|source| {
+            StoreError::Fatal(self.shared.set_fatal(FatalCause::Write { path: segment.path.clone(), source }))
         })
     }
 
@@ -416,8 +408,12 @@ impl Writer {
         let write = self.write_batch();
         let acks = std::mem::take(&mut self.acks);
         if let Err(err) = write {
+            let cause = match err {
+                StoreError::Fatal(cause) => cause,
+                other => Arc::new(FatalCause::Batch(other)),
+            };
             for (_, ack) in acks {
-                ack.fail(StoreError::Fatal(err.to_string()));
+                ack.fail(StoreError::Fatal(cause.clone()));
             }
             return;
         }

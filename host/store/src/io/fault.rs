@@ -23,10 +23,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use super::{Space, Storage, StorageFile, check_range, clip};
 use crate::clock::Clock;
+use crate::sync::lock;
 
 /// Unit of a torn write.
 const SECTOR_BYTES: u64 = 512;
@@ -104,10 +105,6 @@ impl std::fmt::Debug for FakeFile {
 // contract (see `io`) forbids writing a range while it is borrowed, and the store never writes one
 // range from two threads at once. All other state is behind a mutex.
 unsafe impl Sync for FakeFile {}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn eio() -> io::Error {
     io::Error::from_raw_os_error(libc::EIO)

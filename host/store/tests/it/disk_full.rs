@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ferrymq_store::clock::SystemClock;
 use ferrymq_store::io::{FaultPlan, FsStorage, Storage};
-use ferrymq_store::{FlushMode, Store, StoreConfig, StoreError};
+use ferrymq_store::{DiskFull, FlushMode, Store, StoreConfig, StoreError};
 
 use crate::support::{fault_storage, message, open_fault, options, queue_bodies, small_config, wait_dispatched};
 
@@ -19,6 +19,7 @@ fn fill(store: &Store) -> Vec<Vec<u8>> {
         match store.append_wait(message("t", 0, &body, "", "", "")) {
             Ok(_) => acked.push(body),
             Err(StoreError::DiskFull(reason)) => {
+                let reason = reason.to_string();
                 assert!(reason.contains("No space left") || reason.contains("disk"), "{reason}");
                 return acked;
             }
@@ -60,7 +61,7 @@ fn disk_usage_above_the_full_ratio_refuses_appends_until_it_drops() {
     assert!(store.stats().disk_full, "{:?}", storage.space(Path::new("/data")));
     let refused = store.append_wait(message("t", 0, b"refused", "", "", ""));
     match refused {
-        Err(StoreError::DiskFull(reason)) => assert!(reason.contains("disk_full_ratio"), "{reason}"),
+        Err(StoreError::DiskFull(DiskFull::AboveRatio { ratio })) => assert_eq!(ratio, 0.95),
         other => panic!("expected a disk-full refusal, got {other:?}"),
     }
     storage.set_capacity_bytes(10 << 20);

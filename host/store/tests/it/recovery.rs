@@ -78,7 +78,12 @@ fn a_failed_flush_stops_the_store_and_a_restart_recovers() {
     }
     storage.fail_next_sync();
     let failed = store.append_wait(message("t", 0, b"unlucky", "", "", ""));
-    assert!(matches!(failed, Err(StoreError::Fatal(_))), "{failed:?}");
+    match &failed {
+        Err(err @ StoreError::Fatal(_)) => {
+            assert!(std::error::Error::source(err).is_some(), "the cause travels with the error: {err:?}");
+        }
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
     assert!(stopped.load(Ordering::SeqCst), "fatal hook ran");
     assert!(store.stats().fatal.is_some());
     let refused = store.append_wait(message("t", 0, b"refused", "", "", ""));
