@@ -105,9 +105,9 @@ impl PluginEngine {
             .max_wasm_stack(WASM_STACK_BYTES_MAX)
             .memory_reservation(ENGINE_MEMORY_BYTES_MAX)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| PluginError::Refused(format!("plugin engine: {e}")))?;
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine { what: "configure", cause: e.into() })?;
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| PluginError::Cache(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| PluginError::Cache { path: dir.clone(), cause: e.into() })?;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -120,7 +120,7 @@ impl PluginEngine {
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| PluginError::Refused(format!("start the plugin clock: {e}")))?
+                .map_err(|e| PluginError::Engine { what: "start the plugin clock", cause: e.into() })?
         };
         let workers = Arc::new(Workers::start(workers, worker_nice)?);
         Ok(Self { engine, cache_dir, workers, on_quarantine: Arc::default(), stop, ticker: Some(ticker) })
@@ -174,7 +174,7 @@ impl PluginEngine {
             }
         }
         let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Refused(format!("not a valid WebAssembly component: {e}")))?;
+            .map_err(|e| PluginError::Invalid { what: "not a valid WebAssembly component", cause: e.into() })?;
         if let Some(path) = cached
             && let Err(err) = write_cache(&path, &component)
         {

@@ -24,7 +24,7 @@ mod workers;
 
 pub use calls::{FilterPlugin, REDIRECT_TOPICS_MAX, RouteOutcome, RoutePlugin, TxCheckPlugin, TxOutcome};
 pub use engine::{ENGINE_MEMORY_BYTES_MAX, Loaded, PluginEngine, SUPPORTED_VERSIONS, World};
-pub use error::PluginError;
+pub use error::{Cause, PluginError};
 pub use limits::{CALL_MS_LIMIT, MEMORY_BYTES_LIMIT, PLUGIN_BYTES_MAX, PluginLimits};
 pub use plugin::{DEMOTION, Grant, INLINE_CALL_MAX, PluginStats, QuarantineHook, SLOW_CALLS_MAX};
 pub use state::BodySource;

@@ -14,7 +14,7 @@ use crate::bindings::{
     filter::Filter, filter::FilterPre, route::Route, route::RoutePre, tx_check::TxCheck, tx_check::TxCheckPre,
 };
 use crate::engine::{EPOCH_TICK, Loaded, PluginEngine, World};
-use crate::error::PluginError;
+use crate::error::{Cause, PluginError};
 use crate::limits::PluginLimits;
 use crate::state::PluginState;
 use crate::workers::Workers;
@@ -128,7 +128,7 @@ pub(crate) struct Plugin<P: WorldPre> {
 /// The linker of a world: WASI with nothing granted, the contract's host interfaces, and for
 /// tx-check outgoing HTTP.
 pub(crate) fn linker(engine: &PluginEngine, world: World) -> Result<Linker<PluginState>, PluginError> {
-    let refused = |e: wasmtime::Error| PluginError::Refused(format!("plugin linker: {e}"));
+    let refused = |e: wasmtime::Error| PluginError::Invalid { what: "plugin linker", cause: e.into() };
     let mut linker = Linker::new(&engine.engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(refused)?;
     match world {
@@ -202,7 +202,7 @@ impl<P: WorldPre> Plugin<P> {
         store.limiter(|s| &mut s.limits);
         // Deadlines must be set before instantiating: instantiation runs guest code too.
         store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| self.classify(&e))?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
         Ok(Instance { store, bindings })
     }
 
@@ -232,13 +232,13 @@ impl<P: WorldPre> Plugin<P> {
         }
     }
 
-    fn classify(&self, err: &wasmtime::Error) -> PluginError {
+    fn classify(&self, err: wasmtime::Error) -> PluginError {
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PluginError::Timeout { ms: self.limits.call_ms_max },
             _ if format!("{err:?}").contains("forcing trap when growing memory") => {
                 PluginError::MemoryLimit { bytes: self.limits.memory_bytes_max }
             }
-            _ => PluginError::Trap(format!("{err:#}")),
+            _ => PluginError::Trap(Cause::from(err)),
         }
     }
 
@@ -256,7 +256,7 @@ impl<P: WorldPre> Plugin<P> {
         let result = self.checkout().and_then(|mut instance| {
             prepare(instance.store.data_mut());
             instance.store.set_epoch_deadline(self.deadline_ticks());
-            let out = run(&mut instance.store, &instance.bindings).map_err(|e| self.classify(&e));
+            let out = run(&mut instance.store, &instance.bindings).map_err(|e| self.classify(e));
             let state = instance.store.data_mut();
             state.bodies = None;
             self.log_dropped.fetch_add(std::mem::take(&mut state.log_dropped), Ordering::Relaxed);
@@ -392,7 +392,6 @@ pub(crate) fn prepare<P: WorldPre>(
     let linker = linker(engine, loaded.world)?;
     let pre = linker
         .instantiate_pre(&loaded.component)
-        .map_err(|e| PluginError::Refused(format!("the plugin's imports cannot be satisfied: {e}")))?;
-    make(pre)
-        .map_err(|e| PluginError::Refused(format!("the plugin does not match the {} world: {e}", loaded.world.name())))
+        .map_err(|e| PluginError::Invalid { what: "the plugin's imports cannot be satisfied", cause: e.into() })?;
+    make(pre).map_err(|e| PluginError::Invalid { what: "the plugin does not match its world", cause: e.into() })
 }

@@ -87,7 +87,7 @@ impl Workers {
                     lower_priority(nice);
                     work(&shared);
                 })
-                .map_err(|e| PluginError::Refused(format!("start a plugin worker: {e}")))?;
+                .map_err(|e| PluginError::Engine { what: "start a plugin worker", cause: e.into() })?;
             lock(&workers.threads).push(thread);
         }
         Ok(workers)
@@ -119,7 +119,7 @@ impl Workers {
         }
         self.shared.ready.notify_one();
         // A job is always run or dropped; dropped (its worker panicked) closes the channel.
-        answer.recv().unwrap_or_else(|_| Err(PluginError::Trap("the plugin worker failed during the call".into())))
+        answer.recv().unwrap_or_else(|_| Err(PluginError::WorkerLost))
     }
 
     /// Lets queued calls finish, then ends the threads.

@@ -1,9 +1,8 @@
-//! The plugin runtime with the real example and fixture plugins (built by `scripts/test.sh` into
-//! `plugins/target/wasm32-wasip2/release/`).
+//! The plugin runtime with the real example and fixture plugins (`plugins/`, `tests/plugins/`), which
+//! `ferrymq-test-components` builds.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferrymq_plugin::{
@@ -13,10 +12,8 @@ use ferrymq_plugin::{
 use ferrymq_proto::plugin_batch::PluginMessage;
 
 fn wasm(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (./scripts/test.sh builds the plugins)", path.display()))
+    let path = ferrymq_test_components::component(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn engine() -> PluginEngine {
@@ -181,7 +178,7 @@ fn plugins_get_no_files_and_no_network() {
 #[test]
 fn components_that_break_the_contract_are_refused_at_load() {
     let engine = engine();
-    assert!(matches!(engine.load(b"not wasm"), Err(PluginError::Refused(_))));
+    assert!(matches!(engine.load(b"not wasm"), Err(PluginError::Invalid { .. })));
     assert!(matches!(engine.load(&vec![0u8; 17 << 20]), Err(PluginError::Refused(msg)) if msg.contains("size limit")));
     let route = engine.load(&wasm("route_by_region")).expect("load");
     let err =
