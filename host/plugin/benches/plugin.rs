@@ -9,12 +9,10 @@
 //! * `route/<plugin>` — one produced message (1 KiB body) through each example route.
 //!
 //! Throughput is in messages per second; criterion's time per iteration divided by the batch size is
-//! the cost per message. The components come from `plugins/` (built by `scripts/test.sh`).
+//! the cost per message. The components come from `plugins/` and `tests/plugins/` (built by `ferrymq-test-components`).
 
 // Setup that fails should stop a benchmark loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
-
-use std::path::PathBuf;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ferrymq_plugin::{BodySource, FilterPlugin, Grant, PluginEngine, PluginLimits, RoutePlugin};
@@ -23,10 +21,8 @@ use ferrymq_proto::plugin_batch::{PluginMessage, encode_batch};
 const BODY_BYTES: usize = 1024;
 
 fn wasm(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (./scripts/test.sh builds the plugins)", path.display()))
+    let path = ferrymq_test_components::component(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn grant(config: &[(&str, &str)]) -> Grant {

@@ -7,12 +7,12 @@
 //!   is the filter's cost on the consumer path.
 //!
 //! Throughput is in messages per second. The component comes from `plugins/` (built by
-//! `scripts/test.sh`).
+//! `ferrymq-test-components`).
 
 // Setup that fails should stop a benchmark loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -23,18 +23,14 @@ use ferrymq_broker::filter::Filter;
 use ferrymq_broker::metadata::{GroupConfig, TopicConfig, TopicType};
 use ferrymq_broker::send::Outgoing;
 use ferrymq_broker::{Broker, BrokerConfig};
+use ferrymq_policy::config::BindingRules;
 use ferrymq_policy::{BindingConfig, FailurePolicy, PluginHost, PluginKind, PluginsConfig};
 use ferrymq_store::clock::SystemClock;
 use ferrymq_store::{Store, StoreOptions};
+use ferrymq_test_components::component;
 
 const MESSAGES: usize = 1024;
 const BODY_BYTES: usize = 256;
-
-fn component(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-}
 
 fn open(dir: &Path, filtered: bool) -> (Arc<Store>, Broker, Option<Arc<PluginHost>>) {
     let mut options = StoreOptions::new(dir.join("store"));
@@ -48,14 +44,17 @@ fn open(dir: &Path, filtered: bool) -> (Arc<Store>, Broker, Option<Arc<PluginHos
     let host = filtered.then(|| {
         let binding = BindingConfig {
             name: Some("inbox".into()),
-            kind: PluginKind::Filter,
             component: component("enterprise_inbox"),
-            topic: "inbox".into(),
-            group: Some("readers".into()),
-            policy: FailurePolicy::FailClosed,
-            params: [("enterprise_ids".to_owned(), "E0, E1, E2, E3".to_owned())].into(),
-            http_allowlist: Vec::new(),
-            limits: Default::default(),
+            rules: BindingRules {
+                kind: PluginKind::Filter,
+                topic: "inbox".into(),
+                group: Some("readers".into()),
+                policy: FailurePolicy::FailClosed,
+                params: [("enterprise_ids".to_owned(), "E0, E1, E2, E3".to_owned())].into(),
+                http_allowlist: Vec::new(),
+                limits: Default::default(),
+            },
+            unknown: Default::default(),
         };
         let config = PluginsConfig { bindings: vec![binding], ..PluginsConfig::default() };
         let host = Arc::new(PluginHost::start(&config, dir).expect("plugin host"));

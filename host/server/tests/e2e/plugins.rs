@@ -2,12 +2,11 @@
 //! effect, misbehaving plugins contained (other traffic keeps its latency) and quarantined, and the
 //! HTTP tx-check against a local service and a host it is not allowed to reach.
 //!
-//! The components are built by `scripts/test.sh` into `plugins/target/wasm32-wasip2/release/`.
+//! The components come from `plugins/` and `tests/plugins/` (built by `ferrymq-test-components`).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,11 +18,7 @@ use crate::clients::{Client, names};
 use crate::support::Node;
 
 fn component(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: ./scripts/test.sh builds the plugins", path.display());
-    path.canonicalize().expect("path").to_string_lossy().into_owned()
+    ferrymq_test_components::component(name).to_string_lossy().into_owned()
 }
 
 /// A `[[plugins.bindings]]` table; `more` is extra TOML lines (params, limits, allowlist).
