@@ -119,17 +119,12 @@ impl GrpcState {
             let received = if !self.cluster.serving_reads() {
                 // A slave hands out messages only while its master is down.
                 Ok(Vec::new())
-            } else if filtered {
-                // A filter plugin runs inside `receive`: keep it off the async workers.
-                match tokio::task::spawn_blocking(job).await {
-                    Ok(received) => received,
-                    Err(err) => {
-                        tracing::error!(%err, "a receive running a filter plugin failed");
-                        return fail(status(Code::InternalServerError, "the receive could not be completed"));
-                    }
-                }
             } else {
-                job()
+                // A filter plugin runs inside `receive`.
+                match super::off_the_runtime_if(filtered, "receive", job).await {
+                    Some(received) => received,
+                    None => return fail(status(Code::InternalServerError, "the receive could not be completed")),
+                }
             };
             let got = match received {
                 Ok(got) => got,

@@ -187,3 +187,26 @@ pub async fn serve(
         })
         .await
 }
+
+/// Runs `job` on a blocking thread when it may call a plugin (`plugins`), inline otherwise: a plugin
+/// call is synchronous and may take its whole time limit, which an async worker must not wait out.
+/// `None` (logged, naming `what`) if the blocking thread failed.
+///
+/// # Cancel safety
+/// Dropping the future leaves a started blocking job to finish on its own; its result is lost.
+async fn off_the_runtime_if<T: Send + 'static>(
+    plugins: bool,
+    what: &'static str,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if !plugins {
+        return Some(job());
+    }
+    match tokio::task::spawn_blocking(job).await {
+        Ok(done) => Some(done),
+        Err(err) => {
+            tracing::error!(%err, what, "a request running a plugin failed");
+            None
+        }
+    }
+}

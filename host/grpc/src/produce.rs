@@ -55,17 +55,9 @@ impl GrpcState {
                 })
                 .collect::<Vec<_>>()
         };
-        // A route plugin runs inside `send`: keep it off the async workers.
-        let pending = if routed {
-            match tokio::task::spawn_blocking(submit).await {
-                Ok(pending) => pending,
-                Err(err) => {
-                    tracing::error!(%err, "a send running route plugins failed");
-                    return fail(status(Code::InternalServerError, "the send could not be completed"));
-                }
-            }
-        } else {
-            submit()
+        // A route plugin runs inside `send`.
+        let Some(pending) = super::off_the_runtime_if(routed, "send", submit).await else {
+            return fail(status(Code::InternalServerError, "the send could not be completed"));
         };
         let mut entries = Vec::with_capacity(pending.len());
         // Sync replication: one wait covers every message of the request.

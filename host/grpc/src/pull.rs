@@ -129,18 +129,10 @@ impl GrpcState {
                 let (store, key, filter, policies) = (store.clone(), key.clone(), filter.clone(), policies.clone());
                 move || scan(&store, &key, &filter, policies.as_deref(), from, batch)
             };
-            let scanned = if policies.is_some() {
-                // A filter plugin runs in the scan: keep it off the async workers.
-                match tokio::task::spawn_blocking(scan).await {
-                    Ok(scanned) => scanned,
-                    Err(err) => {
-                        tracing::error!(%err, "a pull running a filter plugin failed");
-                        Err(status(Code::InternalServerError, "the pull could not be completed"))
-                    }
-                }
-            } else {
-                scan()
-            };
+            // A filter plugin runs in the scan.
+            let scanned = super::off_the_runtime_if(policies.is_some(), "pull", scan)
+                .await
+                .unwrap_or_else(|| Err(status(Code::InternalServerError, "the pull could not be completed")));
             let (messages, next) = match scanned {
                 Ok(scanned) => scanned,
                 Err(status) => return vec![one(Content::Status(status))],
