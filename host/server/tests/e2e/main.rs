@@ -3,12 +3,14 @@
 
 mod clients;
 mod netns;
+mod netns_harness;
 mod support;
 
 mod admin;
 mod bench;
 mod cli;
 mod compat;
+mod examples;
 mod hot_load;
 mod netns_cluster;
 mod plugins;
