@@ -16,8 +16,9 @@ use crate::durable_file;
 
 /// Most queues a topic may have.
 pub const TOPIC_QUEUES_MAX: u32 = 1024;
-/// Longest consumer-group name (RocketMQ's limit).
-pub const GROUP_NAME_BYTES_MAX: usize = 255;
+/// Longest consumer-group name: its dead-letter topic (`%DLQ%<group>`) must still be a valid topic
+/// name. (RocketMQ allows 255 bytes; a longer group could never set a message aside.)
+pub const GROUP_NAME_BYTES_MAX: usize = ferrymq_store::TOPIC_BYTES_MAX - DLQ_TOPIC_PREFIX.len();
 /// Most delivery attempts a group may allow.
 pub const MAX_ATTEMPTS_MAX: u32 = 1000;
 
@@ -38,6 +39,17 @@ pub fn retry_topic(group: &str, topic: &str) -> String {
 /// The dead-letter topic of `group`.
 pub fn dlq_topic(group: &str) -> String {
     format!("{DLQ_TOPIC_PREFIX}{group}")
+}
+
+const _: () = assert!(DLQ_TOPIC_PREFIX.len() + GROUP_NAME_BYTES_MAX <= ferrymq_store::TOPIC_BYTES_MAX);
+
+/// Whether a message of `topic` that `group` did not acknowledge is delivered again from where it
+/// is rather than through the retry topic: always for FIFO and broadcast groups, and for any group
+/// whose retry topic for `topic` would be longer than a topic name may be (a long group name on a
+/// long topic), so that such a message still comes back.
+pub fn retries_in_place(group: &GroupConfig, topic: &str) -> bool {
+    let retry_topic_bytes = RETRY_TOPIC_PREFIX.len() + group.name.len() + 1 + topic.len();
+    group.fifo || group.broadcast || retry_topic_bytes > ferrymq_store::TOPIC_BYTES_MAX
 }
 
 /// Topics the broker creates and names itself.

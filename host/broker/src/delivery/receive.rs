@@ -9,7 +9,7 @@ use super::redeliver::{Destination, Move};
 use super::scan::Candidate;
 use super::{AUTO_RENEW_MAX_MS, Delivered, Delivery, DeliveryError, RECEIVE_BATCH_MAX, Receive, subscriber};
 use crate::hooks::{FilterInput, FilterVerdict, Policies};
-use crate::metadata::retry_topic;
+use crate::metadata::{retries_in_place, retry_topic};
 use crate::offsets::OffsetKey;
 
 /// Candidates a receive offers a filter plugin at once, however few messages it wants.
@@ -20,7 +20,8 @@ const JUDGE_ROUNDS_MAX: usize = 16;
 /// One receive under way: the request, the path its group takes, and what it has produced so far.
 pub(super) struct Receiving<'a, 'r> {
     pub(super) req: &'a Receive<'r>,
-    /// FIFO and broadcast groups are delivered again in place; others through the retry topic.
+    /// FIFO and broadcast groups (and a retry topic that would not fit) are delivered again in
+    /// place; others through the retry topic.
     pub(super) in_place: bool,
     /// Most messages to deliver, within `1..=RECEIVE_BATCH_MAX`.
     batch: usize,
@@ -40,7 +41,7 @@ impl Delivery {
         let policies = self.policies().filter(|p| p.has_filter(req.topic, &req.group.name));
         let mut rx = Receiving {
             req,
-            in_place: req.group.fifo || req.group.broadcast,
+            in_place: retries_in_place(req.group, req.topic),
             batch: req.batch.clamp(1, RECEIVE_BATCH_MAX),
             delivered: Vec::new(),
             moves: Vec::new(),

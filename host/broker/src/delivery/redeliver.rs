@@ -6,7 +6,7 @@ use ferrymq_store::{NewMessage, StoredRecord};
 
 use super::cursor::{Inflight, State};
 use super::{Delivery, DeliveryError};
-use crate::metadata::{GroupConfig, dlq_topic, retry_topic};
+use crate::metadata::{GroupConfig, RETRY_TOPIC_PREFIX, dlq_topic, retries_in_place, retry_topic};
 use crate::offsets::OffsetKey;
 
 /// Where a message that will not be delivered again in place goes.
@@ -99,7 +99,9 @@ impl Delivery {
             .metadata
             .group(&group_name)
             .unwrap_or(GroupConfig { name: group_name.clone(), ..GroupConfig::default() });
-        let in_place = group.fifo || group.broadcast;
+        // A retry topic's cursor decides as the topic its messages came from.
+        let retry_prefix = format!("{RETRY_TOPIC_PREFIX}{group_name}_");
+        let in_place = retries_in_place(&group, key.topic.strip_prefix(&retry_prefix).unwrap_or(&key.topic));
         let Some(cursor) = state.cursors.get_mut(key) else { return Expired::Settled };
         if let Some(inflight) = cursor.inflight.get_mut(&offset)
             && let Some(renew) = inflight.renew.as_ref().filter(|r| r.until_ms > now)

@@ -122,6 +122,37 @@ fn after_max_attempts_a_message_lands_in_the_dead_letter_topic() {
 }
 
 #[test]
+fn a_group_whose_retry_topic_would_not_fit_gets_its_messages_again_in_place_then_dead_letters_them() {
+    let f = Fixture::new();
+    // `%RETRY%<group>_<topic>` would be 7 + 100 + 1 + 40 = 148 bytes, over the 127 a topic may have.
+    let topic = "t".repeat(40);
+    let name = "g".repeat(100);
+    f.topic(&topic, TopicType::Normal, 1);
+    let g = f.group(&name, |g| g.max_attempts = 3);
+    f.send(message(&topic, "kept"));
+    for attempt in 1..=3 {
+        let got = receive(&f, &g, "c", &topic, &Filter::all(), 1);
+        assert_eq!(bodies(&got), ["kept"], "attempt {attempt} comes back");
+        assert_eq!(got[0].delivery_attempt, attempt);
+        f.advance(30_001);
+        f.revive();
+    }
+    assert!(receive(&f, &g, "c", &topic, &Filter::all(), 1).is_empty(), "set aside after the last attempt");
+    let reader = f.group("dlq-reader", |_| {});
+    assert_eq!(bodies(&receive(&f, &reader, "c", &dlq_topic(&name), &Filter::all(), 8)), ["kept"]);
+}
+
+#[test]
+fn a_group_name_too_long_for_its_dead_letter_topic_is_refused() {
+    let f = Fixture::new();
+    let longest = "g".repeat(ferrymq_broker::metadata::GROUP_NAME_BYTES_MAX);
+    assert!(f.broker.metadata().put_group(GroupConfig { name: longest, ..GroupConfig::default() }).is_ok());
+    let over = "g".repeat(ferrymq_broker::metadata::GROUP_NAME_BYTES_MAX + 1);
+    let refused = f.broker.metadata().put_group(GroupConfig { name: over, ..GroupConfig::default() });
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[test]
 fn fifo_groups_get_one_message_per_message_group_at_a_time_in_order() {
     let f = Fixture::new();
     f.topic("orders", TopicType::Fifo, 2);
