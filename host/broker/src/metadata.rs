@@ -52,11 +52,30 @@ pub fn retries_in_place(group: &GroupConfig, topic: &str) -> bool {
     group.fifo || group.broadcast || retry_topic_bytes > ferrymq_store::TOPIC_BYTES_MAX
 }
 
+/// RocketMQ 4's own topics: a client that meets one of them takes it for the broker's (the default
+/// topic it creates others from, the delay schedule, half messages, trace and offsets), so none may
+/// be a user's topic here either.
+pub const ROCKETMQ_SYSTEM_TOPICS: [&str; 8] = [
+    "TBW102",
+    "SCHEDULE_TOPIC_XXXX",
+    "RMQ_SYS_TRANS_HALF_TOPIC",
+    "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+    "TRANS_CHECK_MAX_TIME_TOPIC",
+    "RMQ_SYS_TRACE_TOPIC",
+    "OFFSET_MOVED_EVENT",
+    "SELF_TEST_TOPIC",
+];
+
 /// Topics the broker creates and names itself.
 pub fn is_system_topic(topic: &str) -> bool {
     topic.starts_with(RETRY_TOPIC_PREFIX)
         || topic.starts_with(DLQ_TOPIC_PREFIX)
         || topic.starts_with(SYSTEM_TOPIC_PREFIX)
+}
+
+/// Names no user topic may take: the broker's own, and RocketMQ's.
+pub fn is_reserved_topic(topic: &str) -> bool {
+    is_system_topic(topic) || topic.starts_with("RMQ_SYS_") || ROCKETMQ_SYSTEM_TOPICS.contains(&topic)
 }
 
 /// What kinds of message a topic takes.
@@ -149,6 +168,10 @@ impl Default for GroupConfig {
     }
 }
 
+/// Most steps of a retry schedule, and the longest step (a day: what a delay may be).
+pub const RETRY_BACKOFF_STEPS_MAX: usize = 64;
+pub const RETRY_BACKOFF_MS_MAX: u64 = 86_400_000;
+
 /// RocketMQ's default retry schedule: 1s 5s 10s 30s 1m … 2h.
 pub const DEFAULT_RETRY_BACKOFF_MS: [u64; 18] = [
     1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000, 480_000, 540_000,
@@ -217,10 +240,10 @@ fn validate_user_topic(name: &str) -> Result<(), MetadataError> {
     if let Some(reason) = ferrymq_proto::name::problem(name, ferrymq_store::TOPIC_BYTES_MAX) {
         return Err(MetadataError::InvalidTopic { name: name.to_owned(), reason: reason.to_owned() });
     }
-    if is_system_topic(name) {
+    if is_reserved_topic(name) {
         return Err(MetadataError::InvalidTopic {
             name: name.to_owned(),
-            reason: "names starting with %RETRY%, %DLQ% or rmq_sys_ are reserved".into(),
+            reason: "names starting with %RETRY%, %DLQ%, rmq_sys_ or RMQ_SYS_, and RocketMQ's own topics (TBW102, SCHEDULE_TOPIC_XXXX, …), are reserved".into(),
         });
     }
     Ok(())
@@ -297,6 +320,16 @@ impl Metadata {
             return Err(MetadataError::InvalidGroup {
                 name: group.name.clone(),
                 reason: format!("max_attempts must be between 1 and {MAX_ATTEMPTS_MAX}"),
+            });
+        }
+        if group.retry_backoff_ms.len() > RETRY_BACKOFF_STEPS_MAX
+            || group.retry_backoff_ms.iter().any(|&ms| ms == 0 || ms > RETRY_BACKOFF_MS_MAX)
+        {
+            return Err(MetadataError::InvalidGroup {
+                name: group.name.clone(),
+                reason: format!(
+                    "retry_backoff_ms takes at most {RETRY_BACKOFF_STEPS_MAX} steps of 1 to {RETRY_BACKOFF_MS_MAX} ms"
+                ),
             });
         }
         self.update(|c| {
@@ -400,7 +433,7 @@ mod tests {
     fn bad_names_and_counts_are_refused_with_a_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
         let meta = Metadata::open(dir.path()).expect("open");
-        for bad in ["", "a/b", "%DLQ%x", "rmq_sys_mine", "with space"] {
+        for bad in ["", "a/b", "%DLQ%x", "rmq_sys_mine", "with space", "TBW102", "SCHEDULE_TOPIC_XXXX", "RMQ_SYS_X"] {
             assert!(
                 matches!(meta.create_topic(topic(bad, TopicType::Normal, 1)), Err(MetadataError::InvalidTopic { .. })),
                 "{bad}"
@@ -414,6 +447,10 @@ mod tests {
         assert!(meta.group_or_default("bad group").is_err());
         let zero = GroupConfig { name: "g".into(), max_attempts: 0, ..GroupConfig::default() };
         assert!(meta.put_group(zero).is_err());
+        for backoff in [vec![u64::MAX], vec![0], vec![1_000; RETRY_BACKOFF_STEPS_MAX + 1]] {
+            let group = GroupConfig { name: "g".into(), retry_backoff_ms: backoff, ..GroupConfig::default() };
+            assert!(meta.put_group(group).is_err(), "a backoff clients would read as negative or endless");
+        }
     }
 
     #[test]

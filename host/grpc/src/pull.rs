@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use ferrymq_broker::filter::{Filter, Verdict};
 use ferrymq_broker::hooks::{FilterInput, FilterVerdict, Policies};
+use ferrymq_broker::metadata::RETRY_TOPIC_PREFIX;
 use ferrymq_broker::offsets::OffsetKey;
 use ferrymq_broker::search::offset_at_time;
 use ferrymq_proto::grpc::v2::{self as pb, Code, pull_message_response::Content};
@@ -83,6 +84,11 @@ impl GrpcState {
     fn queue_key(&self, group: Option<&pb::Resource>, q: Option<&pb::MessageQueue>) -> Result<OffsetKey, pb::Status> {
         let group = self.group(group)?;
         let (topic, queue_id) = queue_of(q);
+        // A retry topic holds one group's redeliveries: only that group reads it.
+        if topic.starts_with(RETRY_TOPIC_PREFIX) && !topic.starts_with(&format!("{RETRY_TOPIC_PREFIX}{}_", group.name))
+        {
+            return Err(status(Code::Forbidden, format!("{topic:?} is another group's retry topic")));
+        }
         let config = self.routable(q.and_then(|q| q.topic.as_ref()))?;
         if queue_id >= config.queues {
             return Err(status(Code::BadRequest, format!("topic {topic:?} has no queue {queue_id}")));

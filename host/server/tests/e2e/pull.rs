@@ -105,3 +105,43 @@ fn pull_consumers_read_from_their_own_offsets_and_commit_them() {
         assert_eq!(by_time.into_inner().offset, 5, "nothing was stored after that time");
     });
 }
+
+#[test]
+fn a_group_cannot_pull_another_groups_retry_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&dir.path().join("data"), &[]);
+    node.admin(&["topic", "create", "ledger", "--type", "normal", "--queues", "1"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let client = MessagingServiceClient::connect(format!("http://{}", node.grpc)).await.expect("connect");
+        let pull = |group: &str, topic: &str| pb::PullMessageRequest {
+            group: resource(group),
+            message_queue: queue(topic, 0),
+            offset: 0,
+            batch_size: 1,
+            filter_expression: None,
+            long_polling_timeout: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+        };
+        let code = |responses: Vec<pb::PullMessageResponse>| {
+            responses.into_iter().find_map(|r| match r.content {
+                Some(Content::Status(s)) => Some(s.code),
+                _ => None,
+            })
+        };
+        let first = |request| {
+            let mut client = client.clone();
+            async move {
+                let mut stream = client.pull_message(with_client_id(request)).await.expect("pull").into_inner();
+                let mut out = Vec::new();
+                while let Some(item) = stream.message().await.expect("stream item") {
+                    out.push(item);
+                }
+                out
+            }
+        };
+        let foreign = first(pull("thief", "%RETRY%owners_ledger")).await;
+        assert_eq!(code(foreign), Some(pb::Code::Forbidden as i32), "another group's redeliveries");
+        let own = first(pull("owners", "%RETRY%owners_ledger")).await;
+        assert_ne!(code(own), Some(pb::Code::Forbidden as i32), "its own retry topic it may read");
+    });
+}
