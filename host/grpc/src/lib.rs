@@ -10,6 +10,7 @@ mod clients;
 mod consume;
 mod convert;
 mod counters;
+mod listener;
 mod produce;
 mod pull;
 mod route;
@@ -59,6 +60,15 @@ pub struct GrpcConfig {
     pub receive_waiters_max: usize,
     /// Largest gRPC message accepted (a batch of messages in one SendMessage).
     pub request_bytes_max: usize,
+    /// Connections served at once; more wait in the accept queue. Lowered at start when the
+    /// process's open-file limit could not hold them.
+    pub connections_max: usize,
+    /// A connection that sends nothing for this long after it is accepted is closed.
+    pub first_bytes_ms: u64,
+    /// Requests (HTTP/2 streams) open at once on one connection; a client is told, and waits.
+    pub streams_per_connection_max: u32,
+    /// Largest block of request headers (gRPC metadata) accepted.
+    pub header_bytes_max: u32,
 }
 
 impl Default for GrpcConfig {
@@ -74,6 +84,10 @@ impl Default for GrpcConfig {
             client_idle_timeout_ms: 120_000,
             receive_waiters_max: 10_000,
             request_bytes_max: 64 << 20,
+            connections_max: 10_000,
+            first_bytes_ms: 10_000,
+            streams_per_connection_max: 1_024,
+            header_bytes_max: 64 << 10,
         }
     }
 }
@@ -85,6 +99,16 @@ impl GrpcConfig {
         }
         if self.auto_renew_invisible_ms <= 0 || self.receive_waiters_max == 0 || self.request_bytes_max == 0 {
             return Err("auto_renew_invisible_ms, receive_waiters_max and request_bytes_max must be positive".into());
+        }
+        if self.connections_max == 0
+            || self.first_bytes_ms == 0
+            || self.streams_per_connection_max == 0
+            || self.header_bytes_max < 4096
+        {
+            return Err(
+                "connections_max, first_bytes_ms and streams_per_connection_max must be positive, header_bytes_max at least 4096"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -170,15 +194,18 @@ pub async fn serve(
     state: Arc<GrpcState>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let request_bytes_max = state.config.request_bytes_max;
+    let config = state.config.clone();
     let service = MessagingServiceServer::new(Messaging { state })
-        .max_decoding_message_size(request_bytes_max)
-        .max_encoding_message_size(request_bytes_max);
-    // Without TCP_NODELAY a small answer written after a large request waits for the peer's delayed
-    // ACK (40 ms on Linux). Wider HTTP/2 windows let a batch of sends arrive without a window update.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        .max_decoding_message_size(config.request_bytes_max)
+        .max_encoding_message_size(config.request_bytes_max);
+    let incoming = listener::incoming(listener, config.connections_max, Duration::from_millis(config.first_bytes_ms));
+    // Wider HTTP/2 windows let a batch of sends arrive without a window update. A peer that stops
+    // answering pings is dropped, and with it its streams.
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(config.streams_per_connection_max))
+        .http2_max_header_list_size(Some(config.header_bytes_max))
         .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
         .add_service(service)

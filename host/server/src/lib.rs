@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod namesrv;
 pub mod node;
+pub mod open_files;
 pub mod standalone;
 
 use std::process::ExitCode;

@@ -33,6 +33,8 @@ const EXIT_FATAL_IO: u8 = 74;
 /// Runs one node until a signal or a fatal store error; `clustered` joins it to its broker set.
 pub(crate) fn run_node(config: ServerConfig, clustered: bool) -> anyhow::Result<ExitCode> {
     logging::init(&config.log)?;
+    let mut config = config;
+    crate::open_files::fit(&mut config);
     let started = Instant::now();
     let _lock = DataDirLock::acquire(&config.data_dir)?;
 

@@ -12,6 +12,7 @@ mod cli;
 mod compat;
 mod examples;
 mod hot_load;
+mod limits;
 mod netns_cluster;
 mod plugins;
 mod pull;

@@ -1,0 +1,116 @@
+//! What a client without credentials can hold on the gRPC port, at its limits: idle sockets take at
+//! most `connections_max` slots and lose them after `first_bytes_ms`, the admin endpoint stays
+//! reachable meanwhile, and one connection opens at most `streams_per_connection_max` requests even
+//! when it ignores the setting.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use ferrymq_proto::grpc::v2::{self as pb, messaging_service_client::MessagingServiceClient};
+
+use crate::support::Node;
+
+fn start_with(dir: &tempfile::TempDir, grpc: &str) -> Node {
+    let config = dir.path().join("ferrymq.toml");
+    std::fs::write(&config, format!("[grpc]\n{grpc}")).expect("write config");
+    Node::start(&dir.path().join("data"), &["--config", config.to_str().expect("utf-8 path")])
+}
+
+/// A QueryRoute answered within `wait`, or `None`.
+fn route_within(runtime: &tokio::runtime::Runtime, node: &Node, wait: Duration) -> Option<i32> {
+    runtime.block_on(async {
+        let call = async {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc)).ok()?;
+            let mut client = MessagingServiceClient::new(endpoint.connect().await.ok()?);
+            let mut request = tonic::Request::new(pb::QueryRouteRequest {
+                topic: Some(pb::Resource { name: "nowhere".into(), ..Default::default() }),
+                endpoints: None,
+            });
+            request.metadata_mut().insert("x-mq-client-id", "limits-test".parse().ok()?);
+            let answer = client.query_route(request).await.ok()?;
+            answer.into_inner().status.map(|s| s.code)
+        };
+        tokio::time::timeout(wait, call).await.ok().flatten()
+    })
+}
+
+#[test]
+fn idle_sockets_take_at_most_connections_max_slots_and_lose_them_when_silent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_with(&dir, "connections_max = 3\nfirst_bytes_ms = 60000\n");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    assert!(route_within(&runtime, &node, Duration::from_secs(10)).is_some(), "served with free slots");
+
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(node.grpc).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(route_within(&runtime, &node, Duration::from_secs(2)), None, "every slot is held by an idle socket");
+    assert_eq!(node.get("/healthz").0, 200, "the admin endpoint is not behind the gRPC slots");
+    idle.pop();
+    assert!(route_within(&runtime, &node, Duration::from_secs(10)).is_some(), "a freed slot serves again");
+    drop(idle);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_with(&dir, "connections_max = 3\nfirst_bytes_ms = 500\n");
+    let _silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(node.grpc).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        route_within(&runtime, &node, Duration::from_secs(10)).is_some(),
+        "sockets that said nothing for first_bytes_ms were closed"
+    );
+}
+
+/// One HTTP/2 frame: length, type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The next frame from `stream`: (type, flags, stream id, payload).
+fn read_frame(stream: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).ok()?;
+    Some((head[3], head[4], u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff, payload))
+}
+
+#[test]
+fn one_connection_opens_at_most_streams_per_connection_max_requests_even_when_it_ignores_the_setting() {
+    const SETTINGS: u8 = 0x4;
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    const GOAWAY: u8 = 0x7;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_with(&dir, "streams_per_connection_max = 2\n");
+    let mut stream = TcpStream::connect(node.grpc).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").expect("preface");
+    stream.write_all(&frame(SETTINGS, 0, 0, &[])).expect("settings");
+    // The server's SETTINGS name the limit (MAX_CONCURRENT_STREAMS, id 3); acknowledge them.
+    let (kind, _, _, payload) = read_frame(&mut stream).expect("server settings");
+    assert_eq!(kind, SETTINGS);
+    let limit = payload.chunks(6).find(|s| s[..2] == [0, 3]).map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+    assert_eq!(limit, Some(2), "advertised limit");
+    stream.write_all(&frame(SETTINGS, 0x1, 0, &[])).expect("settings ack");
+    // Three SendMessage requests whose bodies never come: a client that ignores the limit.
+    let path = b"/apache.rocketmq.v2.MessagingService/SendMessage";
+    let mut block = vec![0x83, 0x86, 0x44, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x5f, 16]);
+    block.extend_from_slice(b"application/grpc");
+    for id in [1, 3, 5] {
+        stream.write_all(&frame(HEADERS, 0x4, id, &block)).expect("headers");
+    }
+    let refused = std::iter::from_fn(|| read_frame(&mut stream))
+        .take(50)
+        .find(|(kind, _, id, _)| (*kind == RST_STREAM && *id == 5) || *kind == GOAWAY);
+    let (kind, _, _, payload) = refused.expect("the third stream is refused");
+    if kind == RST_STREAM {
+        assert_eq!(payload, 7u32.to_be_bytes(), "REFUSED_STREAM");
+    }
+}
