@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrymq_http::response::{error, json};
 use ferrymq_proto::sync::lock;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
@@ -22,8 +22,9 @@ use crate::view::{ClusterView, Member, Registration};
 
 /// Largest registration body accepted (a broker with many topics).
 const BODY_BYTES_MAX: usize = 8 << 20;
-/// Time allowed for a client to send its request headers.
+/// Time allowed for a client to send its request headers, and its body.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The registrations a name server holds.
 #[derive(Debug)]
@@ -74,10 +75,9 @@ impl Registry {
 
 /// Answers one request.
 pub async fn handle(request: Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, BODY_BYTES_MAX).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {BODY_BYTES_MAX} bytes")),
+    let (parts, body) = match ferrymq_http::read_body(request, BODY_BYTES_MAX, BODY_TIMEOUT).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
     match (&parts.method, parts.uri.path()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
@@ -109,5 +109,6 @@ pub async fn serve(
         let registry = registry.clone();
         async move { handle(request, &registry).await }
     };
-    ferrymq_http::serve("namesrv", listener, connections_max, HEADER_TIMEOUT, shutdown, answer).await;
+    let bounds = ferrymq_http::Bounds { connections_max, header_timeout: HEADER_TIMEOUT, light_paths: &["/healthz"] };
+    ferrymq_http::serve("namesrv", listener, bounds, shutdown, answer).await;
 }

@@ -13,4 +13,4 @@ pub mod response;
 mod serve;
 
 pub use client::{HttpError, Request, request};
-pub use serve::serve;
+pub use serve::{Bounds, SPARE_CONNECTIONS, read_body, serve};

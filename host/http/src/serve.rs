@@ -1,23 +1,53 @@
-//! One HTTP/1.1 accept loop for the servers ferrymq runs (the admin endpoint, the name server):
-//! at most `connections_max` connections at once (more wait in the accept queue), a bound on the
-//! time a client may take to send its request headers, and a stop signal.
+//! One HTTP/1.1 accept loop for the servers ferrymq runs (the admin endpoint, the name server).
+//!
+//! * At most `connections_max` connections at once; more wait in the accept queue.
+//! * Beyond those, [`SPARE_CONNECTIONS`] more are served only their `light_paths` (`/healthz`,
+//!   `/metrics`) and answered 503 otherwise, one request each: clients that hold every regular slot
+//!   (a slow upload, a trickled body) cannot blind the operators' monitoring.
+//! * A client has `header_timeout` to send its request headers; [`read_body`] bounds its body in
+//!   size and time, and refuses a declared length over the limit before reading a byte (so that
+//!   `Expect: 100-continue` is answered 413, not 100).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::response::error;
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Connections served beyond `connections_max`, for the light paths only.
+pub const SPARE_CONNECTIONS: usize = 4;
+/// Header time of a connection on a spare slot.
+const SPARE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The bounds of one server.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Regular connections at once.
+    pub connections_max: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Paths still answered on a spare slot when every regular one is taken (cheap reads only).
+    pub light_paths: &'static [&'static str],
+}
+
+/// A connection's place: held until it closes.
+struct Slot {
+    spare: bool,
+    _permit: OwnedSemaphorePermit,
+}
 
 /// Serves `handle` on `listener` until `shutdown` turns true; `what` names the server in logs.
 ///
@@ -26,22 +56,27 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 pub async fn serve<H, F>(
     what: &'static str,
     listener: TcpListener,
-    connections_max: usize,
-    header_timeout: Duration,
+    bounds: Bounds,
     mut shutdown: watch::Receiver<bool>,
     handle: H,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(connections_max));
+    let regular = Arc::new(Semaphore::new(bounds.connections_max));
+    let spare = Arc::new(Semaphore::new(SPARE_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            permit = regular.clone().acquire_owned() => match permit {
+                Ok(permit) => Slot { spare: false, _permit: permit },
                 Err(_) => return,
             },
-            _ = shutdown.changed() => return,
+            permit = spare.clone().acquire_owned() => match permit {
+                Ok(permit) => Slot { spare: true, _permit: permit },
+                Err(_) => return,
+            },
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -56,18 +91,54 @@ pub async fn serve<H, F>(
         };
         let handle = handle.clone();
         tokio::spawn(async move {
+            let light_only = slot.spare;
             let service = service_fn(move |request: Request<Incoming>| {
-                let answer = handle(request);
-                async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                let refused = light_only && !bounds.light_paths.contains(&request.uri().path());
+                let answer = (!refused).then(|| handle(request));
+                async move {
+                    Ok::<_, std::convert::Infallible>(match answer {
+                        Some(answer) => answer.await,
+                        None => error(StatusCode::SERVICE_UNAVAILABLE, "every connection slot is taken; try again"),
+                    })
+                }
             });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
+            let mut builder = http1::Builder::new();
+            builder.timer(TokioTimer::new());
+            if light_only {
+                builder.header_read_timeout(SPARE_HEADER_TIMEOUT).keep_alive(false);
+            } else {
+                builder.header_read_timeout(bounds.header_timeout);
+            }
+            if let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(%peer, %err, server = what, "HTTP connection ended with an error");
             }
-            drop(permit);
+            drop(slot);
         });
+    }
+}
+
+/// Reads a request's body: at most `limit` bytes (a larger declared length is refused before
+/// reading), within `deadline`. The error is the answer to send.
+///
+/// # Cancel safety
+/// Dropping the future abandons the body half read.
+pub async fn read_body(
+    request: Request<Incoming>,
+    limit: usize,
+    deadline: Duration,
+) -> Result<(http::request::Parts, Bytes), Response<Full<Bytes>>> {
+    let (parts, body) = request.into_parts();
+    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes"));
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok((parts, collected.to_bytes())),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {} ms", deadline.as_millis()),
+        )),
     }
 }

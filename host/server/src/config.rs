@@ -53,6 +53,8 @@ pub struct AdminConfig {
     pub connections_max: usize,
     /// Time allowed for a client to send its request headers.
     pub header_timeout_ms: u64,
+    /// Time allowed for a client to send its request body (a plugin upload included).
+    pub body_timeout_ms: u64,
     /// Bearer tokens and the principal and roles each stands for. None: the API is open and every
     /// caller is admin (keep `listen` on loopback then).
     pub tokens: Vec<crate::admin::auth::TokenConfig>,
@@ -69,6 +71,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
             connections_max: 64,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
             tokens: Vec::new(),
             signatures: ferrymq_policy::signatures::SignaturesConfig::default(),
             insecure_open: false,
@@ -133,8 +136,8 @@ impl ServerConfig {
         if self.admin.connections_max == 0 {
             bail!("[admin] connections_max must be positive");
         }
-        if self.admin.header_timeout_ms == 0 {
-            bail!("[admin] header_timeout_ms must be positive");
+        if self.admin.header_timeout_ms == 0 || self.admin.body_timeout_ms == 0 {
+            bail!("[admin] header_timeout_ms and body_timeout_ms must be positive");
         }
         if let Err(reason) = crate::admin::auth::Tokens::from_config(&self.admin.tokens) {
             bail!("[admin] {reason}");

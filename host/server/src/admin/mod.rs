@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -182,22 +182,26 @@ pub async fn serve(
     config: AdminConfig,
     shutdown: watch::Receiver<bool>,
 ) {
-    let header_timeout = Duration::from_millis(config.header_timeout_ms);
+    let bounds = ferrymq_http::Bounds {
+        connections_max: config.connections_max,
+        header_timeout: Duration::from_millis(config.header_timeout_ms),
+        light_paths: &["/healthz", "/metrics"],
+    };
+    let body_timeout = Duration::from_millis(config.body_timeout_ms);
     let answer = move |request: Request<Incoming>| {
         let state = state.clone();
-        async move { handle(request, &state).await }
+        async move { handle(request, &state, body_timeout).await }
     };
-    ferrymq_http::serve("admin", listener, config.connections_max, header_timeout, shutdown, answer).await;
+    ferrymq_http::serve("admin", listener, bounds, shutdown, answer).await;
 }
 
-async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
+async fn handle(request: Request<Incoming>, state: &AdminState, body_timeout: Duration) -> Response<Full<Bytes>> {
     // Plugin uploads carry a component; everything else is small JSON.
-    let upload = parts.method == Method::POST && parts.uri.path().ends_with("/versions");
-    let limit = if upload { state.upload_bytes_max.saturating_add(1) } else { BODY_BYTES_MAX };
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes")),
+    let upload = request.method() == Method::POST && request.uri().path().ends_with("/versions");
+    let limit = if upload { state.upload_bytes_max } else { BODY_BYTES_MAX };
+    let (parts, body) = match ferrymq_http::read_body(request, limit, body_timeout).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let call = Call {
@@ -297,7 +301,8 @@ mod tests {
 
     fn futures_body(response: Response<Full<Bytes>>) -> Bytes {
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        runtime.block_on(async { response.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default() })
+        let body = http_body_util::BodyExt::collect(response.into_body());
+        runtime.block_on(async { body.await.map(|c| c.to_bytes()).unwrap_or_default() })
     }
 
     #[test]

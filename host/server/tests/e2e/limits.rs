@@ -114,3 +114,56 @@ fn one_connection_opens_at_most_streams_per_connection_max_requests_even_when_it
         assert_eq!(payload, 7u32.to_be_bytes(), "REFUSED_STREAM");
     }
 }
+
+/// The status line's code of what `stream` answers, read until `\r\n`.
+fn status_of(stream: &mut TcpStream) -> Option<u16> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).ok()?;
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn clients_trickling_bodies_into_every_admin_slot_blind_neither_health_nor_metrics_and_time_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ferrymq.toml");
+    std::fs::write(&config, "[admin]\nconnections_max = 2\nbody_timeout_ms = 1500\n").expect("write config");
+    let node = Node::start(&dir.path().join("data"), &["--config", config.to_str().expect("utf-8 path")]);
+    let trickle = || {
+        let mut stream = TcpStream::connect(node.admin).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let head = format!(
+            "POST /v1/topics HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+            node.admin
+        );
+        stream.write_all(head.as_bytes()).expect("send head");
+        stream
+    };
+    let mut slow: Vec<TcpStream> = (0..2).map(|_| trickle()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(node.get("/healthz").0, 200, "health is answered on a spare slot");
+    assert_eq!(node.get("/metrics").0, 200, "so are metrics");
+    assert_eq!(node.get("/v1/topics").0, 503, "the API waits for a regular slot");
+    for stream in &mut slow {
+        assert_eq!(status_of(stream), Some(408), "a body that does not arrive in body_timeout_ms");
+    }
+    drop(slow);
+    let freed = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        node.get("/v1/topics").0 == 200
+    });
+    assert!(freed, "the slots are free again");
+
+    // A declared length over the limit is refused before a byte of it is read: no 100 Continue.
+    let mut stream = TcpStream::connect(node.admin).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let head = format!(
+        "POST /v1/topics HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n",
+        node.admin
+    );
+    stream.write_all(head.as_bytes()).expect("send head");
+    assert_eq!(status_of(&mut stream), Some(413));
+}
