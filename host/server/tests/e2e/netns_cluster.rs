@@ -232,7 +232,12 @@ fn a_slave_started_on_an_empty_disk_converges_to_identical_segments() {
     let end = wait_caught_up(&cluster, Duration::from_secs(30));
     assert!(end > 2 << 20, "several segments, so fillers were replicated too ({end} bytes)");
     // The slave rebuilt its queues and index from the bytes, and copied the topic.
-    assert!(cluster.broker("a", 1).holds_key("k6999"));
+    // The view's log ends come from heartbeats: the slave's index may still be a moment behind.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.broker("a", 1).holds_key("k6999") {
+        assert!(Instant::now() < deadline, "the slave never indexed the last message");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(!cluster.broker("a", 1).holds_key("k0"), "retention removed it before the slave started");
     let topics = cluster.broker("a", 1).admin_cli(&["topic", "list"]);
     assert!(topics.contains(TOPIC), "{topics}");
