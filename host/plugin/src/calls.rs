@@ -10,22 +10,14 @@ use crate::bindings::route::RoutePre;
 use crate::bindings::route::ferrymq::plugin::types::{Change, RouteDecision};
 use crate::bindings::tx_check::TxCheckPre;
 use crate::bindings::tx_check::ferrymq::plugin::types::Resolution;
-use crate::engine::{Loaded, PluginEngine, World};
+use crate::engine::{Loaded, PluginEngine};
 use crate::error::PluginError;
 use crate::limits::PluginLimits;
-use crate::plugin::{Grant, Plugin, PluginStats, prepare};
+use crate::plugin::{Grant, Plugin, PluginStats, bind};
 use crate::state::{BodySource, PluginState};
 
 /// Most topics a route may redirect one message to.
 pub const REDIRECT_TOPICS_MAX: usize = 16;
-
-fn expect_world(loaded: &Loaded, world: World) -> Result<(), PluginError> {
-    if loaded.world == world {
-        Ok(())
-    } else {
-        Err(PluginError::Refused(format!("a {} plugin cannot be bound as a {}", loaded.world.name(), world.name())))
-    }
-}
 
 /// A filter bound to a (topic, group).
 #[derive(Clone)]
@@ -39,9 +31,7 @@ impl FilterPlugin {
         limits: PluginLimits,
         grant: Grant,
     ) -> Result<Self, PluginError> {
-        expect_world(loaded, World::Filter)?;
-        let pre = prepare(engine, loaded, FilterPre::new)?;
-        Ok(Self(Arc::new(Plugin::new(name, engine, pre, true, limits, grant))))
+        Ok(Self(bind(engine, name, loaded, limits, grant)?))
     }
 
     /// Which of `messages` to deliver. Bodies are not sent; `bodies` gives one when the plugin asks.
@@ -106,9 +96,7 @@ impl RoutePlugin {
         limits: PluginLimits,
         grant: Grant,
     ) -> Result<Self, PluginError> {
-        expect_world(loaded, World::Route)?;
-        let pre = prepare(engine, loaded, RoutePre::new)?;
-        Ok(Self(Arc::new(Plugin::new(name, engine, pre, true, limits, grant))))
+        Ok(Self(bind(engine, name, loaded, limits, grant)?))
     }
 
     pub fn route(&self, message: &PluginMessage<'_>) -> Result<RouteOutcome, PluginError> {
@@ -183,10 +171,7 @@ impl TxCheckPlugin {
         limits: PluginLimits,
         grant: Grant,
     ) -> Result<Self, PluginError> {
-        expect_world(loaded, World::TxCheck)?;
-        // Not gated: checks run one at a time on the broker's check thread, mostly waiting on HTTP.
-        let pre = prepare(engine, loaded, TxCheckPre::new)?;
-        Ok(Self(Arc::new(Plugin::new(name, engine, pre, false, limits, grant))))
+        Ok(Self(bind(engine, name, loaded, limits, grant)?))
     }
 
     /// Asks the plugin about one transaction. Call from a thread that is not an async runtime's

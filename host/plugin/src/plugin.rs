@@ -60,31 +60,37 @@ fn now_ns() -> u64 {
 pub type QuarantineHook = Arc<dyn Fn(&str, &PluginError) + Send + Sync>;
 
 /// How each world's pre-instantiated component becomes bindings in a store.
-pub(crate) trait WorldPre: Send + Sync {
+pub(crate) trait WorldPre: Send + Sync + Sized {
     type Bindings: Send;
+    /// The world a component must target to be bound as this.
+    const WORLD: World;
+    /// Whether calls go through the inline-or-workers gate (filters and routes); tx-checks run
+    /// one at a time on the broker's check thread, mostly waiting on HTTP.
+    const GATED: bool;
+    fn new(pre: wasmtime::component::InstancePre<PluginState>) -> wasmtime::Result<Self>;
     fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings>;
 }
 
-impl WorldPre for FilterPre<PluginState> {
-    type Bindings = Filter;
-    fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Filter> {
-        FilterPre::instantiate(self, store)
-    }
+/// `WorldPre` for a generated `*Pre` type: its bindings, its world, whether it is gated.
+macro_rules! world_pre {
+    ($pre:ident, $bindings:ident, $world:expr, $gated:expr) => {
+        impl WorldPre for $pre<PluginState> {
+            type Bindings = $bindings;
+            const WORLD: World = $world;
+            const GATED: bool = $gated;
+            fn new(pre: wasmtime::component::InstancePre<PluginState>) -> wasmtime::Result<Self> {
+                $pre::new(pre)
+            }
+            fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<$bindings> {
+                $pre::instantiate(self, store)
+            }
+        }
+    };
 }
 
-impl WorldPre for RoutePre<PluginState> {
-    type Bindings = Route;
-    fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Route> {
-        RoutePre::instantiate(self, store)
-    }
-}
-
-impl WorldPre for TxCheckPre<PluginState> {
-    type Bindings = TxCheck;
-    fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<TxCheck> {
-        TxCheckPre::instantiate(self, store)
-    }
-}
+world_pre!(FilterPre, Filter, World::Filter, true);
+world_pre!(RoutePre, Route, World::Route, true);
+world_pre!(TxCheckPre, TxCheck, World::TxCheck, false);
 
 struct Instance<B> {
     store: Store<PluginState>,
@@ -383,15 +389,26 @@ impl<P: WorldPre> Plugin<P> {
     }
 }
 
-/// Pre-instantiates `loaded` for its world.
-pub(crate) fn prepare<P: WorldPre>(
+/// `loaded` ready to run as a plugin of `P`'s world, named `name`, under `limits`, granted `grant`.
+pub(crate) fn bind<P: WorldPre>(
     engine: &PluginEngine,
+    name: &str,
     loaded: &Loaded,
-    make: impl FnOnce(wasmtime::component::InstancePre<PluginState>) -> wasmtime::Result<P>,
-) -> Result<P, PluginError> {
+    limits: PluginLimits,
+    grant: Grant,
+) -> Result<Arc<Plugin<P>>, PluginError> {
+    if loaded.world != P::WORLD {
+        return Err(PluginError::Refused(format!(
+            "a {} plugin cannot be bound as a {}",
+            loaded.world.name(),
+            P::WORLD.name()
+        )));
+    }
     let linker = linker(engine, loaded.world)?;
     let pre = linker
         .instantiate_pre(&loaded.component)
         .map_err(|e| PluginError::Invalid { what: "the plugin's imports cannot be satisfied", cause: e.into() })?;
-    make(pre).map_err(|e| PluginError::Invalid { what: "the plugin does not match its world", cause: e.into() })
+    let pre = P::new(pre)
+        .map_err(|e| PluginError::Invalid { what: "the plugin does not match its world", cause: e.into() })?;
+    Ok(Arc::new(Plugin::new(name, engine, pre, P::GATED, limits, grant)))
 }
