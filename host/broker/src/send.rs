@@ -153,6 +153,11 @@ pub fn place(
             "a transactional message cannot also be a FIFO or delay message".into(),
         ));
     }
+    if msg.delivery_ms.is_some() && kind != MessageKind::Delay {
+        return Err(SendRejection::IllegalDeliveryTime(format!(
+            "only DELAY messages take a delivery time, not {kind:?} ones"
+        )));
+    }
     if let Some(ms) = msg.transaction_recovery_ms
         && !(0..=TRANSACTION_RECOVERY_MS_MAX).contains(&ms)
     {
@@ -358,6 +363,13 @@ mod tests {
         assert!(check(&m, &meta).is_ok());
         m.delivery_ms = Some(1_000_000 + 86_400_001);
         assert!(matches!(check(&m, &meta), Err(SendRejection::IllegalDeliveryTime(_))));
+        let mut m = msg("m");
+        m.delivery_ms = Some(1_000_000 + 5_000);
+        m.kind = Some(MessageKind::Normal);
+        assert!(
+            matches!(check(&m, &meta), Err(SendRejection::IllegalDeliveryTime(_))),
+            "a NORMAL message with a delivery time"
+        );
     }
 
     #[test]

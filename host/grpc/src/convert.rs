@@ -31,6 +31,18 @@ pub fn duration_ms(d: &prost_types::Duration) -> i64 {
     d.seconds.saturating_mul(1000).saturating_add(i64::from(d.nanos) / 1_000_000)
 }
 
+/// The last second a timestamp may name (9999-12-31T23:59:59Z), as RFC 3339 and protobuf allow.
+const TIMESTAMP_SECONDS_MAX: i64 = 253_402_300_799;
+
+/// `t` in ms since the epoch, if it is a timestamp at all: nanos within a second, seconds between
+/// the epoch and the year 9999.
+fn checked_ms(t: &prost_types::Timestamp, what: &str, code: Code) -> Result<i64, pb::Status> {
+    if !(0..1_000_000_000).contains(&t.nanos) || !(0..=TIMESTAMP_SECONDS_MAX).contains(&t.seconds) {
+        return Err(status(code, format!("{what} {}s {}ns is not a time", t.seconds, t.nanos)));
+    }
+    Ok(timestamp_ms(t))
+}
+
 /// A produced message in the broker's terms; `peer` becomes its born host.
 pub fn outgoing(message: pb::Message, peer: Option<SocketAddr>) -> Result<Outgoing, pb::Status> {
     let topic = message.topic.map(|t| t.name).unwrap_or_default();
@@ -54,6 +66,14 @@ pub fn outgoing(message: pb::Message, peer: Option<SocketAddr>) -> Result<Outgoi
         Ok(_) => false,
         Err(_) => return Err(status(Code::BadRequest, format!("unknown body encoding {}", sys.body_encoding))),
     };
+    let born_timestamp_ms = match &sys.born_timestamp {
+        Some(t) => checked_ms(t, "born_timestamp", Code::BadRequest)?,
+        None => 0,
+    };
+    let delivery_ms = match &sys.delivery_timestamp {
+        Some(t) => Some(checked_ms(t, "delivery_timestamp", Code::IllegalDeliveryTime)?),
+        None => None,
+    };
     let mut user_properties: Vec<(String, String)> = message.user_properties.into_iter().collect();
     user_properties.sort();
     Ok(Outgoing {
@@ -63,10 +83,10 @@ pub fn outgoing(message: pb::Message, peer: Option<SocketAddr>) -> Result<Outgoi
         keys: sys.keys,
         message_id: sys.message_id,
         message_group: sys.message_group,
-        delivery_ms: sys.delivery_timestamp.as_ref().map(timestamp_ms),
+        delivery_ms,
         user_properties,
         body: message.body,
-        born_timestamp_ms: sys.born_timestamp.as_ref().map_or(0, timestamp_ms),
+        born_timestamp_ms,
         born_host: peer,
         compressed,
         transaction_recovery_ms: sys.orphaned_transaction_recovery_duration.as_ref().map(duration_ms),
@@ -214,7 +234,23 @@ mod tests {
         assert_eq!(out.user_properties, [("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())]);
         assert_eq!((out.tag.as_deref(), out.keys.len(), out.message_group.as_deref()), (Some("TagA"), 2, Some("g")));
         assert_eq!(out.born_timestamp_ms, 5_000);
-        let no_topic = pb::Message { topic: None, ..message };
+        let no_topic = pb::Message { topic: None, ..message.clone() };
         assert_eq!(outgoing(no_topic, None).err().map(|s| s.code), Some(Code::IllegalTopic as i32));
+
+        let with_times = |born: prost_types::Timestamp, delivery: Option<prost_types::Timestamp>| {
+            let sys = pb::SystemProperties {
+                born_timestamp: Some(born),
+                delivery_timestamp: delivery,
+                ..message.system_properties.clone().unwrap_or_default()
+            };
+            outgoing(pb::Message { system_properties: Some(sys), ..message.clone() }, None).err().map(|s| s.code)
+        };
+        let at = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert_eq!(with_times(at(i64::MAX, 0), None), Some(Code::BadRequest as i32), "born in no year");
+        assert_eq!(with_times(at(1, 2_000_000_000), None), Some(Code::BadRequest as i32), "nanos past a second");
+        assert_eq!(with_times(at(-5, 0), None), Some(Code::BadRequest as i32), "born before the epoch");
+        let late = Some(at(i64::MAX / 1000, 0));
+        assert_eq!(with_times(at(5, 0), late), Some(Code::IllegalDeliveryTime as i32));
+        assert_eq!(with_times(at(TIMESTAMP_SECONDS_MAX, 999_999_999), None), None, "the last valid time");
     }
 }
