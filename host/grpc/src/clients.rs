@@ -21,41 +21,54 @@ struct Client {
     last_seen: Instant,
 }
 
-#[derive(Debug, Default)]
+/// The clients a broker tracks, at most `max` (a client id is whatever a caller sends, so a caller
+/// could otherwise make the broker remember any number of them until they idle out).
+#[derive(Debug)]
 pub struct Clients {
     clients: Mutex<HashMap<String, Client>>,
+    max: usize,
 }
 
 impl Clients {
+    pub fn new(max: usize) -> Self {
+        Self { clients: Mutex::new(HashMap::new()), max }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Client>> {
         lock(&self.clients)
     }
 
-    fn entry<'a>(map: &'a mut HashMap<String, Client>, client_id: &str) -> &'a mut Client {
-        map.entry(client_id.to_owned()).or_insert_with(|| Client {
+    /// The client's entry, created if there is room; `None` for a new client when `max` are known.
+    fn entry<'a>(&self, map: &'a mut HashMap<String, Client>, client_id: &str) -> Option<&'a mut Client> {
+        if !map.contains_key(client_id) && map.len() >= self.max {
+            return None;
+        }
+        let client = map.entry(client_id.to_owned()).or_insert_with(|| Client {
             settings: None,
             telemetry: None,
             last_seen: Instant::now(),
-        })
-    }
-
-    /// Records that the client was heard from.
-    pub fn touch(&self, client_id: &str) {
-        Self::entry(&mut self.lock(), client_id).last_seen = Instant::now();
-    }
-
-    pub fn set_settings(&self, client_id: &str, settings: Settings) {
-        let mut map = self.lock();
-        let client = Self::entry(&mut map, client_id);
-        client.settings = Some(settings);
+        });
         client.last_seen = Instant::now();
+        Some(client)
     }
 
-    pub fn attach_telemetry(&self, client_id: &str, sender: TelemetrySender) {
-        let mut map = self.lock();
-        let client = Self::entry(&mut map, client_id);
-        client.telemetry = Some(sender);
-        client.last_seen = Instant::now();
+    /// Whether the client is known, or could be.
+    pub fn admits(&self, client_id: &str) -> bool {
+        let map = self.lock();
+        map.contains_key(client_id) || map.len() < self.max
+    }
+
+    /// Records that the client was heard from; `false` when it is new and `max` are known.
+    pub fn touch(&self, client_id: &str) -> bool {
+        self.entry(&mut self.lock(), client_id).is_some()
+    }
+
+    pub fn set_settings(&self, client_id: &str, settings: Settings) -> bool {
+        self.entry(&mut self.lock(), client_id).map(|c| c.settings = Some(settings)).is_some()
+    }
+
+    pub fn attach_telemetry(&self, client_id: &str, sender: TelemetrySender) -> bool {
+        self.entry(&mut self.lock(), client_id).map(|c| c.telemetry = Some(sender)).is_some()
     }
 
     /// Forgets the telemetry stream `sender` belongs to, if it is still the client's current one.
@@ -103,5 +116,22 @@ impl Clients {
 
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_clients_beyond_max_are_not_remembered_and_known_ones_still_are() {
+        let clients = Clients::new(2);
+        assert!(clients.touch("a") && clients.touch("b"));
+        assert!(!clients.touch("c"), "a third client id");
+        assert!(!clients.admits("c"));
+        assert!(clients.touch("a"), "a known client is still heard");
+        assert_eq!(clients.count(), 2);
+        clients.remove("b");
+        assert!(clients.touch("c"), "room again once one is gone");
     }
 }

@@ -69,6 +69,9 @@ pub struct GrpcConfig {
     pub streams_per_connection_max: u32,
     /// Largest block of request headers (gRPC metadata) accepted.
     pub header_bytes_max: u32,
+    /// Clients the broker keeps track of (Settings, telemetry stream, last heard); a new client
+    /// id beyond them gets TOO_MANY_REQUESTS on heartbeat and telemetry until one idles out.
+    pub clients_max: usize,
 }
 
 impl Default for GrpcConfig {
@@ -88,6 +91,7 @@ impl Default for GrpcConfig {
             first_bytes_ms: 10_000,
             streams_per_connection_max: 1_024,
             header_bytes_max: 64 << 10,
+            clients_max: 20_000,
         }
     }
 }
@@ -101,12 +105,13 @@ impl GrpcConfig {
             return Err("auto_renew_invisible_ms, receive_waiters_max and request_bytes_max must be positive".into());
         }
         if self.connections_max == 0
+            || self.clients_max == 0
             || self.first_bytes_ms == 0
             || self.streams_per_connection_max == 0
             || self.header_bytes_max < 4096
         {
             return Err(
-                "connections_max, first_bytes_ms and streams_per_connection_max must be positive, header_bytes_max at least 4096"
+                "connections_max, clients_max, first_bytes_ms and streams_per_connection_max must be positive, header_bytes_max at least 4096"
                     .into(),
             );
         }
@@ -141,7 +146,7 @@ impl GrpcState {
         let waiters = Semaphore::new(config.receive_waiters_max);
         Self {
             broker,
-            clients: Clients::default(),
+            clients: Clients::new(config.clients_max),
             arrivals,
             config,
             bound,

@@ -24,9 +24,15 @@ pub struct Messaging {
 
 pub(crate) const CLIENT_ID: &str = "x-mq-client-id";
 
+/// Longest client id accepted (the official clients send about 60 bytes).
+pub(crate) const CLIENT_ID_BYTES_MAX: usize = 256;
+
 /// The client's id, from the `x-mq-client-id` header every official client sends.
 fn client_id<T>(request: &Request<T>) -> Result<String, Status> {
     match request.metadata().get(CLIENT_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) if id.len() > CLIENT_ID_BYTES_MAX => {
+            Err(Status::invalid_argument(format!("{CLIENT_ID} is longer than {CLIENT_ID_BYTES_MAX} bytes")))
+        }
         Some(id) if !id.is_empty() => Ok(id.to_owned()),
         _ => Err(Status::invalid_argument(format!(
             "{CLIENT_ID} header is required ({})",
@@ -64,7 +70,8 @@ impl MessagingService for Messaging {
         self.state.rpcs.count("QueryRoute");
         let _span = spans::rpc("QueryRoute", &request).entered();
         if let Ok(id) = client_id(&request) {
-            self.state.clients.touch(&id);
+            // An untracked client (beyond clients_max) is still served.
+            let _ = self.state.clients.touch(&id);
         }
         Ok(Response::new(self.state.query_route(request.get_ref())))
     }
@@ -76,7 +83,10 @@ impl MessagingService for Messaging {
         self.state.rpcs.count("Heartbeat");
         let _span = spans::rpc("Heartbeat", &request).entered();
         let id = client_id(&request)?;
-        self.state.clients.touch(&id);
+        if !self.state.clients.touch(&id) {
+            let status = status(Code::TooManyRequests, "the broker tracks as many clients as it may; try again later");
+            return Ok(Response::new(pb::HeartbeatResponse { status: Some(status) }));
+        }
         let status = match request.get_ref().group.as_ref().filter(|g| !g.name.is_empty()) {
             Some(group) => self.state.group(Some(group)).map(|_| super::status::ok()).unwrap_or_else(|s| s),
             None => super::status::ok(),
@@ -92,7 +102,8 @@ impl MessagingService for Messaging {
         let span = spans::rpc("SendMessage", &request);
         let peer = request.remote_addr();
         if let Ok(id) = client_id(&request) {
-            self.state.clients.touch(&id);
+            // An untracked client (beyond clients_max) is still served.
+            let _ = self.state.clients.touch(&id);
         }
         Ok(Response::new(self.state.send_message(request.into_inner(), peer).instrument(span).await))
     }
@@ -115,7 +126,7 @@ impl MessagingService for Messaging {
         self.state.rpcs.count("ReceiveMessage");
         let span = spans::rpc("ReceiveMessage", &request);
         let id = client_id(&request)?;
-        self.state.clients.touch(&id);
+        let _ = self.state.clients.touch(&id);
         let deadline = deadline_ms(&request);
         let responses = self.state.receive_message(&id, request.into_inner(), deadline).instrument(span).await;
         Ok(Response::new(stream(responses)))
@@ -187,7 +198,8 @@ impl MessagingService for Messaging {
         self.state.rpcs.count("EndTransaction");
         let span = spans::rpc("EndTransaction", &request);
         if let Ok(id) = client_id(&request) {
-            self.state.clients.touch(&id);
+            // An untracked client (beyond clients_max) is still served.
+            let _ = self.state.clients.touch(&id);
         }
         Ok(Response::new(self.state.end_transaction(request.into_inner()).instrument(span).await))
     }
@@ -201,6 +213,9 @@ impl MessagingService for Messaging {
         self.state.rpcs.count("Telemetry");
         let _span = spans::rpc("Telemetry", &request).entered();
         let id = client_id(&request)?;
+        if !self.state.clients.admits(&id) {
+            return Err(Status::resource_exhausted("the broker tracks as many clients as it may; try again later"));
+        }
         let rx = self.state.telemetry(id, request.into_inner());
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }

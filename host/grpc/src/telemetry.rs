@@ -25,7 +25,8 @@ impl GrpcState {
             }
             None => return Err(tonic::Status::invalid_argument("Settings must carry publishing or subscription")),
         };
-        self.clients.set_settings(client_id, client);
+        // Admitted when its stream opened; if it idled out since, its Settings are not kept.
+        let _ = self.clients.set_settings(client_id, client);
         Ok(pb::TelemetryCommand { status: Some(ok()), command: Some(Command::Settings(merged)) })
     }
 
@@ -37,7 +38,8 @@ impl GrpcState {
         mut inbound: Streaming<pb::TelemetryCommand>,
     ) -> mpsc::Receiver<Result<pb::TelemetryCommand, tonic::Status>> {
         let (tx, rx) = mpsc::channel(TELEMETRY_QUEUE_MAX);
-        self.clients.attach_telemetry(&client_id, tx.clone());
+        // Admitted by the caller (`Clients::admits`); a race past the bound only leaves it untracked.
+        let _ = self.clients.attach_telemetry(&client_id, tx.clone());
         let state = self.clone();
         tokio::spawn(async move {
             loop {
@@ -49,7 +51,7 @@ impl GrpcState {
                         break;
                     }
                 };
-                state.clients.touch(&client_id);
+                let _ = state.clients.touch(&client_id);
                 let reply = match command.command {
                     Some(Command::Settings(client)) => state.on_settings(&client_id, client),
                     Some(Command::ThreadStackTrace(_) | Command::VerifyMessageResult(_)) => continue,

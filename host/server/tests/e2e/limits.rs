@@ -167,3 +167,28 @@ fn clients_trickling_bodies_into_every_admin_slot_blind_neither_health_nor_metri
     stream.write_all(head.as_bytes()).expect("send head");
     assert_eq!(status_of(&mut stream), Some(413));
 }
+
+#[test]
+fn new_client_ids_beyond_clients_max_are_not_remembered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_with(&dir, "clients_max = 2\n");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut client = MessagingServiceClient::connect(format!("http://{}", node.grpc)).await.expect("connect");
+        let mut heartbeat = async |id: &str| {
+            let mut request = tonic::Request::new(pb::HeartbeatRequest::default());
+            request.metadata_mut().insert("x-mq-client-id", id.parse().expect("header"));
+            match client.heartbeat(request).await {
+                Ok(answer) => Ok(answer.into_inner().status.map(|s| s.code)),
+                Err(status) => Err(status.code()),
+            }
+        };
+        let ok = Some(pb::Code::Ok as i32);
+        assert_eq!(heartbeat("client-a").await, Ok(ok));
+        assert_eq!(heartbeat("client-b").await, Ok(ok));
+        assert_eq!(heartbeat("client-c").await, Ok(Some(pb::Code::TooManyRequests as i32)), "a third client id");
+        assert_eq!(heartbeat("client-a").await, Ok(ok), "a known client is still heard");
+        assert_eq!(heartbeat(&"x".repeat(300)).await, Err(tonic::Code::InvalidArgument), "an oversized id");
+    });
+    assert_eq!(node.metric("ferrymq_clients"), 2.0);
+}
