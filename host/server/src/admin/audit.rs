@@ -12,6 +12,24 @@ use ferrymq_broker::system_topic::{self, AUDIT_TOPIC};
 
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Longest principal, action, target or result an entry keeps; longer ones are cut (a refused
+/// request's path is the caller's to choose).
+pub const FIELD_BYTES_MAX: usize = 256;
+/// Entries for refused (unauthenticated) requests per second at most; the rest are counted and
+/// the count goes into the next such entry.
+pub const REFUSALS_PER_S_MAX: u64 = 10;
+
+/// `text` cut to [`FIELD_BYTES_MAX`] bytes on a character boundary, saying how long it was.
+fn bounded(text: &str) -> String {
+    if text.len() <= FIELD_BYTES_MAX {
+        return text.to_owned();
+    }
+    let mut end = FIELD_BYTES_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
 
 /// One audited event.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -56,6 +74,9 @@ pub struct Verdict {
     /// The first entry that breaks the chain, and why (entries after it are not checked).
     pub broken_at: Option<u64>,
     pub reason: Option<String>,
+    /// The run does not start at entry 0: what came before it cannot be checked (retention removed
+    /// it, or the run is an excerpt).
+    pub truncated: bool,
 }
 
 /// Checks entries one at a time, oldest first, keeping only the last one seen: a chain of any
@@ -107,9 +128,15 @@ impl Verifier {
     }
 
     pub fn finish(self) -> Verdict {
-        let (broken_at, reason) = self.broken.map_or((None, None), |(seq, reason)| (Some(seq), Some(reason)));
+        let (broken_at, mut reason) = self.broken.map_or((None, None), |(seq, reason)| (Some(seq), Some(reason)));
+        let truncated = self.first_seq.is_some_and(|seq| seq > 0);
+        if truncated && reason.is_none() {
+            reason =
+                self.first_seq.map(|seq| format!("entries 0 to {} are gone; the chain is checked from {seq}", seq - 1));
+        }
         Verdict {
-            ok: broken_at.is_none(),
+            ok: broken_at.is_none() && !truncated,
+            truncated,
             entries: self.entries,
             first_seq: self.first_seq,
             last_seq: broken_at.or(self.previous.map(|(seq, _)| seq)),
@@ -136,6 +163,15 @@ pub struct AuditLog {
     store: Arc<Store>,
     /// (next seq, hash of the last entry).
     tip: Mutex<(u64, String)>,
+    refusals: Mutex<Refusals>,
+}
+
+/// Refused requests recorded in the current second, and those only counted since the last entry.
+#[derive(Debug, Default)]
+struct Refusals {
+    window: Option<std::time::Instant>,
+    in_window: u64,
+    suppressed: u64,
 }
 
 impl AuditLog {
@@ -151,7 +187,38 @@ impl AuditLog {
                 }
             });
         }
-        Self { store, tip: Mutex::new(tip) }
+        Self { store, tip: Mutex::new(tip), refusals: Mutex::new(Refusals::default()) }
+    }
+
+    /// Whether an entry could be stored now: an admin change that could not be audited is refused
+    /// before it is made.
+    pub fn writable(&self) -> bool {
+        let stats = self.store.stats();
+        !stats.disk_full && stats.fatal.is_none()
+    }
+
+    /// Records a refused request, at most [`REFUSALS_PER_S_MAX`] a second: beyond that they are only
+    /// counted, and the next entry says how many were.
+    pub fn record_refusal(&self, action: &str, target: &str, result: &str) {
+        let folded = {
+            let mut refusals = ferrymq_proto::sync::lock(&self.refusals);
+            let now = std::time::Instant::now();
+            if refusals.window.is_none_or(|start| now.duration_since(start) >= std::time::Duration::from_secs(1)) {
+                refusals.window = Some(now);
+                refusals.in_window = 0;
+            }
+            if refusals.in_window >= REFUSALS_PER_S_MAX {
+                refusals.suppressed += 1;
+                return;
+            }
+            refusals.in_window += 1;
+            std::mem::take(&mut refusals.suppressed)
+        };
+        let result = match folded {
+            0 => result.to_owned(),
+            n => format!("{result} (and {n} more refused requests not recorded one by one)"),
+        };
+        self.record("unauthenticated", action, target, None, &result);
     }
 
     /// Records one event; a failure to store it is logged (the action it records has happened).
@@ -163,11 +230,11 @@ impl AuditLog {
         let mut entry = AuditEntry {
             seq: tip.0,
             time_ms: now_ms,
-            principal: principal.to_owned(),
-            action: action.to_owned(),
-            target: target.to_owned(),
+            principal: bounded(principal),
+            action: bounded(action),
+            target: bounded(target),
             digest,
-            result: result.to_owned(),
+            result: bounded(result),
             prev: tip.1.clone(),
             hash: String::new(),
         };
@@ -175,7 +242,8 @@ impl AuditLog {
         let body = serde_json::to_vec(&entry).unwrap_or_default();
         match system_topic::append(&self.store, AUDIT_TOPIC, now_ms, body) {
             Ok(_) => *tip = (entry.seq + 1, entry.hash),
-            Err(err) => tracing::error!(%err, principal, action, target, result, "audit entry not stored"),
+            Err(err) => tracing::error!(%err, principal = %entry.principal, action = %entry.action,
+                target = %entry.target, result = %entry.result, "audit entry not stored"),
         }
     }
 
@@ -232,6 +300,42 @@ mod tests {
         let mut missing = entries.clone();
         missing.remove(1);
         assert_eq!(verify(&missing).broken_at, Some(2));
-        assert!(verify(&entries[2..]).ok, "a tail trimmed by retention still verifies");
+        let tail = verify(&entries[2..]);
+        assert!(tail.broken_at.is_none(), "a tail trimmed by retention is not broken…");
+        assert!(tail.truncated && !tail.ok, "…but it is not the whole chain either: {tail:?}");
+    }
+
+    fn log() -> (tempfile::TempDir, AuditLog) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = ferrymq_store::StoreOptions::new(dir.path());
+        options.config.segment_bytes = 8 << 20;
+        options.config.index_entries_max = 1024;
+        options.config.index_slots = 64;
+        let store = Arc::new(Store::open(options).expect("store"));
+        (dir, AuditLog::open(store))
+    }
+
+    #[test]
+    fn refused_requests_are_recorded_bounded_in_size_and_in_number() {
+        let (_dir, log) = log();
+        let path = format!("POST /v1/{}", "a".repeat(60_000));
+        let settled = |log: &AuditLog| {
+            let written = log.store.stats().written;
+            assert!(log.store.wait_dispatched(written, std::time::Duration::from_secs(10)));
+        };
+        for _ in 0..100 {
+            log.record_refusal(&path, &path, "401 Unauthorized");
+        }
+        settled(&log);
+        let entries = log.read(0, 1000);
+        assert_eq!(entries.len() as u64, REFUSALS_PER_S_MAX, "the rest of the second is only counted");
+        assert!(entries.iter().all(|e| e.action.len() < FIELD_BYTES_MAX + 32), "{}", entries[0].action.len());
+        assert!(entries[0].action.ends_with("(60009 bytes)"), "{}", &entries[0].action[FIELD_BYTES_MAX - 8..]);
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        log.record_refusal("POST /v1/topics", "topics", "401 Unauthorized");
+        settled(&log);
+        let last = log.read(REFUSALS_PER_S_MAX, 10);
+        assert!(last[0].result.contains("and 90 more refused requests"), "{}", last[0].result);
+        assert!(verify(&log.read(0, 1000)).ok);
     }
 }

@@ -132,8 +132,6 @@ fn v1(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
     let changes = !(call.method == Method::GET || call.method == Method::HEAD);
     let action = format!("{} {}", call.method, call.path);
     let target = call.path.trim_start_matches("/v1/");
-    let digest = (call.method == Method::POST && call.path.ends_with("/versions"))
-        .then(|| ferrymq_proto::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(call.body)));
     if !state.tokens.enabled()
         && let Some(reason) = exposure::refusal(call, changes)
     {
@@ -150,11 +148,21 @@ fn v1(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
             let mut response = error(StatusCode::UNAUTHORIZED, message);
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             if changes {
-                state.audit.record("unauthenticated", &action, target, digest, &status_line(response.status()));
+                state.audit.record_refusal(&action, target, &status_line(response.status()));
             }
             return response;
         }
     };
+    if changes && !state.audit.writable() {
+        // Nothing changes that the audit log could not record (the disk is full, or the store
+        // stopped); refused reads and this refusal are not recorded either, for the same reason.
+        return error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the change could not be audited: the store takes no writes now",
+        );
+    }
+    let digest = (call.method == Method::POST && call.path.ends_with("/versions"))
+        .then(|| ferrymq_proto::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(call.body)));
     let response = match plugins_api::route(call, state, &principal) {
         Some(response) => response,
         None if changes && !principal.is_admin() => {

@@ -411,6 +411,8 @@ fn audit_verify(args: &AdminArgs, file: Option<&std::path::Path>) -> anyhow::Res
             verdict.first_seq.map(|s| s.to_string()).unwrap_or_default(),
             verdict.last_seq.map(|s| s.to_string()).unwrap_or_default()
         );
+    } else if verdict.broken_at.is_none() && verdict.truncated {
+        println!("audit chain TRUNCATED: {}", verdict.reason.as_deref().unwrap_or("it does not start at entry 0"));
     } else {
         println!("audit chain BROKEN: {}", verdict.reason.as_deref().unwrap_or("unknown"));
     }
