@@ -62,8 +62,7 @@ if ! $quick; then
   fi
 fi
 
-# rust-toolchain.toml pins the toolchain; rustup installs it (with rustfmt, clippy and the
-# wasm32-wasip2 target) on first use.
+# rust-toolchain.toml pins the toolchain; rustup installs it (with rustfmt and clippy) on first use.
 say "toolchain: $(rustc --version)"
 
 if ! $quick; then
