@@ -40,14 +40,14 @@ impl Clients {
 
     /// The client's entry, created if there is room; `None` for a new client when `max` are known.
     fn entry<'a>(&self, map: &'a mut HashMap<String, Client>, client_id: &str) -> Option<&'a mut Client> {
-        if !map.contains_key(client_id) && map.len() >= self.max {
-            return None;
+        // Known clients (every RPC of a live client) are found without allocating their id.
+        if !map.contains_key(client_id) {
+            if map.len() >= self.max {
+                return None;
+            }
+            map.insert(client_id.to_owned(), Client { settings: None, telemetry: None, last_seen: Instant::now() });
         }
-        let client = map.entry(client_id.to_owned()).or_insert_with(|| Client {
-            settings: None,
-            telemetry: None,
-            last_seen: Instant::now(),
-        });
+        let client = map.get_mut(client_id)?;
         client.last_seen = Instant::now();
         Some(client)
     }

@@ -191,6 +191,10 @@ impl GrpcState {
 
 /// HTTP/2 flow-control windows: a 1 MiB request (1,024 sends of 1 KiB) fits in one window.
 const HTTP2_STREAM_WINDOW_BYTES: u32 = 2 << 20;
+/// A connection is pinged after this long without traffic, and dropped when the ping is not
+/// answered within the timeout (and with it every stream it held).
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
 
 /// Serves gRPC on `listener` until `stop` turns true.
@@ -207,8 +211,8 @@ pub async fn serve(
     // Wider HTTP/2 windows let a batch of sends arrive without a window update. A peer that stops
     // answering pings is dropped, and with it its streams.
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(config.streams_per_connection_max))
         .http2_max_header_list_size(Some(config.header_bytes_max))
         .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))

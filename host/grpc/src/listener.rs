@@ -5,13 +5,15 @@
 //!   idle sockets cannot take every file descriptor the broker has;
 //! * a connection that sends nothing within `first_bytes_ms` is closed before HTTP/2 sees it;
 //! * a failed accept (out of file descriptors above all) backs off instead of spinning, and is
-//!   logged at most once per [`ACCEPT_WARN_EVERY`] with how many failed.
+//!   logged at most once per `ferrymq_http::accept::WARN_EVERY` with how many failed.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use ferrymq_http::accept::AcceptFailures;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,11 +21,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// Pauses after a failed accept: the first, and the longest.
-const ACCEPT_RETRY_FIRST: Duration = Duration::from_millis(10);
-const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
-/// Failed accepts are logged at most this often.
-pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Admitted connections waiting for the server to take them.
 const HANDOFF_QUEUE_MAX: usize = 64;
 
@@ -84,7 +81,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(HANDOFF_QUEUE_MAX);
     let slots = Arc::new(Semaphore::new(connections_max));
     tokio::spawn(async move {
-        let mut failures = Failures::default();
+        let mut failures = AcceptFailures::new("gRPC");
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else { return };
             let stream = tokio::select! {
@@ -115,49 +112,4 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
-}
-
-/// Failed accepts since the last success: how long to pause, and when to say so.
-#[derive(Debug, Default)]
-struct Failures {
-    count: u64,
-    retry: Duration,
-    warned: Option<Instant>,
-}
-
-impl Failures {
-    fn failed(&mut self, err: &io::Error) -> Duration {
-        self.count += 1;
-        self.retry = if self.retry.is_zero() { ACCEPT_RETRY_FIRST } else { (self.retry * 2).min(ACCEPT_RETRY_MAX) };
-        if self.warned.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
-            tracing::warn!(%err, failures = self.count, retry_ms = self.retry.as_millis() as u64,
-                "gRPC accept failed (out of file descriptors?); pausing before the next");
-            self.warned = Some(Instant::now());
-        }
-        self.retry
-    }
-
-    fn accepted(&mut self) {
-        if self.count > 0 {
-            tracing::info!(failures = self.count, "gRPC accepts again");
-        }
-        *self = Failures { warned: self.warned, ..Failures::default() };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_accepts_back_off_to_a_ceiling_and_reset_on_success() {
-        let mut failures = Failures::default();
-        let emfile = io::Error::other("too many open files");
-        let pauses: Vec<Duration> = (0..10).map(|_| failures.failed(&emfile)).collect();
-        assert_eq!(pauses[0], ACCEPT_RETRY_FIRST);
-        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
-        assert_eq!(pauses[9], ACCEPT_RETRY_MAX);
-        failures.accepted();
-        assert_eq!(failures.failed(&emfile), ACCEPT_RETRY_FIRST);
-    }
 }

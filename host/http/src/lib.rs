@@ -1,5 +1,6 @@
 //! HTTP/1 plumbing shared by ferrymq's servers and tools.
 //!
+//! * [`accept`] — what an accept loop does when accepting fails (shared with the gRPC port).
 //! * [`serve`] — the accept loop of every HTTP server ferrymq runs (the admin endpoint, the name
 //!   server): a bound on connections and on the time to send request headers, and a stop signal.
 //! * [`response`] — JSON responses and JSON errors in one shape.
@@ -8,6 +9,7 @@
 //!
 //! Deliberately absent: routing, TLS, keep-alive in the client. Each server matches its own paths.
 
+pub mod accept;
 pub mod client;
 pub mod response;
 mod serve;

@@ -23,10 +23,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::accept::AcceptFailures;
 use crate::response::error;
 
-/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Connections served beyond `connections_max`, for the light paths only.
 pub const SPARE_CONNECTIONS: usize = 4;
 /// Header time of a connection on a spare slot.
@@ -65,6 +64,7 @@ pub async fn serve<H, F>(
 {
     let regular = Arc::new(Semaphore::new(bounds.connections_max));
     let spare = Arc::new(Semaphore::new(SPARE_CONNECTIONS));
+    let mut failures = AcceptFailures::new(what);
     loop {
         let slot = tokio::select! {
             biased;
@@ -80,10 +80,13 @@ pub async fn serve<H, F>(
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    failures.accepted();
+                    accepted
+                }
                 Err(err) => {
-                    tracing::warn!(%err, server = what, "HTTP accept failed");
-                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    drop(slot);
+                    tokio::time::sleep(failures.failed(&err)).await;
                     continue;
                 }
             },

@@ -482,6 +482,12 @@ impl Store {
         self.shared.log.written()
     }
 
+    /// Whether an append could be stored now: the disk is not full and no fatal error stopped the
+    /// store ([`Store::stats`] without gathering the rest).
+    pub fn accepts_appends(&self) -> bool {
+        !self.shared.disk_full.load(Ordering::Acquire) && self.shared.fatal().is_none()
+    }
+
     pub fn stats(&self) -> StoreStats {
         let log = &self.shared.log;
         StoreStats {

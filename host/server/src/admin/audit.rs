@@ -193,8 +193,7 @@ impl AuditLog {
     /// Whether an entry could be stored now: an admin change that could not be audited is refused
     /// before it is made.
     pub fn writable(&self) -> bool {
-        let stats = self.store.stats();
-        !stats.disk_full && stats.fatal.is_none()
+        self.store.accepts_appends()
     }
 
     /// Records a refused request, at most [`REFUSALS_PER_S_MAX`] a second: beyond that they are only

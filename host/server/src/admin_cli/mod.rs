@@ -370,6 +370,10 @@ pub fn print_answer(response: &Value, as_json: bool, columns: &[&str]) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
+/// Entries per page when verifying: small, because a response is read whole and an entry may be
+/// up to four fields of `FIELD_BYTES_MAX` plus a digest.
+const AUDIT_VERIFY_PAGE: usize = 100;
+
 /// Verifies the audit chain here, from the broker's entries or a saved file: the check does not take
 /// the broker's word for it.
 fn audit_verify(args: &AdminArgs, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
@@ -386,8 +390,7 @@ fn audit_verify(args: &AdminArgs, file: Option<&std::path::Path>) -> anyhow::Res
             let (addr, token) = (&args.endpoint.admin_addr, args.endpoint.token.as_deref());
             let mut from = 0;
             loop {
-                // Small pages: an entry may be large, and a response is read whole.
-                let path = format!("/v1/audit?from={from}&limit=100");
+                let path = format!("/v1/audit?from={from}&limit={AUDIT_VERIFY_PAGE}");
                 let (status, page) = http::request(addr, "GET", &path, None, token)?;
                 if status != 200 {
                     bail!("reading the audit log failed: {} (HTTP {status})", page["error"]);

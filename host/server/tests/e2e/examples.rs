@@ -118,22 +118,14 @@ impl Script {
 
     /// Waits for an output line containing `needle` and returns it.
     fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        if let Some(line) = self.lines.iter().find(|l| l.contains(needle)) {
-            return line.clone();
+        match crate::support::wait_for_line(&self.output, &mut self.lines, needle, timeout) {
+            Some(line) => line,
+            None => panic!(
+                "{}: no line with {needle:?} within {timeout:?}; output so far:\n{}",
+                self.example,
+                self.transcript()
+            ),
         }
-        let deadline = Instant::now() + timeout;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.output.recv_timeout(left) {
-                Ok(line) => {
-                    self.lines.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("{}: no line with {needle:?} within {timeout:?}; output so far:\n{}", self.example, self.transcript());
     }
 
     /// The script's output so far and the last lines of every log it keeps (`DATA_DIR/*.log`,

@@ -192,3 +192,25 @@ fn new_client_ids_beyond_clients_max_are_not_remembered() {
     });
     assert_eq!(node.metric("ferrymq_clients"), 2.0);
 }
+
+#[test]
+fn request_headers_over_header_bytes_max_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_with(&dir, "header_bytes_max = 4096\n");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut client = MessagingServiceClient::connect(format!("http://{}", node.grpc)).await.expect("connect");
+        let mut route = async |padding: usize| {
+            let mut request = tonic::Request::new(pb::QueryRouteRequest {
+                topic: Some(pb::Resource { name: "nowhere".into(), ..Default::default() }),
+                endpoints: None,
+            });
+            request.metadata_mut().insert("x-mq-client-id", "limits-test".parse().expect("header"));
+            request.metadata_mut().insert("x-padding", "p".repeat(padding).parse().expect("header"));
+            client.query_route(request).await.map(|_| ()).map_err(|status| status.code())
+        };
+        assert_eq!(route(100).await, Ok(()), "ordinary headers");
+        assert!(route(8_000).await.is_err(), "8 KB of headers against a 4 KiB bound");
+        assert_eq!(route(100).await, Ok(()), "the connection still serves");
+    });
+}

@@ -68,22 +68,9 @@ impl Node {
 
     /// Waits for a log line containing `needle` and returns it.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
-        if let Some(line) = self.log_lines.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + timeout;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.log_lines.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log_lines.join("\n"));
+        wait_for_line(&self.log, &mut self.log_lines, needle, timeout).unwrap_or_else(|| {
+            panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log_lines.join("\n"))
+        })
     }
 
     /// Starts a node with settings that keep client tests short (1 s minimum invisible time, 50 ms
@@ -189,6 +176,28 @@ impl Drop for Node {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The first line containing `needle`, among the lines `seen` so far or the next ones `lines`
+/// brings (each kept in `seen`) within `timeout`.
+pub fn wait_for_line(
+    lines: &Receiver<String>,
+    seen: &mut Vec<String>,
+    needle: &str,
+    timeout: Duration,
+) -> Option<String> {
+    if let Some(line) = seen.iter().find(|l| l.contains(needle)) {
+        return Some(line.clone());
+    }
+    let deadline = Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let line = lines.recv_timeout(left).ok()?;
+        seen.push(line.clone());
+        if line.contains(needle) {
+            return Some(line);
+        }
+    }
+    None
 }
 
 /// A minimal HTTP/1.1 GET: status code and body.
