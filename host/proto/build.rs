@@ -7,6 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let files = protox::compile(["apache/rocketmq/v2/service.proto"], ["proto"])?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(files)?;
+    // Malformed request bytes answer INVALID_ARGUMENT (`grpc::codec`), not tonic's INTERNAL.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::grpc::codec::ProtobufCodec")
+        .compile_fds(files)?;
     Ok(())
 }

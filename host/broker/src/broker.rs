@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ferrymq_proto::sync::{lock, read, write};
+use ferrymq_proto::throttle::Throttle;
 use ferrymq_store::clock::Clock;
 use ferrymq_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ use thiserror::Error;
 use crate::delivery::Delivery;
 use crate::hooks::{Policies, RouteVerdict, route_dlq_topic};
 use crate::metadata::MessageKind;
-use crate::metadata::{Metadata, MetadataError};
+use crate::metadata::{GroupLimits, Metadata, MetadataError};
 use crate::offsets::{OffsetKey, Offsets};
 use crate::send::{Outgoing, SendLimits, SendRejection, place};
 use crate::timer::Timer;
@@ -31,6 +32,10 @@ pub struct BrokerConfig {
     pub transactions: TransactionConfig,
     /// Create a consumer group with default settings the first time a client uses it.
     pub auto_create_groups: bool,
+    /// Most consumer groups the broker holds, however created.
+    pub groups_max: usize,
+    /// Most groups clients may create by using them, per second.
+    pub auto_create_groups_per_s: u32,
     /// How often expired deliveries and due timer messages are handled.
     pub tick_ms: u64,
     /// How often consumer progress is written to disk.
@@ -43,6 +48,8 @@ impl Default for BrokerConfig {
             send: SendLimits::default(),
             transactions: TransactionConfig::default(),
             auto_create_groups: true,
+            groups_max: GroupLimits::default().groups_max,
+            auto_create_groups_per_s: GroupLimits::default().auto_create_per_s,
             tick_ms: 100,
             offsets_persist_ms: 1_000,
         }
@@ -53,6 +60,9 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.tick_ms == 0 || self.offsets_persist_ms == 0 {
             return Err("tick_ms and offsets_persist_ms must be positive".into());
+        }
+        if self.groups_max == 0 || self.auto_create_groups_per_s == 0 {
+            return Err("groups_max and auto_create_groups_per_s must be positive".into());
         }
         if self.send.body_bytes_max == 0 {
             return Err("send.body_bytes_max must be positive".into());
@@ -146,7 +156,8 @@ impl Broker {
         config: BrokerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BrokerError> {
-        let metadata = Arc::new(Metadata::open(dir)?);
+        let limits = GroupLimits { groups_max: config.groups_max, auto_create_per_s: config.auto_create_groups_per_s };
+        let metadata = Arc::new(Metadata::open(dir)?.with_group_limits(limits));
         let offsets = Arc::new(Offsets::open(dir).map_err(BrokerError::Offsets)?);
         let delivery = Arc::new(Delivery::new(store.clone(), metadata.clone(), offsets.clone(), clock.clone()));
         let timer = Arc::new(Timer::new(store.clone(), offsets.clone(), clock.clone()));
@@ -170,8 +181,8 @@ impl Broker {
                 .map_err(BrokerError::Thread)
         };
         let housekeeping = {
-            let (delivery, timer, offsets, writable) =
-                (delivery.clone(), timer.clone(), offsets.clone(), writable.clone());
+            let (delivery, timer, offsets, metadata, writable) =
+                (delivery.clone(), timer.clone(), offsets.clone(), metadata.clone(), writable.clone());
             let persist_every = (config.offsets_persist_ms / config.tick_ms).max(1);
             let ticks = AtomicU64::new(0);
             spawn(
@@ -182,10 +193,13 @@ impl Broker {
                     if writable {
                         timer.tick();
                     }
-                    if (ticks.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(persist_every)
-                        && let Err(err) = offsets.persist()
-                    {
-                        tracing::error!(%err, "could not save consumer progress; will retry");
+                    if (ticks.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(persist_every) {
+                        if let Err(err) = offsets.persist() {
+                            tracing::error!(%err, "could not save consumer progress; will retry");
+                        }
+                        if let Err(err) = metadata.persist_pending() {
+                            tracing::error!(%err, "could not save the groups clients created; will retry");
+                        }
                     }
                 }),
             )?
@@ -325,7 +339,10 @@ impl Broker {
             RouteVerdict::Reject(reason) => done(Err(SendRejection::RefusedByPolicy(reason).into())),
             RouteVerdict::Drop(reason) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(topic = %message.topic, id = %message.message_id, %reason, "route policy dropped a message");
+                static DROPPED: Throttle = Throttle::per_second(10);
+                if let Some(suppressed) = DROPPED.admit() {
+                    tracing::info!(topic = %message.topic, id = %message.message_id, %reason, suppressed, "route policy dropped a message");
+                }
                 done(Ok(SendReceipt {
                     message_id: message.message_id.clone(),
                     transaction_id: None,
@@ -446,6 +463,9 @@ impl Broker {
         }
         if let Err(err) = self.offsets.persist() {
             tracing::error!(%err, "could not save consumer progress at shutdown");
+        }
+        if let Err(err) = self.metadata.persist_pending() {
+            tracing::error!(%err, "could not save the groups clients created at shutdown");
         }
     }
 }

@@ -3,11 +3,19 @@
 //! Changes are written to a temporary file, flushed, and renamed over the old one, so a crash leaves
 //! either the old or the new catalog, never a torn one. System topics (retry, dead-letter, timer) are
 //! not stored: they exist implicitly with one queue.
+//!
+//! A group a client creates by using it has default settings only, so it is not worth a rewrite of
+//! the whole file each: it is written with the next change or [`Metadata::persist_pending`] (the
+//! broker calls it with consumer progress). A crash before that forgets the group, and its next use
+//! creates it again, the same. Such creations are bounded in number and in rate ([`GroupLimits`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
+use std::time::Instant;
 
+use ferrymq_proto::limit::Limit;
 use ferrymq_proto::sync::{lock, read, write};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -192,6 +200,13 @@ pub enum MetadataError {
     InvalidGroup { name: String, reason: String },
     #[error("a topic needs 1 to {TOPIC_QUEUES_MAX} queues, not {0}")]
     InvalidQueues(u32),
+    #[error("group {name:?} cannot be created: the broker holds its limit of {max} groups (broker.groups_max)")]
+    TooManyGroups { name: String, max: usize },
+    #[error(
+        "group {name:?} cannot be created now: clients created {per_s} groups this second \
+         (broker.auto_create_groups_per_s); retry, or create it with the admin API"
+    )]
+    GroupCreationThrottled { name: String, per_s: u32 },
     #[error(transparent)]
     Persist(#[from] PersistError),
 }
@@ -218,6 +233,21 @@ struct Catalog {
     groups: BTreeMap<String, GroupConfig>,
 }
 
+/// Bounds on consumer groups: how many the catalog holds, and how fast clients may create them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupLimits {
+    /// Most groups, however created; a new one beyond is refused.
+    pub groups_max: usize,
+    /// Most groups created by clients' use per second; more are refused until the next second.
+    pub auto_create_per_s: u32,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        Self { groups_max: 10_000, auto_create_per_s: 100 }
+    }
+}
+
 /// The catalog of topics and groups.
 #[derive(Debug)]
 pub struct Metadata {
@@ -225,6 +255,12 @@ pub struct Metadata {
     catalog: RwLock<Catalog>,
     /// Serialises writers so that the file always holds the latest catalog.
     write: Mutex<()>,
+    limits: GroupLimits,
+    /// Groups were created in memory since the file was last written.
+    pending: AtomicBool,
+    /// Automatic creations in the current second: (second since `epoch`, count).
+    created: Mutex<(u64, u32)>,
+    epoch: Instant,
 }
 
 /// Checks a group name: 1 to 255 bytes of `[A-Za-z0-9%|_-]`.
@@ -259,7 +295,58 @@ impl Metadata {
             }
             None => Catalog::default(),
         };
-        Ok(Self { path, catalog: RwLock::new(catalog), write: Mutex::new(()) })
+        Ok(Self {
+            path,
+            catalog: RwLock::new(catalog),
+            write: Mutex::new(()),
+            limits: GroupLimits::default(),
+            pending: AtomicBool::new(false),
+            created: Mutex::new((0, 0)),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The same catalog with other group bounds.
+    pub fn with_group_limits(self, limits: GroupLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    /// Writes groups created in memory since the last write, if any.
+    pub fn persist_pending(&self) -> Result<(), MetadataError> {
+        let _writer = lock(&self.write);
+        if !self.pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.persist(&read(&self.catalog))?;
+        self.pending.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Refuses a new group `name` beyond `groups_max`.
+    fn check_room(&self, catalog: &Catalog, name: &str) -> Result<(), MetadataError> {
+        if !catalog.groups.contains_key(name) && catalog.groups.len() >= self.limits.groups_max {
+            Limit::Groups.reached();
+            return Err(MetadataError::TooManyGroups { name: name.to_owned(), max: self.limits.groups_max });
+        }
+        Ok(())
+    }
+
+    /// Takes one automatic creation from this second's allowance.
+    fn take_creation(&self, name: &str) -> Result<(), MetadataError> {
+        let second = self.epoch.elapsed().as_secs();
+        let mut created = lock(&self.created);
+        if created.0 != second {
+            *created = (second, 0);
+        }
+        if created.1 >= self.limits.auto_create_per_s {
+            Limit::GroupCreations.reached();
+            return Err(MetadataError::GroupCreationThrottled {
+                name: name.to_owned(),
+                per_s: self.limits.auto_create_per_s,
+            });
+        }
+        created.1 += 1;
+        Ok(())
     }
 
     fn persist(&self, catalog: &Catalog) -> Result<(), MetadataError> {
@@ -277,6 +364,8 @@ impl Metadata {
         let out = change(&mut next)?;
         self.persist(&next)?;
         *write(&self.catalog) = next;
+        // Groups created in memory were in the copy just written.
+        self.pending.store(false, Ordering::Release);
         Ok(out)
     }
 
@@ -333,6 +422,7 @@ impl Metadata {
             });
         }
         self.update(|c| {
+            self.check_room(c, &group.name)?;
             c.groups.insert(group.name.clone(), group.clone());
             Ok(group)
         })
@@ -342,18 +432,25 @@ impl Metadata {
         read(&self.catalog).groups.get(name).cloned()
     }
 
-    /// The group, created with default settings if it does not exist yet.
+    /// The group, created with default settings if it does not exist yet (in memory, written with
+    /// the next change or [`Metadata::persist_pending`]), within [`GroupLimits`].
     pub fn group_or_default(&self, name: &str) -> Result<GroupConfig, MetadataError> {
         if let Some(group) = self.group(name) {
             return Ok(group);
         }
         validate_group(name)?;
-        self.update(|c| {
-            Ok(c.groups
-                .entry(name.to_owned())
-                .or_insert_with(|| GroupConfig { name: name.to_owned(), ..GroupConfig::default() })
-                .clone())
-        })
+        let _writer = lock(&self.write);
+        let mut catalog = write(&self.catalog);
+        if let Some(group) = catalog.groups.get(name) {
+            return Ok(group.clone());
+        }
+        self.check_room(&catalog, name)?;
+        self.take_creation(name)?;
+        let group = GroupConfig { name: name.to_owned(), ..GroupConfig::default() };
+        catalog.groups.insert(name.to_owned(), group.clone());
+        self.pending.store(true, Ordering::Release);
+        tracing::info!(group = name, "consumer group created on first use, with default settings");
+        Ok(group)
     }
 
     pub fn groups(&self) -> Vec<GroupConfig> {
@@ -450,6 +547,41 @@ mod tests {
         for backoff in [vec![u64::MAX], vec![0], vec![1_000; RETRY_BACKOFF_STEPS_MAX + 1]] {
             let group = GroupConfig { name: "g".into(), retry_backoff_ms: backoff, ..GroupConfig::default() };
             assert!(meta.put_group(group).is_err(), "a backoff clients would read as negative or endless");
+        }
+    }
+
+    #[test]
+    fn groups_clients_create_are_bounded_in_number_and_rate_and_written_in_one_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Metadata::open(dir.path())
+            .expect("open")
+            .with_group_limits(GroupLimits { groups_max: 5, auto_create_per_s: 3 });
+        for name in ["a", "b", "c"] {
+            meta.group_or_default(name).expect("within this second's allowance");
+        }
+        // The same second (the test takes far less than one): a fourth creation waits.
+        match meta.group_or_default("d") {
+            Err(MetadataError::GroupCreationThrottled { per_s: 3, .. }) => {}
+            other => panic!("a fourth creation in one second: {other:?}"),
+        }
+        assert!(meta.group_or_default("a").is_ok(), "a known group is not a creation");
+        // Nothing written yet: a crash now would forget a, b and c (and their next use recreates them).
+        assert!(Metadata::open(dir.path()).expect("reopen").groups().is_empty());
+        meta.persist_pending().expect("persist");
+        assert_eq!(Metadata::open(dir.path()).expect("reopen").groups().len(), 3);
+        // The administrator's groups count against the same bound.
+        meta.put_group(GroupConfig { name: "e".into(), ..GroupConfig::default() }).expect("fourth");
+        meta.put_group(GroupConfig { name: "f".into(), ..GroupConfig::default() }).expect("fifth");
+        match meta.put_group(GroupConfig { name: "g".into(), ..GroupConfig::default() }) {
+            Err(MetadataError::TooManyGroups { max: 5, .. }) => {}
+            other => panic!("a sixth group: {other:?}"),
+        }
+        meta.put_group(GroupConfig { name: "f".into(), fifo: true, ..GroupConfig::default() })
+            .expect("changing an existing group is not a new one");
+        std::thread::sleep(std::time::Duration::from_millis(1_050));
+        match meta.group_or_default("h") {
+            Err(MetadataError::TooManyGroups { .. }) => {}
+            other => panic!("a client's creation past groups_max: {other:?}"),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use ferrymq_proto::limit::Limit;
 use ferrymq_proto::properties::{
     self, KEYS, MESSAGE_GROUP, MESSAGE_TYPE, REAL_QUEUE_ID, REAL_TOPIC, TAGS, TIMER_DELIVER_MS, UNIQ_KEY,
 };
@@ -138,8 +139,7 @@ pub fn place(
         return Err(SendRejection::IllegalTopic(msg.topic.clone()));
     }
     let topic = metadata.topic(&msg.topic).ok_or_else(|| SendRejection::TopicNotFound(msg.topic.clone()))?;
-    check_body(msg, limits)?;
-    check_properties(msg, limits)?;
+    check_body(msg, limits).and_then(|()| check_properties(msg, limits)).inspect_err(|_| Limit::Send.reached())?;
     let kind = msg.kind.unwrap_or(match (&msg.message_group, msg.delivery_ms) {
         (Some(_), _) => MessageKind::Fifo,
         (None, Some(_)) => MessageKind::Delay,

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use ferrymq_proto::throttle::Throttle;
 use ferrymq_store::{Appended, NewMessage, Store, StoreError, StoredRecord};
 
 /// The plugin registry: components (in chunks), versions, bindings and activations.
@@ -57,7 +58,12 @@ pub fn scan_at_most(
             at = entry.queue_offset + 1;
             match store.record(entry.offset, entry.len) {
                 Ok(stored) => each(entry.queue_offset, &stored),
-                Err(err) => tracing::warn!(topic, offset = entry.offset, %err, "system record unreadable; skipped"),
+                Err(err) => {
+                    static UNREADABLE: Throttle = Throttle::per_second(5);
+                    if let Some(suppressed) = UNREADABLE.admit() {
+                        tracing::warn!(topic, offset = entry.offset, %err, suppressed, "system record unreadable; skipped");
+                    }
+                }
             }
         }
     }

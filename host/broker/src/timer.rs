@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use ferrymq_proto::properties::{self, PropertiesError, REAL_QUEUE_ID, REAL_TOPIC, TIMER_DELIVER_MS};
 use ferrymq_proto::sync::lock;
+use ferrymq_proto::throttle::Throttle;
 use ferrymq_store::clock::Clock;
 use ferrymq_store::{NewMessage, Store, StoreError};
 use thiserror::Error;
@@ -91,10 +92,14 @@ impl Timer {
             match due {
                 Some(ms) => state.pending.push(Reverse((ms, entry.queue_offset))),
                 None => {
-                    tracing::warn!(
-                        offset = entry.queue_offset,
-                        "timer message without a readable delivery time; dropped"
-                    );
+                    static UNREADABLE: Throttle = Throttle::per_second(5);
+                    if let Some(suppressed) = UNREADABLE.admit() {
+                        tracing::warn!(
+                            offset = entry.queue_offset,
+                            suppressed,
+                            "timer message without a readable delivery time; dropped"
+                        );
+                    }
                     Self::complete(&mut state, entry.queue_offset);
                 }
             }
@@ -113,7 +118,10 @@ impl Timer {
                     delivered += 1;
                 }
                 Err(err) => {
-                    tracing::warn!(%err, offset, "could not deliver a due timer message; will retry");
+                    static UNDELIVERED: Throttle = Throttle::per_second(1);
+                    if let Some(suppressed) = UNDELIVERED.admit() {
+                        tracing::warn!(%err, offset, suppressed, "could not deliver a due timer message; will retry");
+                    }
                     break;
                 }
             }

@@ -21,6 +21,7 @@ use ferrymq_proto::properties::{
 };
 use ferrymq_proto::record::{RecordRef, sys_flag};
 use ferrymq_proto::sync::lock;
+use ferrymq_proto::throttle::Throttle;
 use ferrymq_store::clock::Clock;
 use ferrymq_store::{Appended, NewMessage, Store, StoreError, StoredRecord};
 use serde::{Deserialize, Serialize};
@@ -473,7 +474,10 @@ impl Transactions {
                 continue;
             }
             if let Err(err) = self.store.append_wait(self.op("check", id, *half_offset)) {
-                tracing::warn!(%err, transaction = %id, "could not record a transaction check");
+                static UNRECORDED: Throttle = Throttle::per_second(5);
+                if let Some(suppressed) = UNRECORDED.admit() {
+                    tracing::warn!(%err, transaction = %id, suppressed, "could not record a transaction check");
+                }
             }
             let Ok(stored) = self.store.record(*log_offset, *len) else { continue };
             let verdict = match (checker, stored.decode()) {
@@ -484,7 +488,10 @@ impl Transactions {
                 Some(Resolution::Unknown) => {}
                 Some(resolution) => {
                     if let Err(err) = self.end(id, resolution) {
-                        tracing::warn!(%err, transaction = %id, "could not apply the checker's outcome");
+                        static UNAPPLIED: Throttle = Throttle::per_second(5);
+                        if let Some(suppressed) = UNAPPLIED.admit() {
+                            tracing::warn!(%err, transaction = %id, suppressed, "could not apply the checker's outcome");
+                        }
                     }
                 }
                 None => {
@@ -510,12 +517,18 @@ impl Transactions {
         let mut state = self.lock();
         match result {
             Ok(()) => {
-                tracing::warn!(transaction = %transaction_id, checks = self.config.checks_max, "transaction never resolved; discarded to {DISCARD_TOPIC}");
+                static DISCARDED: Throttle = Throttle::per_second(10);
+                if let Some(suppressed) = DISCARDED.admit() {
+                    tracing::warn!(transaction = %transaction_id, checks = self.config.checks_max, suppressed, "transaction never resolved; discarded to {DISCARD_TOPIC}");
+                }
                 self.forget(&mut state, transaction_id, half_offset, Resolution::Rollback);
                 self.counters.discards.fetch_add(1, Ordering::Relaxed);
             }
             Err(err) => {
-                tracing::warn!(%err, transaction = %transaction_id, "could not discard a transaction; will retry");
+                static UNDISCARDED: Throttle = Throttle::per_second(5);
+                if let Some(suppressed) = UNDISCARDED.admit() {
+                    tracing::warn!(%err, transaction = %transaction_id, suppressed, "could not discard a transaction; will retry");
+                }
                 if let Some(p) = state.pending.get_mut(transaction_id) {
                     p.resolving = false;
                 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ferrymq_broker::Broker;
 use ferrymq_broker::offsets::OffsetKey;
+use ferrymq_proto::throttle::Throttle;
 use serde::{Deserialize, Serialize};
 
 use super::Cluster;
@@ -125,7 +126,10 @@ pub fn start(
                         let (cluster, broker, stop) = (cluster.clone(), broker.clone(), stop.clone());
                         let spawned = std::thread::Builder::new().name("ferrymq-ha-send".into()).spawn(move || {
                             if let Err(err) = serve_slave(&cluster, &broker, stream, &stop) {
-                                tracing::warn!(%peer, err = format!("{err:#}"), "replication to a slave ended");
+                                static ENDED: Throttle = Throttle::per_second(5);
+                                if let Some(suppressed) = ENDED.admit() {
+                                    tracing::warn!(%peer, err = format!("{err:#}"), suppressed, "replication to a slave ended");
+                                }
                             }
                         });
                         if let Err(err) = spawned {
@@ -136,7 +140,10 @@ pub fn start(
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     Err(err) => {
-                        tracing::warn!(%err, "HA accept failed");
+                        static FAILED: Throttle = Throttle::per_second(1);
+                        if let Some(suppressed) = FAILED.admit() {
+                            tracing::warn!(%err, suppressed, "HA accept failed");
+                        }
                         std::thread::sleep(Duration::from_millis(200));
                     }
                 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrymq_http::response::{error, json};
 use ferrymq_proto::sync::lock;
+use ferrymq_proto::throttle::Throttle;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -47,7 +48,10 @@ impl Registry {
                 tracing::info!(set = %key.0, id = key.1, grpc = %registration.grpc, role = ?registration.role, "broker registered")
             }
             Some((old, _)) if old.grpc != registration.grpc => {
-                tracing::warn!(set = %key.0, id = key.1, old = %old.grpc, new = %registration.grpc, "another broker took this set and id");
+                static TAKEN: Throttle = Throttle::per_second(5);
+                if let Some(suppressed) = TAKEN.admit() {
+                    tracing::warn!(set = %key.0, id = key.1, old = %old.grpc, new = %registration.grpc, suppressed, "another broker took this set and id");
+                }
             }
             Some(_) => {}
         }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ferrymq_proto::grpc::v2::{Settings, TelemetryCommand, settings::PubSub};
+use ferrymq_proto::limit::Limit;
 use ferrymq_proto::sync::lock;
 use tokio::sync::mpsc;
 
@@ -43,6 +44,7 @@ impl Clients {
         // Known clients (every RPC of a live client) are found without allocating their id.
         if !map.contains_key(client_id) {
             if map.len() >= self.max {
+                Limit::GrpcClients.reached();
                 return None;
             }
             map.insert(client_id.to_owned(), Client { settings: None, telemetry: None, last_seen: Instant::now() });

@@ -7,6 +7,8 @@ use ferrymq_broker::delivery::Receive;
 use ferrymq_broker::filter::{Filter, SqlFilter, TagFilter};
 use ferrymq_broker::metadata::{GroupConfig, retry_topic};
 use ferrymq_proto::grpc::v2::{self as pb, Code, receive_message_response::Content};
+use ferrymq_proto::limit::Limit;
+use ferrymq_proto::throttle::Throttle;
 use tokio::time::Instant;
 
 use super::GrpcState;
@@ -49,7 +51,8 @@ impl GrpcState {
         let mut wait = asked.map(duration_ms).unwrap_or(max).clamp(0, max);
         if let Some(left) = deadline_ms {
             // Answer before the client gives up: keep a tenth of its time (at least 200 ms) in hand.
-            wait = wait.min(left - (left / 10).max(200));
+            // `grpc-timeout` is the client's to set, to any value a signed count can take.
+            wait = wait.min(left.saturating_sub((left / 10).max(200)));
         }
         wait.max(0)
     }
@@ -93,6 +96,7 @@ impl GrpcState {
         let batch =
             usize::try_from(request.batch_size).unwrap_or(0).clamp(1, ferrymq_broker::delivery::RECEIVE_BATCH_MAX);
         let Ok(_permit) = self.waiters.try_acquire() else {
+            Limit::GrpcReceiveWaiters.reached();
             return fail(status(Code::TooManyRequests, "too many receives are waiting; try again later"));
         };
         let end = Instant::now()
@@ -140,7 +144,12 @@ impl GrpcState {
                         Ok(message) => {
                             out.push(pb::ReceiveMessageResponse { content: Some(Content::Message(message)) })
                         }
-                        Err(status) => tracing::warn!(?status, "a delivered message could not be encoded"),
+                        Err(status) => {
+                            static UNENCODED: Throttle = Throttle::per_second(5);
+                            if let Some(suppressed) = UNENCODED.admit() {
+                                tracing::warn!(?status, suppressed, "a delivered message could not be encoded");
+                            }
+                        }
                     }
                 }
                 out.push(delivery_timestamp(self.broker.now_ms()));

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ferrymq_http::accept::AcceptFailures;
+use ferrymq_proto::limit::Limit;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -83,7 +84,14 @@ pub fn incoming(
     tokio::spawn(async move {
         let mut failures = AcceptFailures::new("gRPC");
         loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    Limit::GrpcConnections.reached();
+                    let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                    slot
+                }
+            };
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
@@ -105,6 +113,7 @@ pub fn incoming(
                 // `peek` waits for a byte (or the end) to be there, not only for a readiness event.
                 let mut first = [0u8; 1];
                 if tokio::time::timeout(first_bytes, stream.peek(&mut first)).await.is_err() {
+                    Limit::GrpcFirstBytes.reached();
                     return;
                 }
                 let _ = tx.send(Ok(Admitted { stream, _slot: slot })).await;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use ferrymq_proto::grpc::v2::{self as pb, Code};
+use ferrymq_proto::throttle::Throttle;
 use tokio::sync::oneshot;
 
 use super::GrpcState;
@@ -94,7 +95,10 @@ impl GrpcState {
         }
         if let Err(failure) = self.cluster.replicated(replicate_to).await {
             let failed = from_replication(failure);
-            tracing::warn!(code = ?failure, end = replicate_to, "a send is stored but not replicated");
+            static UNREPLICATED: Throttle = Throttle::per_second(5);
+            if let Some(suppressed) = UNREPLICATED.admit() {
+                tracing::warn!(code = ?failure, end = replicate_to, suppressed, "a send is stored but not replicated");
+            }
             for entry in entries.iter_mut().filter(|e| e.status.as_ref().is_some_and(|s| s.code == Code::Ok as i32)) {
                 entry.status = Some(failed.clone());
             }

@@ -92,6 +92,8 @@ pub fn from_metadata(err: &MetadataError) -> Status {
         MetadataError::InvalidGroup { .. } => Code::IllegalConsumerGroup,
         MetadataError::InvalidTopic { .. } => Code::IllegalTopic,
         MetadataError::TopicConflict(_) | MetadataError::InvalidQueues(_) => Code::BadRequest,
+        MetadataError::TooManyGroups { .. } => Code::Forbidden,
+        MetadataError::GroupCreationThrottled { .. } => Code::TooManyRequests,
         MetadataError::Persist(_) => Code::InternalServerError,
     };
     status(code, err.to_string())

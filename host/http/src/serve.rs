@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferrymq_proto::limit::Limit;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_LENGTH;
@@ -95,6 +96,9 @@ pub async fn serve<H, F>(
         let handle = handle.clone();
         tokio::spawn(async move {
             let light_only = slot.spare;
+            if light_only {
+                Limit::AdminConnections.reached();
+            }
             let service = service_fn(move |request: Request<Incoming>| {
                 let refused = light_only && !bounds.light_paths.contains(&request.uri().path());
                 let answer = (!refused).then(|| handle(request));
@@ -134,14 +138,21 @@ pub async fn read_body(
     let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes"));
     if declared.is_some_and(|n| n > limit as u64) {
+        Limit::AdminBodyBytes.reached();
         return Err(too_large());
     }
     match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => Ok((parts, collected.to_bytes())),
-        Ok(Err(_)) => Err(too_large()),
-        Err(_) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the request body did not arrive within {} ms", deadline.as_millis()),
-        )),
+        Ok(Err(_)) => {
+            Limit::AdminBodyBytes.reached();
+            Err(too_large())
+        }
+        Err(_) => {
+            Limit::AdminBodyTimeout.reached();
+            Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} ms", deadline.as_millis()),
+            ))
+        }
     }
 }

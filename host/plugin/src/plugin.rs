@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrymq_proto::sync::lock;
+use ferrymq_proto::throttle::Throttle;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
@@ -351,7 +352,10 @@ impl<P: WorldPre> Plugin<P> {
             Err(err) if err.is_plugin_fault() => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-                tracing::warn!(plugin = %self.name, %err, consecutive = n, "plugin call failed");
+                static FAILED: Throttle = Throttle::per_second(10);
+                if let Some(suppressed) = FAILED.admit() {
+                    tracing::warn!(plugin = %self.name, %err, consecutive = n, suppressed, "plugin call failed");
+                }
                 if n >= self.limits.failures_max && !self.quarantined.swap(true, Ordering::AcqRel) {
                     tracing::error!(plugin = %self.name, failures = n, "plugin quarantined: its binding's failure policy applies until it is replaced");
                     let hook = lock(&self.on_quarantine).clone();

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrymq_proto::throttle::Throttle;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -138,7 +139,10 @@ impl WasiHttpHooks for Allowlist {
             + Send,
     > {
         if !self.allows(request.uri()) {
-            tracing::warn!(uri = %request.uri(), "plugin HTTP request refused: host not on the binding's allowlist");
+            static REFUSED: Throttle = Throttle::per_second(5);
+            if let Some(suppressed) = REFUSED.admit() {
+                tracing::warn!(uri = %request.uri(), suppressed, "plugin HTTP request refused: host not on the binding's allowlist");
+            }
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let options = wasmtime_wasi_http::RequestOptions {

@@ -9,12 +9,14 @@
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod hex;
+pub mod limit;
 pub mod name;
 pub mod plugin_batch;
 pub mod properties;
 pub mod record;
 pub mod sync;
 pub mod tag;
+pub mod throttle;
 
 pub use properties::{PropertiesError, Property};
 pub use record::{Entry, RecordError, RecordMeta, RecordRef, Verify};

@@ -78,6 +78,19 @@ pub fn render(s: &Snapshot) -> String {
     w.metric("ferrymq_clients", "gauge", "RocketMQ clients known to the broker.", s.clients);
     w.metric("ferrymq_topics", "gauge", "Topics created.", s.topics);
     w.metric("ferrymq_groups", "gauge", "Consumer groups.", s.groups);
+    let _ = writeln!(
+        w.0,
+        "# HELP ferrymq_limit_reached_total Times clients reached a bound, by the setting that moves it.\n# TYPE ferrymq_limit_reached_total counter"
+    );
+    for limit in ferrymq_proto::limit::Limit::ALL {
+        let _ = writeln!(w.0, "ferrymq_limit_reached_total{{limit=\"{}\"}} {}", limit.setting(), limit.count());
+    }
+    w.metric(
+        "ferrymq_log_lines_suppressed_total",
+        "counter",
+        "Repeating warnings left out of the log by their rate limits.",
+        ferrymq_proto::throttle::suppressed_total(),
+    );
     w.metric("ferrymq_deliveries_in_flight", "gauge", "Messages delivered and not yet acknowledged.", s.in_flight);
     w.metric("ferrymq_timer_pending", "gauge", "Delay messages waiting for their delivery time.", s.timer_pending);
     w.metric("ferrymq_filter_errors_total", "counter", "SQL92 filter evaluations that failed.", s.filter_errors);

@@ -28,11 +28,12 @@ pub struct NamesrvArgs {
     pub log_level: String,
 }
 
-pub fn run(args: NamesrvArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: NamesrvArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(&crate::config::LogConfig { level: args.log_level.clone(), ..Default::default() })?;
     if args.broker_ttl_ms == 0 || args.connections_max == 0 {
         anyhow::bail!("--broker-ttl-ms and --connections-max must be positive");
     }
+    args.connections_max = crate::open_files::fit_connections("--connections-max", args.connections_max, 64);
     let registry = Arc::new(Registry::new(Duration::from_millis(args.broker_ttl_ms)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

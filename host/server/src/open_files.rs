@@ -11,21 +11,34 @@ pub const RESERVED: u64 = 1_024;
 /// Raises the soft open-file limit to the hard one and lowers `grpc.connections_max` where the
 /// limit cannot hold it beside [`RESERVED`] and the admin API's connections. Returns the limit.
 pub fn fit(config: &mut ServerConfig) -> u64 {
-    let limit = raise();
-    let room = limit.saturating_sub(RESERVED + config.admin.connections_max as u64).max(1);
-    let wanted = config.grpc.connections_max as u64;
-    if wanted > room {
+    let reserved = RESERVED + config.admin.connections_max as u64;
+    let (limit, connections_max) = fit_within(raise(), "grpc.connections_max", config.grpc.connections_max, reserved);
+    config.grpc.connections_max = connections_max;
+    limit
+}
+
+/// Raises the open-file limit and returns `wanted` (the bound named `setting`), lowered where the
+/// limit cannot hold it beside `reserved` other descriptors.
+pub fn fit_connections(setting: &str, wanted: usize, reserved: u64) -> usize {
+    fit_within(raise(), setting, wanted, reserved).1
+}
+
+fn fit_within(limit: u64, setting: &str, wanted: usize, reserved: u64) -> (u64, usize) {
+    let room = limit.saturating_sub(reserved).max(1);
+    let fitted = if wanted as u64 > room {
         tracing::warn!(
             open_files_max = limit,
             configured = wanted,
             connections_max = room,
-            "the open-file limit cannot hold grpc.connections_max beside the store's files; serving fewer \
+            "the open-file limit cannot hold {setting} beside the process's own files; serving fewer \
              connections (raise the limit: ulimit -n, or LimitNOFILE under systemd)"
         );
-        config.grpc.connections_max = usize::try_from(room).unwrap_or(usize::MAX);
-    }
-    tracing::info!(open_files_max = limit, grpc_connections_max = config.grpc.connections_max, "open-file limit");
-    limit
+        usize::try_from(room).unwrap_or(usize::MAX)
+    } else {
+        wanted
+    };
+    tracing::info!(open_files_max = limit, connections_max = fitted, "open-file limit");
+    (limit, fitted)
 }
 
 /// The soft limit after trying to raise it to the hard one.
@@ -60,5 +73,12 @@ mod tests {
         assert!(limit >= 1, "a limit was read");
         let used = config.grpc.connections_max as u64 + RESERVED + config.admin.connections_max as u64;
         assert!(used <= limit.max(RESERVED + config.admin.connections_max as u64 + 1), "{used} > {limit}");
+    }
+
+    #[test]
+    fn a_bound_the_limit_can_hold_is_kept_and_one_it_cannot_is_lowered_below_it() {
+        assert_eq!(fit_within(1_024, "x", 500, 64), (1_024, 500));
+        assert_eq!(fit_within(1_024, "x", 5_000, 64), (1_024, 960));
+        assert_eq!(fit_within(10, "x", 5_000, 64), (10, 1), "at least one connection");
     }
 }

@@ -2,6 +2,7 @@
 //! retry topic, or copied to the dead-letter topic; and dead-lettering on a client's request.
 
 use ferrymq_proto::properties::{self, DLQ_ORIGIN_MESSAGE_ID, DLQ_ORIGIN_TOPIC, RETRY_TOPIC, UNIQ_KEY};
+use ferrymq_proto::throttle::Throttle;
 use ferrymq_store::{NewMessage, StoredRecord};
 
 use super::cursor::{Inflight, State};
@@ -124,7 +125,10 @@ impl Delivery {
         let record = match self.record_at(key, offset) {
             Ok(record) => record,
             Err(err) => {
-                tracing::warn!(%err, "an expired message is no longer stored; dropping it from delivery");
+                static GONE: Throttle = Throttle::per_second(5);
+                if let Some(suppressed) = GONE.admit() {
+                    tracing::warn!(%err, suppressed, "an expired message is no longer stored; dropping it from delivery");
+                }
                 cursor.complete(offset);
                 return Expired::Settled;
             }
@@ -156,7 +160,10 @@ impl Delivery {
                 }
             }
             Err(err) => {
-                tracing::warn!(%err, topic = %key.topic, "could not move an expired message; retrying in a second");
+                static UNMOVED: Throttle = Throttle::per_second(5);
+                if let Some(suppressed) = UNMOVED.admit() {
+                    tracing::warn!(%err, topic = %key.topic, suppressed, "could not move an expired message; retrying in a second");
+                }
                 let generation = self.next_generation();
                 let deadline_ms = now + 1_000;
                 if let Some(cursor) = state.cursors.get_mut(&key) {

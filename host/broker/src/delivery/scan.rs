@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use ferrymq_proto::properties::{self, MESSAGE_GROUP, RETRY_TOPIC};
 use ferrymq_proto::record::RecordRef;
+use ferrymq_proto::throttle::Throttle;
 use ferrymq_store::StoredRecord;
 
 use super::cursor::State;
@@ -80,7 +81,10 @@ impl Delivery {
             let record = match self.store.record(entry.offset, entry.len) {
                 Ok(record) => record,
                 Err(err) => {
-                    tracing::warn!(topic = %key.topic, queue = key.queue_id, offset = o, %err, "skipping an unreadable message");
+                    static UNREADABLE: Throttle = Throttle::per_second(5);
+                    if let Some(suppressed) = UNREADABLE.admit() {
+                        tracing::warn!(topic = %key.topic, queue = key.queue_id, offset = o, %err, suppressed, "skipping an unreadable message");
+                    }
                     cursor.complete(o);
                     continue;
                 }

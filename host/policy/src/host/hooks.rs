@@ -12,6 +12,7 @@ use ferrymq_plugin::{BodySource, FilterPlugin, PluginError, RouteOutcome, RouteP
 use ferrymq_proto::plugin_batch::PluginMessage;
 use ferrymq_proto::properties::{self, KEYS, TAGS};
 use ferrymq_proto::record::RecordRef;
+use ferrymq_proto::throttle::Throttle;
 
 use crate::config::FailurePolicy;
 
@@ -87,7 +88,10 @@ impl Policies for PluginHost {
                     Ok(message) => RouteVerdict::Accept(Box::new(message)),
                     Err(reason) => {
                         let err = PluginError::BadOutput(reason);
-                        tracing::warn!(plugin = %bound.info.name, %err, "route answer refused");
+                        static REFUSED: Throttle = Throttle::per_second(5);
+                        if let Some(suppressed) = REFUSED.admit() {
+                            tracing::warn!(plugin = %bound.info.name, %err, suppressed, "route answer refused");
+                        }
                         on_route_failure(&bound.info, message, &err)
                     }
                 }
@@ -115,7 +119,10 @@ fn filter_with(
     let decoded: Vec<_> = indices.iter().map(|&i| messages[i].record.decode()).collect();
     if let Some(err) = decoded.iter().find_map(|d| d.as_ref().err()) {
         // The broker decoded these a moment ago; a failure here is the store's, not the plugin's.
-        tracing::warn!(plugin = %info.name, %err, "a message could not be decoded for its filter");
+        static UNDECODED: Throttle = Throttle::per_second(5);
+        if let Some(suppressed) = UNDECODED.admit() {
+            tracing::warn!(plugin = %info.name, %err, suppressed, "a message could not be decoded for its filter");
+        }
     }
     let mut inputs = Vec::with_capacity(indices.len());
     let mut positions = Vec::with_capacity(indices.len());

@@ -20,7 +20,8 @@ pub const LOOKUP_RESULTS_MAX: usize = 64;
 fn metadata_error(err: &MetadataError) -> Response<Full<Bytes>> {
     let status = match err {
         MetadataError::TopicNotFound(_) | MetadataError::GroupNotFound(_) => StatusCode::NOT_FOUND,
-        MetadataError::TopicConflict(_) => StatusCode::CONFLICT,
+        MetadataError::TopicConflict(_) | MetadataError::TooManyGroups { .. } => StatusCode::CONFLICT,
+        MetadataError::GroupCreationThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
         MetadataError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };

@@ -208,6 +208,7 @@ impl AuditLog {
             }
             if refusals.in_window >= REFUSALS_PER_S_MAX {
                 refusals.suppressed += 1;
+                ferrymq_proto::limit::Limit::AuditRefusals.reached();
                 return;
             }
             refusals.in_window += 1;

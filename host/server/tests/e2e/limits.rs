@@ -1,7 +1,7 @@
 //! What a client without credentials can hold on the gRPC port, at its limits: idle sockets take at
 //! most `connections_max` slots and lose them after `first_bytes_ms`, the admin endpoint stays
 //! reachable meanwhile, and one connection opens at most `streams_per_connection_max` requests even
-//! when it ignores the setting.
+//! when it ignores the setting. Malformed request bytes are the caller's mistake (INVALID_ARGUMENT).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -46,6 +46,7 @@ fn idle_sockets_take_at_most_connections_max_slots_and_lose_them_when_silent() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(route_within(&runtime, &node, Duration::from_secs(2)), None, "every slot is held by an idle socket");
     assert_eq!(node.get("/healthz").0, 200, "the admin endpoint is not behind the gRPC slots");
+    assert!(node.metric(r#"ferrymq_limit_reached_total{limit="grpc.connections_max"}"#) >= 1.0);
     idle.pop();
     assert!(route_within(&runtime, &node, Duration::from_secs(10)).is_some(), "a freed slot serves again");
     drop(idle);
@@ -58,6 +59,7 @@ fn idle_sockets_take_at_most_connections_max_slots_and_lose_them_when_silent() {
         route_within(&runtime, &node, Duration::from_secs(10)).is_some(),
         "sockets that said nothing for first_bytes_ms were closed"
     );
+    assert_eq!(node.metric(r#"ferrymq_limit_reached_total{limit="grpc.first_bytes_ms"}"#), 3.0);
 }
 
 /// One HTTP/2 frame: length, type, flags, stream id, payload.
@@ -156,6 +158,9 @@ fn clients_trickling_bodies_into_every_admin_slot_blind_neither_health_nor_metri
         node.get("/v1/topics").0 == 200
     });
     assert!(freed, "the slots are free again");
+    let reached = |limit: &str| node.metric(&format!("ferrymq_limit_reached_total{{limit=\"{limit}\"}}"));
+    assert!(reached("admin.connections_max") >= 3.0, "healthz, metrics and the refused API call took spare slots");
+    assert_eq!(reached("admin.body_timeout_ms"), 2.0);
 
     // A declared length over the limit is refused before a byte of it is read: no 100 Continue.
     let mut stream = TcpStream::connect(node.admin).expect("connect");
@@ -166,6 +171,7 @@ fn clients_trickling_bodies_into_every_admin_slot_blind_neither_health_nor_metri
     );
     stream.write_all(head.as_bytes()).expect("send head");
     assert_eq!(status_of(&mut stream), Some(413));
+    assert_eq!(reached("admin.body_bytes_max"), 1.0);
 }
 
 #[test]
@@ -191,6 +197,7 @@ fn new_client_ids_beyond_clients_max_are_not_remembered() {
         assert_eq!(heartbeat(&"x".repeat(300)).await, Err(tonic::Code::InvalidArgument), "an oversized id");
     });
     assert_eq!(node.metric("ferrymq_clients"), 2.0);
+    assert!(node.metric(r#"ferrymq_limit_reached_total{limit="grpc.clients_max"}"#) >= 1.0);
 }
 
 #[test]
@@ -212,5 +219,72 @@ fn request_headers_over_header_bytes_max_are_refused() {
         assert_eq!(route(100).await, Ok(()), "ordinary headers");
         assert!(route(8_000).await.is_err(), "8 KB of headers against a 4 KiB bound");
         assert_eq!(route(100).await, Ok(()), "the connection still serves");
+    });
+}
+
+/// Sends bytes as they are, as the body of one gRPC request.
+#[derive(Clone, Default)]
+struct RawRequest;
+
+impl tonic::codec::Codec for RawRequest {
+    type Encode = Vec<u8>;
+    type Decode = pb::QueryRouteResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ferrymq_proto::grpc::codec::ProtobufDecoder<pb::QueryRouteResponse>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ferrymq_proto::grpc::codec::ProtobufCodec::<(), pb::QueryRouteResponse>::default().decoder()
+    }
+}
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+#[test]
+fn malformed_protobuf_is_an_invalid_argument_not_an_internal_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_with(&dir, "");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/apache.rocketmq.v2.MessagingService/QueryRoute");
+        // QueryRouteRequest { topic: Resource { name: <0xff 0xfe> } }: a string that is not UTF-8.
+        let not_utf8 = vec![0x0a, 0x04, 0x12, 0x02, 0xff, 0xfe];
+        // A length prefix running past the end of the message.
+        let truncated = vec![0x0a, 0x7f, 0x12, 0x02];
+        for (what, body) in [("not UTF-8", not_utf8), ("truncated", truncated)] {
+            grpc.ready().await.expect("ready");
+            let mut request = tonic::Request::new(body);
+            request.metadata_mut().insert("x-mq-client-id", "limits-test".parse().expect("header"));
+            let status = grpc.unary(request, path.clone(), RawRequest).await.expect_err(what);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+            assert!(status.message().contains("malformed protobuf"), "{what}: {}", status.message());
+        }
+        // The connection still serves well-formed requests.
+        let well_formed = vec![0x0a, 0x09, 0x12, 0x07, b'n', b'o', b'w', b'h', b'e', b'r', b'e'];
+        grpc.ready().await.expect("ready");
+        let mut request = tonic::Request::new(well_formed);
+        request.metadata_mut().insert("x-mq-client-id", "limits-test".parse().expect("header"));
+        let answer = grpc.unary(request, path, RawRequest).await.expect("a well-formed request is answered");
+        assert!(answer.into_inner().status.is_some(), "the answer carries a RocketMQ status");
     });
 }
