@@ -20,6 +20,16 @@
 #   FERRYMQ_TX_SEED=N        seed of those rounds, printed at the start (default 2047983838)
 #   FERRYMQ_CLUSTER_KILLS=N  masters killed (kill -9) per replication mode in the cluster tests
 #                            (host/server/tests/e2e/netns_cluster.rs; default 20)
+#   FERRYMQ_GATEWAY_CUTS=N   link cuts (0.1-10 s each) in the two-zone gateway test
+#                            (host/server/tests/e2e/netns_gateway.rs; default 50)
+#   FERRYMQ_GATEWAY_NETNS_KILLS=N  gateway kill -9s in that test (default 10);
+#                            FERRYMQ_GATEWAY_NETNS_SEED=N replays its choices (printed)
+#   FERRYMQ_GATEWAY_KILLS=N  gateway kill -9s in the loopback gateway test (gateway.rs; default 5);
+#                            FERRYMQ_GATEWAY_SEED=N its seed; FERRYMQ_FERRY_SEED=N the ferry
+#                            channel's seed (losses, duplicates, order, damage)
+#   FERRYMQ_FUZZ_SEED=N      base seed of the fuzz property tests (default 0; docs/testing.md,
+#                            "Fuzzing"): case i uses seed N+i, and a failing case prints its replay
+#   FERRYMQ_FUZZ_CASES=N     cases per fuzz property test instead of each test's own budget
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -110,10 +120,10 @@ fi
 say "tests"
 # The cluster tests run five to seven processes under load each; they run on their own afterwards,
 # one at a time, so that they do not starve the timing of the tests beside them.
-cargo test --profile ci --workspace --lib --bins --tests --examples -- --skip netns_cluster::
+cargo test --profile ci --workspace --lib --bins --tests --examples -- --skip netns_cluster:: --skip netns_gateway::
 say "benchmarks, once each as tests"
 cargo test --profile ci --workspace --bench '*'
-say "cluster tests (network namespaces)"
-cargo test --profile ci -p ferrymq-server --test e2e -- netns_cluster:: --test-threads=1
+say "cluster and zone-gateway tests (network namespaces)"
+cargo test --profile ci -p ferrymq-server --test e2e -- netns_cluster:: netns_gateway:: --test-threads=1
 
 say "all tests passed"

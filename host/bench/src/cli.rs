@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// The broker's gRPC endpoint (RocketMQ 5 protocol).
     #[arg(long, env = "FERRYMQ_GRPC", default_value = "127.0.0.1:8081", value_name = "HOST:PORT")]
     pub addr: String,
+    /// Consume from this endpoint instead of --addr: e.g. the broker in the other zone of a
+    /// `ferrymq gateway`, to measure forwarding end to end.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub consume_addr: Option<String>,
     /// Topic to produce to and consume from; it must exist.
     #[arg(long, default_value = "bench")]
     pub topic: String,
@@ -70,6 +74,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let target = Arc::new(Ferrymq {
         name: args.label,
+        consume_address: args.consume_addr.unwrap_or_else(|| args.addr.clone()),
         address: args.addr,
         topic: args.topic,
         group: args.group,

@@ -17,6 +17,8 @@ const FIFO_GROUPS_PER_PRODUCER: usize = 8;
 pub struct Ferrymq {
     pub name: String,
     pub address: String,
+    /// Where consumers connect (the producers' address, or another zone's broker).
+    pub consume_address: String,
     pub topic: String,
     pub group: String,
     pub kind: Kind,
@@ -42,7 +44,7 @@ impl Target for Ferrymq {
     }
 
     async fn consumer(&self, _index: usize) -> anyhow::Result<FerrymqConsumer> {
-        let client = Client::connect(&self.address, ClientOptions::default()).await?;
+        let client = Client::connect(&self.consume_address, ClientOptions::default()).await?;
         Ok(FerrymqConsumer {
             client,
             topic: self.topic.clone(),

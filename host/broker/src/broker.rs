@@ -15,8 +15,10 @@ use ferrymq_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::dedup::{Dedup, DedupConfig, DedupStats};
 use crate::delivery::Delivery;
 use crate::hooks::{Policies, RouteVerdict, route_dlq_topic};
+use crate::loss::Losses;
 use crate::metadata::MessageKind;
 use crate::metadata::{GroupLimits, Metadata, MetadataError};
 use crate::offsets::{OffsetKey, Offsets};
@@ -40,6 +42,7 @@ pub struct BrokerConfig {
     pub tick_ms: u64,
     /// How often consumer progress is written to disk.
     pub offsets_persist_ms: u64,
+    pub dedup: DedupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -52,6 +55,7 @@ impl Default for BrokerConfig {
             auto_create_groups_per_s: GroupLimits::default().auto_create_per_s,
             tick_ms: 100,
             offsets_persist_ms: 1_000,
+            dedup: DedupConfig::default(),
         }
     }
 }
@@ -71,6 +75,7 @@ impl BrokerConfig {
         if tx.first_check_ms < 0 || tx.check_interval_ms <= 0 || tx.immunity_ms_max < tx.first_check_ms {
             return Err("transactions: check_interval_ms must be positive and first_check_ms <= immunity_ms_max".into());
         }
+        self.dedup.validate().map_err(|err| format!("dedup: {err}"))?;
         Ok(())
     }
 }
@@ -108,6 +113,10 @@ pub enum SendError {
     Rejected(#[from] SendRejection),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The failure of a send that other sends of the same message id waited for (de-duplication):
+    /// each of them is answered with it.
+    #[error(transparent)]
+    Shared(Arc<SendError>),
 }
 
 /// Called once with the outcome of a send, on a store thread.
@@ -124,6 +133,7 @@ pub struct Broker {
     store: Arc<Store>,
     metadata: Arc<Metadata>,
     offsets: Arc<Offsets>,
+    losses: Arc<Losses>,
     delivery: Arc<Delivery>,
     timer: Arc<Timer>,
     transactions: Arc<Transactions>,
@@ -136,6 +146,7 @@ pub struct Broker {
     /// taken (write) by [`Broker::with_sends_held`].
     send_gate: std::sync::RwLock<()>,
     dropped: AtomicU64,
+    dedup: Dedup,
     /// Cleared on a replica: it stores nothing of its own (no sends, timers, retries or checks).
     writable: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
@@ -159,10 +170,14 @@ impl Broker {
         let limits = GroupLimits { groups_max: config.groups_max, auto_create_per_s: config.auto_create_groups_per_s };
         let metadata = Arc::new(Metadata::open(dir)?.with_group_limits(limits));
         let offsets = Arc::new(Offsets::open(dir).map_err(BrokerError::Offsets)?);
+        // What retention deletes is counted against every group's progress.
+        let losses = Arc::new(Losses::default());
+        store.set_removal_hook(Some(losses.hook(offsets.clone())));
         let delivery = Arc::new(Delivery::new(store.clone(), metadata.clone(), offsets.clone(), clock.clone()));
         let timer = Arc::new(Timer::new(store.clone(), offsets.clone(), clock.clone()));
         let transactions =
             Arc::new(Transactions::open(store.clone(), offsets.clone(), clock.clone(), config.transactions.clone()));
+        let dedup = Dedup::new(&config.dedup, store.clone(), clock.clone());
         let hooks: Arc<std::sync::RwLock<Hooks>> = Arc::default();
         let stopping = Arc::new(AtomicBool::new(false));
         // A replica's store is read-only before the broker opens: no thread starts out writable.
@@ -226,6 +241,7 @@ impl Broker {
             store,
             metadata,
             offsets,
+            losses,
             delivery,
             timer,
             transactions,
@@ -236,6 +252,7 @@ impl Broker {
             policies: std::sync::RwLock::new(None),
             send_gate: std::sync::RwLock::new(()),
             dropped: AtomicU64::new(0),
+            dedup,
             writable,
             stopping,
             threads: Mutex::new(vec![housekeeping, checks]),
@@ -246,6 +263,10 @@ impl Broker {
     /// timers and transaction checks pause, expired deliveries wait for the master) or a writable
     /// broker again.
     pub fn set_writable(&self, writable: bool) {
+        if writable && !self.is_writable() {
+            // Its log holds sends its de-duplication memory never saw.
+            self.dedup.cover_from_now();
+        }
         self.store.set_read_only(!writable);
         self.writable.store(writable, Ordering::Release);
     }
@@ -257,6 +278,11 @@ impl Broker {
     /// Every subscriber's committed offsets (what a replica copies).
     pub fn offsets_snapshot(&self) -> Vec<(OffsetKey, u64)> {
         self.offsets.all()
+    }
+
+    /// Messages retention deleted before each group consumed them: (group, cause, count).
+    pub fn messages_lost(&self) -> Vec<(String, &'static str, u64)> {
+        self.losses.snapshot()
     }
 
     pub fn offsets(&self) -> &Arc<Offsets> {
@@ -326,9 +352,14 @@ impl Broker {
     }
 
     /// Checks and stores a message; `done` runs once when it is stored as durably as the store's flush
-    /// mode promises, or has failed. A route bound to the topic decides first.
+    /// mode promises, or has failed. A send whose message id the topic received within the
+    /// de-duplication window is answered with the first one's receipt (see [`crate::dedup`]); then a
+    /// route bound to the topic decides.
     pub fn send(&self, message: &Outgoing, done: SendDone) {
         let _gate = read(&self.send_gate);
+        // A replica's store refuses every send; its window answers none either.
+        let done = if self.is_writable() { self.dedup.admit(message, done) } else { Some(done) };
+        let Some(done) = done else { return };
         let policies = read(&self.policies).clone();
         let Some(policies) = policies.filter(|p| p.has_route(&message.topic)) else {
             return self.send_one(message, None, done);
@@ -371,6 +402,11 @@ impl Broker {
     /// Messages a route policy dropped.
     pub fn dropped_by_policy(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Duplicates answered, ids remembered, store lookups.
+    pub fn dedup_stats(&self) -> DedupStats {
+        self.dedup.stats()
     }
 
     /// Stores one message, in `instead` (a dead-letter topic) if given.

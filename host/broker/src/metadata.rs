@@ -26,7 +26,8 @@ use crate::durable_file;
 pub const TOPIC_QUEUES_MAX: u32 = 1024;
 /// Longest consumer-group name: its dead-letter topic (`%DLQ%<group>`) must still be a valid topic
 /// name. (RocketMQ allows 255 bytes; a longer group could never set a message aside.)
-pub const GROUP_NAME_BYTES_MAX: usize = ferrymq_store::TOPIC_BYTES_MAX - DLQ_TOPIC_PREFIX.len();
+pub const GROUP_NAME_BYTES_MAX: usize = ferrymq_proto::name::GROUP_BYTES_MAX;
+const _: () = assert!(GROUP_NAME_BYTES_MAX + DLQ_TOPIC_PREFIX.len() == ferrymq_store::TOPIC_BYTES_MAX);
 /// Most delivery attempts a group may allow.
 pub const MAX_ATTEMPTS_MAX: u32 = 1000;
 

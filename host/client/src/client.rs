@@ -138,10 +138,20 @@ impl Client {
     /// Sends `messages` in one request (all to one topic; at most 1,024 for ferrymq) and returns one
     /// receipt per message, in order. Fails as a whole if any message was refused.
     pub async fn send(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>, ClientError> {
+        self.send_each(messages).await?.into_iter().collect()
+    }
+
+    /// Sends `messages` in one request and returns each one's outcome, in order: a refused message
+    /// does not hide that the others were stored. Fails as a whole only when the request did.
+    pub async fn send_each(
+        &self,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<SendReceipt, ClientError>>, ClientError> {
         const RPC: &str = "SendMessage";
         let now = now_ms();
         let born_host = "127.0.0.1";
-        let messages = messages.into_iter().map(|m| m.into_pb(self.ids.next(), born_host, now)).collect();
+        let count = messages.len();
+        let messages = messages.into_iter().map(|m| m.into_pb(&self.ids, born_host, now)).collect();
         let response = self
             .rpc
             .clone()
@@ -149,15 +159,20 @@ impl Client {
             .await
             .map_err(rpc_failed(RPC))?
             .into_inner();
-        check(RPC, response.status.as_ref())?;
-        response
+        if response.entries.len() != count {
+            // The request was refused before its messages were looked at.
+            check(RPC, response.status.as_ref())?;
+            let reason = format!("{} entries answered for {count} messages", response.entries.len());
+            return Err(ClientError::Protocol { rpc: RPC, reason });
+        }
+        Ok(response
             .entries
             .into_iter()
             .map(|entry| {
                 check(RPC, entry.status.as_ref())?;
                 Ok(SendReceipt { message_id: entry.message_id, offset: entry.offset })
             })
-            .collect()
+            .collect())
     }
 
     /// Receives up to `batch` messages, waiting up to the long-polling time for the first. An empty
@@ -225,6 +240,44 @@ impl Client {
             .into_inner();
         check(RPC, response.status.as_ref())?;
         response.entries.iter().try_for_each(|entry| check(RPC, entry.status.as_ref()))
+    }
+
+    /// The offset just past the last message of `queue` (`end`), or its first stored one.
+    pub async fn queue_offset(&self, queue: &pb::MessageQueue, end: bool) -> Result<i64, ClientError> {
+        const RPC: &str = "QueryOffset";
+        let policy = if end { pb::QueryOffsetPolicy::End } else { pb::QueryOffsetPolicy::Beginning };
+        let body = pb::QueryOffsetRequest {
+            message_queue: Some(queue.clone()),
+            query_offset_policy: policy as i32,
+            timestamp: None,
+        };
+        let response = self
+            .rpc
+            .clone()
+            .query_offset(self.request(body, self.options.request_timeout))
+            .await
+            .map_err(rpc_failed(RPC))?
+            .into_inner();
+        check(RPC, response.status.as_ref())?;
+        Ok(response.offset)
+    }
+
+    /// The offset `group` has consumed `queue` up to, `None` when it has consumed none of it.
+    pub async fn committed_offset(&self, group: &str, queue: &pb::MessageQueue) -> Result<Option<i64>, ClientError> {
+        const RPC: &str = "GetOffset";
+        let body = pb::GetOffsetRequest { group: Some(resource(group)), message_queue: Some(queue.clone()) };
+        let response = self
+            .rpc
+            .clone()
+            .get_offset(self.request(body, self.options.request_timeout))
+            .await
+            .map_err(rpc_failed(RPC))?
+            .into_inner();
+        if response.status.as_ref().is_some_and(|s| s.code == pb::Code::OffsetNotFound as i32) {
+            return Ok(None);
+        }
+        check(RPC, response.status.as_ref())?;
+        Ok(Some(response.offset))
     }
 
     fn endpoints(&self) -> pb::Endpoints {

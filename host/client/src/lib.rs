@@ -11,7 +11,7 @@ mod message;
 
 pub use client::{Client, ClientOptions, Receive};
 pub use error::ClientError;
-pub use message::{Kind, Message, MessageIds, Received, SendReceipt, now_ms};
+pub use message::{Kind, Message, MessageIds, Received, ReceivedKind, SendReceipt, now_ms};
 
 /// The generated protocol types, for callers that need a field this client does not surface.
 pub use ferrymq_proto::grpc::v2 as pb;

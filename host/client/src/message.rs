@@ -26,6 +26,12 @@ pub struct Message {
     /// Delay messages: when to deliver, in milliseconds since the Unix epoch.
     pub delivery_ms: Option<i64>,
     pub properties: Vec<(String, String)>,
+    /// The message id to send under; a new one is made when absent. A broker that de-duplicates
+    /// answers a second send of an id it holds with the first one's receipt (the zone gateway
+    /// forwards each message under its original id).
+    pub message_id: Option<String>,
+    /// When the message was born (milliseconds since the Unix epoch); now when absent.
+    pub born_ms: Option<i64>,
 }
 
 impl Message {
@@ -43,12 +49,13 @@ impl Message {
         }
     }
 
-    pub(crate) fn into_pb(self, message_id: String, born_host: &str, now_ms: i64) -> pb::Message {
+    pub(crate) fn into_pb(self, ids: &MessageIds, born_host: &str, now_ms: i64) -> pb::Message {
         let message_type = match self.kind() {
             Kind::Normal => pb::MessageType::Normal,
             Kind::Fifo => pb::MessageType::Fifo,
             Kind::Delay => pb::MessageType::Delay,
         };
+        let message_id = self.message_id.unwrap_or_else(|| ids.next());
         pb::Message {
             topic: Some(pb::Resource { resource_namespace: String::new(), name: self.topic }),
             user_properties: self.properties.into_iter().collect(),
@@ -58,7 +65,7 @@ impl Message {
                 message_id,
                 body_encoding: pb::Encoding::Identity as i32,
                 message_type: message_type as i32,
-                born_timestamp: Some(timestamp(now_ms)),
+                born_timestamp: Some(timestamp(self.born_ms.unwrap_or(now_ms))),
                 born_host: born_host.to_owned(),
                 delivery_timestamp: self.delivery_ms.map(timestamp),
                 message_group: self.message_group,
@@ -91,6 +98,24 @@ pub struct Received {
     pub message_group: Option<String>,
     pub properties: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// How the producer sent it.
+    pub kind: ReceivedKind,
+    /// A delay message's delivery time (milliseconds since the Unix epoch).
+    pub delivery_ms: Option<i64>,
+    /// When the producer made it and when the broker stored it (milliseconds since the Unix epoch).
+    pub born_ms: Option<i64>,
+    pub store_ms: Option<i64>,
+}
+
+/// The message type a received message was sent with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReceivedKind {
+    #[default]
+    Normal,
+    Fifo,
+    Delay,
+    /// A committed transactional message.
+    Transaction,
 }
 
 impl Received {
@@ -110,6 +135,15 @@ impl Received {
             message_group: sys.message_group,
             properties,
             body: message.body,
+            kind: match pb::MessageType::try_from(sys.message_type) {
+                Ok(pb::MessageType::Fifo) => ReceivedKind::Fifo,
+                Ok(pb::MessageType::Delay) => ReceivedKind::Delay,
+                Ok(pb::MessageType::Transaction) => ReceivedKind::Transaction,
+                _ => ReceivedKind::Normal,
+            },
+            delivery_ms: sys.delivery_timestamp.as_ref().map(millis),
+            born_ms: sys.born_timestamp.as_ref().map(millis),
+            store_ms: sys.store_timestamp.as_ref().map(millis),
         }
     }
 }
@@ -152,6 +186,10 @@ pub(crate) fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
+fn millis(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
+}
+
 pub(crate) fn duration(ms: u64) -> prost_types::Duration {
     prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
@@ -184,7 +222,8 @@ mod tests {
         assert_eq!(m.kind(), Kind::Delay);
         m.message_group = Some("g".into());
         assert_eq!(m.kind(), Kind::Fifo);
-        let pb = m.into_pb("id".into(), "h", 1_500);
+        let m = Message { message_id: Some("id".into()), ..m };
+        let pb = m.into_pb(&MessageIds::new(), "h", 1_500);
         let sys = pb.system_properties.expect("system properties");
         assert_eq!(sys.message_type, pb::MessageType::Fifo as i32);
         assert_eq!(sys.born_timestamp, Some(prost_types::Timestamp { seconds: 1, nanos: 500_000_000 }));

@@ -19,6 +19,8 @@ pub mod registration;
 pub mod slave;
 pub mod view;
 pub mod wire;
+#[cfg(test)]
+mod wire_fuzz;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrymq_broker::Broker;
+use ferrymq_proto::record::{self, Entry, FILLER_BYTES_MIN, Verify};
 
 use super::master::{Hello, MetadataCopy};
 use super::wire::Frame;
@@ -114,6 +115,7 @@ fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> 
     loop {
         match frame {
             Frame::Data { offset, master_written, bytes } => {
+                check_topics(&bytes).with_context(|| format!("refuse the master's bytes at {offset}"))?;
                 let end = store
                     .append_raw_wait(offset, bytes)
                     .with_context(|| format!("append the master's bytes at {offset}"))?;
@@ -137,6 +139,25 @@ fn follow(cluster: &Cluster, broker: &Broker, addr: &str, stop: &AtomicBool) -> 
         }
         frame = Frame::read_from(&mut input).context("read from the master")?;
     }
+}
+
+/// Refuses a DATA payload holding a record whose topic is not a topic name. The store names
+/// consume-queue directories after topics, so a name such as `../x` from a master would reach
+/// outside the data directory. Entries that do not decode are left to the store, which refuses them.
+pub(crate) fn check_topics(bytes: &[u8]) -> ferrymq_store::Result<()> {
+    let mut at = 0;
+    while let Some(rest) = bytes.get(at..).filter(|rest| !rest.is_empty()) {
+        match record::decode(rest, 0, Verify::Structure) {
+            Ok(Entry::Record { record, total_bytes }) => {
+                ferrymq_store::validate_topic(record.topic)?;
+                at += total_bytes;
+            }
+            // A payload carries only a filler's head; the next segment's entries follow it.
+            Ok(Entry::Filler { .. }) => at += FILLER_BYTES_MIN,
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// Makes this slave's topics, groups and consumer offsets the master's.

@@ -8,7 +8,10 @@
 mod arrivals;
 mod clients;
 mod consume;
-mod convert;
+// Public for the fuzz targets (fuzz/), which drive the conversions directly.
+pub mod convert;
+#[cfg(test)]
+mod convert_fuzz;
 mod counters;
 mod listener;
 mod produce;

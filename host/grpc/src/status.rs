@@ -54,6 +54,8 @@ pub fn from_store(err: &StoreError) -> Status {
             Code::Forbidden,
             "this broker is a slave: it takes no sends; send to its set's master (see QueryRoute)",
         ),
+        // A full disk or a lack of descriptors passes: the clients' retry with back-off is right.
+        err if err.is_retryable() => status(Code::TooManyRequests, err.to_string()),
         _ => status(Code::InternalServerError, err.to_string()),
     }
 }
@@ -62,6 +64,7 @@ pub fn from_send(err: &SendError) -> Status {
     match err {
         SendError::Rejected(rejection) => from_rejection(rejection),
         SendError::Store(err) => from_store(err),
+        SendError::Shared(err) => from_send(err),
     }
 }
 

@@ -4,6 +4,7 @@
 //! * [`serve`] — the accept loop of every HTTP server ferrymq runs (the admin endpoint, the name
 //!   server): a bound on connections and on the time to send request headers, and a stop signal.
 //! * [`response`] — JSON responses and JSON errors in one shape.
+//! * [`exposure`] — what an admin endpoint without tokens accepts (no cross-site or rebound requests).
 //! * [`client`] — a blocking client for ferrymq's own JSON endpoints, used by the `ferrymq admin` and
 //!   `ferrymq plugin` commands, by brokers registering with name servers, and by the gateway.
 //!
@@ -11,6 +12,7 @@
 
 pub mod accept;
 pub mod client;
+pub mod exposure;
 pub mod response;
 mod serve;
 

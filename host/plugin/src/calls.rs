@@ -38,21 +38,15 @@ impl FilterPlugin {
     pub fn filter(&self, messages: &[PluginMessage<'_>], bodies: BodySource) -> Result<Vec<bool>, PluginError> {
         let mut buf = Vec::with_capacity(messages.len() * 128);
         encode_batch(messages.iter().cloned(), false, &mut buf);
-        let expected = messages.len().div_ceil(8);
         let bits = self.0.call_on_worker(
             move |state| state.bodies = Some(bodies),
             move |store, filter| filter.call_filter(store, &buf),
         )?;
-        if bits.len() != expected {
-            let err = PluginError::BadOutput(format!(
-                "answered {} bytes for {} messages (expected {expected})",
-                bits.len(),
-                messages.len()
-            ));
+        let keep = unpack_verdicts(&bits, messages.len());
+        if let Err(err) = &keep {
             self.0.settle::<()>(&Err(err.clone()));
-            return Err(err);
         }
-        Ok((0..messages.len()).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect())
+        keep
     }
 
     pub fn name(&self) -> &str {
@@ -68,6 +62,19 @@ impl FilterPlugin {
     pub fn release_idle(&self) {
         self.0.release_idle();
     }
+}
+
+/// A filter's answer for `count` messages: one bit per message, in order, least significant bit
+/// first, in exactly `ceil(count / 8)` bytes (the bits past `count` are ignored).
+pub(crate) fn unpack_verdicts(bits: &[u8], count: usize) -> Result<Vec<bool>, PluginError> {
+    let expected = count.div_ceil(8);
+    if bits.len() != expected {
+        return Err(PluginError::BadOutput(format!(
+            "answered {} bytes for {count} messages (expected {expected})",
+            bits.len()
+        )));
+    }
+    Ok((0..count).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect())
 }
 
 /// What a route decided for one message.
@@ -104,42 +111,11 @@ impl RoutePlugin {
         buf.extend_from_slice(&1u32.to_le_bytes());
         encode_message(message, true, &mut buf);
         let decision = self.0.call_on_worker(|_| {}, move |store, route| route.call_route(store, &buf))?;
-        let outcome = self.check(decision);
+        let outcome = check_decision(decision, self.0.limits().output_bytes_max);
         if let Err(err) = &outcome {
             self.0.settle::<()>(&Err(err.clone()));
         }
         outcome
-    }
-
-    fn check(&self, decision: RouteDecision) -> Result<RouteOutcome, PluginError> {
-        let max = self.0.limits().output_bytes_max;
-        let too_big =
-            |what: &str, n: usize| PluginError::BadOutput(format!("{what} of {n} bytes is over the limit of {max}"));
-        Ok(match decision {
-            RouteDecision::Accept(Change { tag, set_properties, remove_properties, body }) => {
-                let size = tag.as_ref().map_or(0, String::len)
-                    + set_properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-                    + remove_properties.iter().map(String::len).sum::<usize>()
-                    + body.as_ref().map_or(0, Vec::len);
-                if size > max {
-                    return Err(too_big("a change", size));
-                }
-                RouteOutcome::Accept { tag, set_properties, remove_properties, body }
-            }
-            RouteDecision::Redirect(topics) => {
-                if topics.is_empty() || topics.len() > REDIRECT_TOPICS_MAX {
-                    return Err(PluginError::BadOutput(format!(
-                        "redirected to {} topics (1 to {REDIRECT_TOPICS_MAX} allowed)",
-                        topics.len()
-                    )));
-                }
-                RouteOutcome::Redirect(topics)
-            }
-            RouteDecision::Reject(reason) if reason.len() > max => return Err(too_big("a reason", reason.len())),
-            RouteDecision::Reject(reason) => RouteOutcome::Reject(reason),
-            RouteDecision::Drop(reason) if reason.len() > max => return Err(too_big("a reason", reason.len())),
-            RouteDecision::Drop(reason) => RouteOutcome::Drop(reason),
-        })
     }
 
     pub fn name(&self) -> &str {
@@ -149,6 +125,43 @@ impl RoutePlugin {
     pub fn stats(&self) -> PluginStats {
         self.0.stats()
     }
+}
+
+/// A route's decision as the broker may act on it: a change, the topic names of a redirect or a
+/// reason of at most `max` bytes, and 1 to [`REDIRECT_TOPICS_MAX`] topics for a redirect.
+pub(crate) fn check_decision(decision: RouteDecision, max: usize) -> Result<RouteOutcome, PluginError> {
+    let too_big =
+        |what: &str, n: usize| PluginError::BadOutput(format!("{what} of {n} bytes is over the limit of {max}"));
+    Ok(match decision {
+        RouteDecision::Accept(Change { tag, set_properties, remove_properties, body }) => {
+            let size = tag.as_ref().map_or(0, String::len)
+                + set_properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                + remove_properties.iter().map(String::len).sum::<usize>()
+                + body.as_ref().map_or(0, Vec::len);
+            if size > max {
+                return Err(too_big("a change", size));
+            }
+            RouteOutcome::Accept { tag, set_properties, remove_properties, body }
+        }
+        RouteDecision::Redirect(topics) => {
+            if topics.is_empty() || topics.len() > REDIRECT_TOPICS_MAX {
+                return Err(PluginError::BadOutput(format!(
+                    "redirected to {} topics (1 to {REDIRECT_TOPICS_MAX} allowed)",
+                    topics.len()
+                )));
+            }
+            // The names travel on into send errors and logs: they count against the limit too.
+            let size = topics.iter().map(String::len).sum::<usize>();
+            if size > max {
+                return Err(too_big("redirect topic names", size));
+            }
+            RouteOutcome::Redirect(topics)
+        }
+        RouteDecision::Reject(reason) if reason.len() > max => return Err(too_big("a reason", reason.len())),
+        RouteDecision::Reject(reason) => RouteOutcome::Reject(reason),
+        RouteDecision::Drop(reason) if reason.len() > max => return Err(too_big("a reason", reason.len())),
+        RouteDecision::Drop(reason) => RouteOutcome::Drop(reason),
+    })
 }
 
 /// A transaction's outcome, as a tx-check plugin sees it.

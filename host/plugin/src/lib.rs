@@ -15,6 +15,8 @@
 
 mod bindings;
 mod calls;
+#[cfg(test)]
+mod calls_fuzz;
 mod engine;
 mod error;
 mod limits;

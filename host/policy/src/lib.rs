@@ -15,6 +15,8 @@
 
 pub mod compile;
 pub mod config;
+#[cfg(test)]
+mod config_fuzz;
 pub mod dry_run;
 mod host;
 pub mod registry;

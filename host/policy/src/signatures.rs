@@ -3,8 +3,26 @@
 //! unsigned or wrongly signed upload is refused; with it off, a signature that is given must still
 //! verify.
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use anyhow::Context;
+use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+
+/// Reads a signing key file written by `ferrymq plugin keygen` (the secret key, 64 hex digits).
+pub fn read_signing_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read the key {}", path.display()))?;
+    let bytes: [u8; 32] = ferrymq_proto::hex::decode(text.trim())
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{} is not a key from `ferrymq plugin keygen`", path.display()))?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+/// Parses an ed25519 public key written as 64 hex digits.
+pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, String> {
+    let bytes: [u8; 32] = ferrymq_proto::hex::decode(hex.trim())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "a public key is 64 hex digits".to_owned())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
+}
 
 /// Why an upload's signature is refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,11 +65,8 @@ impl Signatures {
     pub fn from_config(config: &SignaturesConfig) -> Result<Self, String> {
         let mut keys = Vec::with_capacity(config.keys.len());
         for k in &config.keys {
-            let bytes: [u8; 32] = ferrymq_proto::hex::decode(&k.public_key)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| format!("signing key of {}: public_key is not 64 hex digits", k.department))?;
-            let key = VerifyingKey::from_bytes(&bytes)
-                .map_err(|e| format!("signing key of {}: not an ed25519 public key: {e}", k.department))?;
+            let key = parse_public_key(&k.public_key)
+                .map_err(|e| format!("signing key of {}: public_key: {e}", k.department))?;
             keys.push((k.department.clone(), key));
         }
         Ok(Self { enforce: config.enforce, keys })

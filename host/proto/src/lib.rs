@@ -18,5 +18,8 @@ pub mod sync;
 pub mod tag;
 pub mod throttle;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use properties::{PropertiesError, Property};
 pub use record::{Entry, RecordError, RecordMeta, RecordRef, Verify};

@@ -2,6 +2,12 @@
 //!
 //! RocketMQ allows letters, digits and `% | _ -`; that also keeps names safe as directory names.
 
+/// Longest topic name (RocketMQ's limit); the store refuses longer ones.
+pub const TOPIC_BYTES_MAX: usize = 127;
+/// Longest consumer-group name: its dead-letter topic (`%DLQ%<group>`) must still be a valid topic
+/// name. (RocketMQ allows 255 bytes; a longer group could never set a message aside.)
+pub const GROUP_BYTES_MAX: usize = TOPIC_BYTES_MAX - "%DLQ%".len();
+
 /// Why `name` is not a valid topic or group name of at most `bytes_max` bytes, if it is not.
 pub fn problem(name: &str, bytes_max: usize) -> Option<&'static str> {
     if name.is_empty() {

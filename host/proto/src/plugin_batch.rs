@@ -31,8 +31,9 @@ pub struct PluginMessage<'a> {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Topic, tag and keys are bounded far below 64 KiB by the send limits; clip defensively.
-    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    // Topic, tag and keys are bounded far below 64 KiB by the send limits; clip defensively, on a
+    // character boundary so that what the plugin reads is still UTF-8.
+    let bytes = &s.as_bytes()[..s.floor_char_boundary(u16::MAX as usize)];
     out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
     out.extend_from_slice(bytes);
 }

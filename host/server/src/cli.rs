@@ -26,6 +26,10 @@ pub enum Command {
     /// Run a name server: brokers register with it, clients' routes and `ferrymq admin cluster`
     /// come from it (HTTP on 0.0.0.0:9876).
     Namesrv(crate::namesrv::NamesrvArgs),
+    /// Run a zone gateway: forward topics from one zone's brokers to another's, each message once,
+    /// under an optional policy plugin per topic (--config FILE; docs/gateway.md). Admin endpoint
+    /// (/healthz, /metrics, /v1/gateway) on 127.0.0.1:8083 by default.
+    Gateway(crate::gateway::GatewayArgs),
     /// Manage a running broker: topics, groups, offsets, consumer lag, message lookup
     /// (through its admin endpoint, 127.0.0.1:8082 unless --admin-addr or FERRYMQ_ADMIN says otherwise).
     Admin(crate::admin_cli::AdminArgs),

@@ -187,6 +187,11 @@ mod tests {
         let config = ServerConfig::parse("[store]\nflush = \"sync\"\n").expect("partial");
         assert_eq!(config.store.flush, ferrymq_store::FlushMode::Sync);
         assert_eq!(config.store.retention_hours, 72);
+        assert_eq!(config.store.disk_pressure, ferrymq_store::DiskPressure::Refuse);
+        let config = ServerConfig::parse("[store]\ndisk_pressure = \"delete_oldest\"\ndisk_bytes_max = 10737418240\n")
+            .expect("disk settings");
+        assert_eq!(config.store.disk_pressure, ferrymq_store::DiskPressure::DeleteOldest);
+        assert_eq!(config.store.disk_bytes_max, 10 << 30);
     }
 
     #[test]

@@ -6,10 +6,13 @@
 
 pub mod admin;
 pub mod admin_cli;
+#[cfg(test)]
+mod admin_fuzz;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
+pub mod gateway;
 pub mod logging;
 pub mod metrics;
 pub mod namesrv;
@@ -28,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Standalone(args) => standalone::run(args),
         Command::Broker(args) => broker::run(args),
         Command::Namesrv(args) => namesrv::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::Admin(args) => admin_cli::run(args),
         Command::Plugin(args) => admin_cli::plugin::run(args),
         Command::Bench(args) => ferrymq_bench::cli::run(args),

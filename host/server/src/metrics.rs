@@ -25,6 +25,9 @@ pub struct Snapshot {
     /// Per plugin binding: name, kind and counters.
     pub plugins: Vec<(String, &'static str, ferrymq_plugin::PluginStats)>,
     pub replication: ferrymq_cluster::ReplicationStats,
+    /// Messages retention deleted before a group consumed them: (group, cause, count).
+    pub messages_lost: Vec<(String, &'static str, u64)>,
+    pub dedup: ferrymq_broker::dedup::DedupStats,
 }
 
 struct Writer(String);
@@ -62,6 +65,19 @@ pub fn render(s: &Snapshot) -> String {
         "gauge",
         "1 while appends are refused because the disk is full.",
         u8::from(st.disk_full),
+    );
+    w.metric("ferrymq_store_disk_own_bytes", "gauge", "Bytes of the store's own files.", st.own_bytes);
+    w.metric(
+        "ferrymq_store_disk_budget_bytes",
+        "gauge",
+        "What the store's own files may take (disk_bytes_max, or disk_usage_max_ratio of the file system).",
+        st.budget_bytes,
+    );
+    w.metric(
+        "ferrymq_store_pressure_deleted_segments_total",
+        "counter",
+        "Log segments deleted because the store's files were over their budget (disk_pressure = delete_oldest).",
+        st.pressure_deleted_segments,
     );
     w.metric(
         "ferrymq_store_fatal",
@@ -113,6 +129,34 @@ pub fn render(s: &Snapshot) -> String {
         t.discards,
     );
     w.metric("ferrymq_route_dropped_total", "counter", "Messages route plugins dropped.", s.dropped_by_policy);
+    let _ = writeln!(
+        w.0,
+        "# HELP ferrymq_group_messages_lost_total Messages retention deleted before the group consumed them, by cause (age, disk_pressure).\n\
+         # TYPE ferrymq_group_messages_lost_total counter"
+    );
+    let d = &s.dedup;
+    w.metric(
+        "ferrymq_dedup_duplicates_total",
+        "counter",
+        "Sends answered with the first copy's receipt: their message id was stored within the window.",
+        d.duplicates,
+    );
+    w.metric(
+        "ferrymq_dedup_remembered",
+        "gauge",
+        "Message ids the de-duplication window holds in memory.",
+        d.remembered,
+    );
+    w.metric(
+        "ferrymq_dedup_store_lookups_total",
+        "counter",
+        "Sends checked against the store's message-id index (memory could not tell).",
+        d.store_lookups,
+    );
+    for (group, cause, n) in &s.messages_lost {
+        let group = group.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(w.0, "ferrymq_group_messages_lost_total{{group=\"{group}\",cause=\"{cause}\"}} {n}");
+    }
     plugin_metrics(&mut w, &s.plugins);
     replication_metrics(&mut w, &s.replication);
     let r = &s.recovery;
@@ -214,6 +258,10 @@ mod tests {
                 segments: 1,
                 queues: 3,
                 disk_full: false,
+                disk_full_reason: None,
+                own_bytes: 1 << 20,
+                budget_bytes: 1 << 30,
+                pressure_deleted_segments: 0,
                 fatal: None,
                 index_skipped: 0,
             },
@@ -234,6 +282,8 @@ mod tests {
                 sync_timeouts: 2,
                 ..Default::default()
             },
+            messages_lost: vec![("billing".into(), "disk_pressure", 12)],
+            dedup: ferrymq_broker::dedup::DedupStats { duplicates: 3, ..Default::default() },
         };
         let text = render(&snapshot);
         assert!(text.contains("\nferrymq_store_written_bytes 4096\n"), "{text}");
@@ -241,6 +291,12 @@ mod tests {
         assert!(text.contains("\nferrymq_grpc_requests_total{rpc=\"QueryRoute\"} 3\n"), "{text}");
         assert!(text.contains("\nferrymq_plugin_calls_total{plugin=\"inbox\",kind=\"filter\"} 7\n"), "{text}");
         assert!(text.contains("\nferrymq_replication_slaves_connected 1\n"), "{text}");
+        assert!(text.contains("\nferrymq_store_disk_own_bytes 1048576\n"), "{text}");
+        assert!(
+            text.contains("\nferrymq_group_messages_lost_total{group=\"billing\",cause=\"disk_pressure\"} 12\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nferrymq_dedup_duplicates_total 3\n"), "{text}");
         assert!(text.contains("\nferrymq_replication_sync_failures_total{reason=\"timeout\"} 2\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').expect("name value");

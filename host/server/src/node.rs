@@ -48,6 +48,8 @@ pub(crate) fn run_node(config: ServerConfig, clustered: bool) -> anyhow::Result<
     }));
     let notify = arrivals.clone();
     options.on_dispatch = Some(Arc::new(move |topic: &str, _queue: u32, _max: u64| notify.notify(topic)));
+    // The audit log leaves by age only: disk pressure never deletes it.
+    options.protected_topics = vec![ferrymq_broker::system_topic::AUDIT_TOPIC.to_owned()];
     let store =
         Arc::new(Store::open(options).with_context(|| format!("open the store in {}", config.data_dir.display()))?);
     if config.cluster.broker_id != 0 {

@@ -74,10 +74,7 @@ impl Checkpoint {
         let file = match storage.open(&path) {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let file =
-                    storage.create(&path, FILE_BYTES).map_err(StoreError::io(format!("create {}", path.display())))?;
-                storage.sync_dir(dir).map_err(StoreError::io(format!("sync {}", dir.display())))?;
-                file
+                crate::io::create_durably(storage, dir, &path, FILE_BYTES, "checkpoint")?
             }
             Err(err) => return Err(StoreError::io(format!("open {}", path.display()))(err)),
         };

@@ -17,6 +17,19 @@ pub enum FlushMode {
     Sync,
 }
 
+/// What retention does when the store's own files reach their budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskPressure {
+    /// Delete nothing for space (only `retention_hours` deletes) and refuse appends until usage
+    /// drops below the budget: an acknowledged message is never lost for lack of disk.
+    #[default]
+    Refuse,
+    /// Delete the oldest segments, read or not, until usage is within the budget; each deletion is
+    /// logged and counted, with what every consumer group lost. Protected topics stop it.
+    DeleteOldest,
+}
+
 /// Settings of the store. Sizes are in bytes, durations in milliseconds, unit last in every name.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,9 +60,15 @@ pub struct StoreConfig {
     pub checkpoint_interval_ms: u64,
     /// Segments whose last write is older than this are deleted.
     pub retention_hours: u64,
-    /// Above this fraction of the disk in use, the oldest segments are deleted regardless of age.
+    /// Budget of the store's own files (log, queues, index, checkpoint); 0: `disk_usage_max_ratio`
+    /// of the file system's size.
+    pub disk_bytes_max: u64,
+    /// The budget as a fraction of the file system's size, when `disk_bytes_max` is 0.
     pub disk_usage_max_ratio: f64,
-    /// Above this fraction of the disk in use, appends are refused until space returns.
+    /// What happens when the store's own files reach the budget.
+    pub disk_pressure: DiskPressure,
+    /// At or above this fraction of the file system in use (by anyone), appends are refused until
+    /// space returns.
     pub disk_full_ratio: f64,
     /// How often retention and disk usage are checked.
     pub retention_check_interval_ms: u64,
@@ -71,7 +90,9 @@ impl Default for StoreConfig {
             index_entries_max: 20_000_000,
             checkpoint_interval_ms: 1_000,
             retention_hours: 72,
+            disk_bytes_max: 0,
             disk_usage_max_ratio: 0.75,
+            disk_pressure: DiskPressure::Refuse,
             disk_full_ratio: 0.90,
             retention_check_interval_ms: 10_000,
         }
@@ -118,6 +139,12 @@ impl StoreConfig {
         if self.disk_full_ratio < self.disk_usage_max_ratio {
             return Err("disk_full_ratio must not be below disk_usage_max_ratio".into());
         }
+        if self.disk_bytes_max != 0 && self.disk_bytes_max < self.segment_bytes {
+            return Err(format!(
+                "disk_bytes_max ({}) must be 0 (derived from disk_usage_max_ratio) or at least segment_bytes ({})",
+                self.disk_bytes_max, self.segment_bytes
+            ));
+        }
         Ok(())
     }
 }
@@ -140,5 +167,7 @@ mod tests {
         assert!(config.validate().expect_err("too big").contains("record_bytes_max"));
         let config = StoreConfig { disk_full_ratio: 0.5, ..StoreConfig::default() };
         assert!(config.validate().expect_err("ratios").contains("disk_full_ratio"));
+        let config = StoreConfig { disk_bytes_max: 1 << 20, ..StoreConfig::default() };
+        assert!(config.validate().expect_err("budget below a segment").contains("disk_bytes_max"));
     }
 }

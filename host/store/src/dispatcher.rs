@@ -4,6 +4,11 @@
 //! It reads only up to the visible position (see `Shared::visible`), so consumers never see a record
 //! that is not yet as durable as its producer was promised. Because every record carries its own queue
 //! offset, dispatching a record twice rewrites the same entry: recovery relies on that.
+//!
+//! A file it needs that cannot be created for now — no space, no descriptors, no maps — stops
+//! nothing: it pauses (10 ms, doubling to 1 s) and dispatches the same record again, and consumers
+//! see the record once that succeeds. Keys indexed before the failure are indexed twice then; a
+//! lookup reads each candidate once, so that costs an index entry, never a wrong answer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,14 +23,62 @@ use crate::error::{FatalCause, Result, StoreError};
 use crate::index::{Index, business_key_hash, message_id_hash};
 use crate::queue::{ConsumeQueue, ConsumeQueues};
 use crate::shared::Shared;
+use ferrymq_proto::throttle::Throttle;
 
 /// Called after each dispatched batch with a queue that grew and its new end offset.
 pub type DispatchHook = Arc<dyn Fn(&str, u32, u64) + Send + Sync>;
 
 /// Most log bytes dispatched before entries are published and progress reported.
 const DISPATCH_BATCH_BYTES: u64 = 4 << 20;
-/// Pause before retrying after the disk was full.
-const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
+/// First pause before dispatching a record again after a failure that can pass; it doubles up to
+/// [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// Least time between two warnings that dispatch is waiting.
+const RETRY_WARNING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Retries of one record after failures that can pass (see [`StoreError::is_retryable`]).
+struct Retry {
+    pause: Duration,
+    failures: u64,
+    last_was_disk_full: bool,
+    warnings: Throttle,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            pause: RETRY_PAUSE_MIN,
+            failures: 0,
+            last_was_disk_full: false,
+            warnings: Throttle::new(1, RETRY_WARNING_INTERVAL.as_millis() as u64),
+        }
+    }
+
+    /// Counts a failure; returns how long to pause before the next attempt.
+    fn failed(&mut self, err: &StoreError) -> Duration {
+        self.failures += 1;
+        self.last_was_disk_full = matches!(err, StoreError::DiskFull(_));
+        let pause = self.pause;
+        if let Some(held) = self.warnings.admit() {
+            tracing::warn!(%err, failures = self.failures, warnings_not_logged = held, pause_ms = pause.as_millis() as u64,
+                "dispatch is waiting: a consume-queue or index file cannot be created yet; consumers see new records once it can");
+        }
+        self.pause = (self.pause * 2).min(RETRY_PAUSE_MAX);
+        pause
+    }
+
+    /// A batch went through; returns whether it ended a run of failures for lack of space.
+    fn succeeded(&mut self) -> bool {
+        if self.failures == 0 {
+            return false;
+        }
+        tracing::info!(failures = self.failures, "dispatch resumed");
+        let space_back = self.last_was_disk_full;
+        *self = Self::new();
+        space_back
+    }
+}
 
 pub(crate) struct Dispatcher {
     pub(crate) shared: Arc<Shared>,
@@ -176,15 +229,28 @@ impl Dispatcher {
     pub(crate) fn run(mut self) {
         let interval = Duration::from_millis(self.shared.config.checkpoint_interval_ms);
         let mut last_checkpoint = Instant::now();
+        let mut retry = Retry::new();
         loop {
             let seen = self.shared.visible_event().generation();
             let visible = self.shared.visible();
             if self.position() < visible {
                 match self.dispatch_batch(visible) {
-                    Ok(()) => {}
-                    Err(StoreError::DiskFull(reason)) => {
-                        tracing::warn!(%reason, "dispatch paused: disk full");
-                        self.shared.stop.wait(self.shared.stop.generation(), DISK_FULL_RETRY);
+                    Ok(()) => {
+                        if retry.succeeded() {
+                            self.shared.disk.creation_succeeded();
+                        }
+                    }
+                    Err(err) if err.is_retryable() => {
+                        if let StoreError::DiskFull(reason) = &err {
+                            self.shared.disk.creation_failed(reason.clone());
+                        }
+                        if self.shared.is_closing() {
+                            // No clean mark: the next start dispatches the rest from the last checkpoint.
+                            tracing::error!(%err, "dispatch stopped at shutdown before it caught up; the next start finishes it");
+                            break;
+                        }
+                        let stop = self.shared.stop.generation();
+                        self.shared.stop.wait(stop, retry.failed(&err));
                         continue;
                     }
                     Err(err) => {

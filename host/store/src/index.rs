@@ -272,8 +272,7 @@ impl Index {
     fn create(&self, number: u64) -> Result<IndexFile> {
         let path = self.dir.join(file_name(number));
         let len = IndexFile::file_bytes(self.slots, self.entries_max);
-        let file = self.storage.create(&path, len).map_err(StoreError::io(format!("create {}", path.display())))?;
-        self.storage.sync_dir(&self.dir).map_err(StoreError::io(format!("sync {}", self.dir.display())))?;
+        let file = crate::io::create_durably(self.storage.as_ref(), &self.dir, &path, len, "index file")?;
         let index_file = IndexFile {
             number,
             path,

@@ -9,19 +9,22 @@
 //!   the **index** by key and message id. Both are derived and can always be rebuilt from the log.
 //! * **Checkpoints** record how far the log and the derived data are durable; after a crash, recovery
 //!   scans the log from there, cuts a torn tail, repairs the derived data and dispatches again.
-//! * **Retention** deletes old segments by age and by disk usage, and refuses appends while the disk
-//!   is full.
+//! * **Retention** deletes old segments by age and, only under `disk_pressure = "delete_oldest"`,
+//!   when the store's own files are over their budget; otherwise, and whenever the file system is
+//!   full, appends are refused until space returns.
 //!
 //! # Invariants
 //! * No async runtime and no wasm here: callers get completions through callbacks.
 //! * Consumers only see records at least as durable as their producer was told (`Shared::visible`).
-//! * A failed flush is fatal: the store refuses further appends until reopened, which recovers.
+//! * A failed flush is fatal: the store refuses further appends until reopened, which recovers. Lack
+//!   of space, descriptors or maps is not: the operation fails or waits, and is tried again.
 //! * All file access goes through `io::Storage`, so faults can be injected under the whole engine.
 
 mod checkpoint;
 mod checkpointer;
 pub mod clock;
 mod config;
+mod disk;
 mod dispatcher;
 mod error;
 mod flusher;
@@ -36,11 +39,12 @@ mod sync;
 mod warmer;
 mod writer;
 
-pub use config::{FlushMode, StoreConfig};
+pub use config::{DiskPressure, FlushMode, StoreConfig};
 pub use dispatcher::DispatchHook;
-pub use error::{DiskFull, FatalCause, Result, StoreError};
+pub use error::{BudgetHold, DiskFull, FatalCause, OverBudget, Result, StoreError};
 pub use log::StoredRecord;
 pub use queue::QueueEntry;
+pub use retention::{QueueRemoval, Removal, RemovalCause, RemovalHook};
 pub use shared::FatalHook;
 pub use store::{QueueInfo, RecoveryReport, Store, StoreOptions, StoreStats};
 pub use writer::{AppendDone, Appended, BatchDone, NewMessage, RawDone, TOPIC_BYTES_MAX, validate_topic};

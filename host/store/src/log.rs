@@ -179,11 +179,8 @@ impl CommitLog {
     /// Creates the segment starting at `base`, durably named.
     pub(crate) fn create_segment(&self, base: u64) -> Result<Arc<Segment>> {
         let path = self.dir.join(file_name(base));
-        let file = self
-            .storage
-            .create(&path, self.segment_bytes)
-            .map_err(StoreError::io(format!("create log segment {}", path.display())))?;
-        self.storage.sync_dir(&self.dir).map_err(StoreError::io(format!("sync {}", self.dir.display())))?;
+        let file =
+            crate::io::create_durably(self.storage.as_ref(), &self.dir, &path, self.segment_bytes, "log segment")?;
         let seg = Arc::new(Segment { base, file, path });
         write(&self.segments).insert(base, seg.clone());
         Ok(seg)
@@ -195,7 +192,7 @@ impl CommitLog {
         self.storage
             .remove_file(&seg.path)
             .map_err(StoreError::io(format!("remove log segment {}", seg.path.display())))?;
-        tracing::info!(segment = %seg.path.display(), "log segment removed");
+        tracing::debug!(segment = %seg.path.display(), "log segment removed");
         Ok(())
     }
 

@@ -160,11 +160,13 @@ impl ConsumeQueue {
 
     fn create_file(&self, base: u64) -> Result<(u64, Arc<dyn StorageFile>)> {
         let path = self.dir.join(file_name(base));
-        let file = self
-            .storage
-            .create(&path, self.file_bytes())
-            .map_err(StoreError::io(format!("create consume queue file {}", path.display())))?;
-        self.storage.sync_dir(&self.dir).map_err(StoreError::io(format!("sync {}", self.dir.display())))?;
+        let file = crate::io::create_durably(
+            self.storage.as_ref(),
+            &self.dir,
+            &path,
+            self.file_bytes(),
+            "consume queue file",
+        )?;
         write(&self.files).insert(base, file.clone());
         Ok((base, file))
     }
@@ -223,17 +225,28 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// Forgets entries that point below `log_min` (their records were deleted): moves `min` to the
-    /// first entry at or above it and removes files holding only older entries, keeping the newest.
-    pub(crate) fn trim_to(&self, log_min: u64) -> Result<()> {
-        let max = self.max();
-        let below = |q: u64| self.entry_unpublished(q).is_none_or(|e| e.offset < log_min);
-        let (mut lo, mut hi) = (self.min(), max);
+    /// The first readable queue offset whose entry points at or above the log offset `log_offset`
+    /// (`max` when none does): entries point into the log in order, so this is a binary search.
+    fn first_at_or_above(&self, log_offset: u64) -> u64 {
+        let below = |q: u64| self.entry_unpublished(q).is_none_or(|e| e.offset < log_offset);
+        let (mut lo, mut hi) = (self.min(), self.max());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if below(mid) { lo = mid + 1 } else { hi = mid }
         }
-        self.min.fetch_max(lo, Ordering::AcqRel);
+        lo
+    }
+
+    /// Whether a readable entry of this queue points into the log range `[from, to)`.
+    pub(crate) fn points_into(&self, from: u64, to: u64) -> bool {
+        let at = self.first_at_or_above(from);
+        at < self.max() && self.entry_unpublished(at).is_some_and(|e| e.offset < to)
+    }
+
+    /// Forgets entries that point below `log_min` (their records were deleted): moves `min` to the
+    /// first entry at or above it and removes files holding only older entries, keeping the newest.
+    pub(crate) fn trim_to(&self, log_min: u64) -> Result<()> {
+        self.min.fetch_max(self.first_at_or_above(log_min), Ordering::AcqRel);
         loop {
             let (base, next_base) = {
                 let files = read(&self.files);
@@ -323,6 +336,11 @@ impl ConsumeQueues {
         let mut queues = write(&self.queues);
         let slot = queues.entry(topic.to_owned()).or_default().entry(queue_id).or_insert(cq);
         Ok(slot.clone())
+    }
+
+    /// Every queue of `topic`.
+    pub(crate) fn of_topic(&self, topic: &str) -> Vec<Arc<ConsumeQueue>> {
+        read(&self.queues).get(topic).map(|q| q.values().cloned().collect()).unwrap_or_default()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<ConsumeQueue>> {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::clock::Clock;
 use crate::config::{FlushMode, StoreConfig};
+use crate::disk::{DiskState, OwnFiles};
 use crate::error::{FatalCause, StoreError};
 use crate::log::CommitLog;
 use crate::sync::{Event, lock};
@@ -24,8 +25,10 @@ pub(crate) struct Shared {
     /// Set once, on the first failed flush; appends fail from then on.
     fatal: OnceLock<Arc<FatalCause>>,
     on_fatal: Option<FatalHook>,
-    /// Set by the retention thread while the disk is above `disk_full_ratio`.
-    pub(crate) disk_full: AtomicBool,
+    /// Whether appends are refused for lack of disk, and why.
+    pub(crate) disk: DiskState,
+    /// The store's files, counted: its own disk usage.
+    pub(crate) own: Arc<OwnFiles>,
     /// Set while the store is a replica: only raw (replicated) appends are taken.
     pub(crate) read_only: AtomicBool,
     /// Set when the store is closing.
@@ -44,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) flush_request: Event,
     /// Notified when the store starts closing, a thread stops, or the store goes fatal.
     pub(crate) stop: Event,
+    /// Notified when retention should look now (a new segment took space, or the store is closing).
+    pub(crate) retention_request: Event,
     /// Sync flush: acknowledgements waiting for `flushed` to pass their end offset, in offset order.
     pub(crate) waiters: Mutex<VecDeque<(u64, Ack)>>,
 }
@@ -58,6 +63,7 @@ impl Shared {
     pub(crate) fn new(
         config: StoreConfig,
         log: CommitLog,
+        own: Arc<OwnFiles>,
         clock: Arc<dyn Clock>,
         store_host: SocketAddr,
         on_fatal: Option<FatalHook>,
@@ -69,7 +75,8 @@ impl Shared {
             store_host,
             fatal: OnceLock::new(),
             on_fatal,
-            disk_full: AtomicBool::new(false),
+            disk: DiskState::default(),
+            own,
             read_only: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             writer_done: AtomicBool::new(false),
@@ -79,6 +86,7 @@ impl Shared {
             dispatched: Event::default(),
             flush_request: Event::default(),
             stop: Event::default(),
+            retention_request: Event::default(),
             waiters: Mutex::new(VecDeque::new()),
         }
     }
@@ -102,7 +110,8 @@ impl Shared {
 
     /// Wakes every thread, whatever it waits for (a thread stopped, the store is closing or fatal).
     pub(crate) fn notify_all(&self) {
-        for event in [&self.written, &self.flushed, &self.dispatched, &self.flush_request, &self.stop] {
+        let events = [&self.written, &self.flushed, &self.dispatched, &self.flush_request, &self.stop];
+        for event in events.into_iter().chain([&self.retention_request]) {
             event.notify();
         }
     }
@@ -124,7 +133,7 @@ impl Shared {
             return cause;
         }
         let reason = cause.to_string();
-        tracing::error!(%reason, "store stopped: a flush failed, data may not be durable; restart to recover");
+        tracing::error!(%reason, "store stopped: data may not be durable; restart to recover");
         // The hook runs first, so that whoever sees a failed append can already see the store stopped.
         if let Some(hook) = &self.on_fatal {
             hook(&reason);

@@ -15,17 +15,18 @@ use crate::checkpoint::Checkpoint;
 use crate::checkpointer::{self, Checkpoints, Handoff};
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreConfig;
+use crate::disk::OwnFiles;
 use crate::dispatcher::{DispatchHook, Dispatcher};
 use crate::error::{Result, StoreError};
+use crate::flusher;
 use crate::index::{Index, business_key_hash, message_id_hash};
 use crate::io::{FsStorage, Storage};
 use crate::log::{CommitLog, StoredRecord};
 use crate::queue::{ConsumeQueues, QueueEntry};
-use crate::retention::Retention;
+use crate::retention::{RemovalHook, Retention};
 use crate::shared::{FatalHook, Shared};
 use crate::sync::{lock, read, write};
 use crate::writer::{AppendDone, Appended, BatchDone, NewMessage, RawDone, Request, Writer};
-use crate::{flusher, retention};
 
 /// Everything [`Store::open`] needs.
 #[derive(Clone)]
@@ -41,6 +42,9 @@ pub struct StoreOptions {
     pub on_fatal: Option<FatalHook>,
     /// Runs after each dispatched batch for every queue that grew.
     pub on_dispatch: Option<DispatchHook>,
+    /// Topics whose records disk pressure never deletes (they leave by age only), such as the
+    /// broker's audit log.
+    pub protected_topics: Vec<String>,
 }
 
 impl StoreOptions {
@@ -54,6 +58,7 @@ impl StoreOptions {
             store_host: SocketAddr::from(([127, 0, 0, 1], 0)),
             on_fatal: None,
             on_dispatch: None,
+            protected_topics: Vec::new(),
         }
     }
 }
@@ -73,7 +78,16 @@ pub struct StoreStats {
     pub dispatched: u64,
     pub segments: usize,
     pub queues: usize,
+    /// Appends are refused (or failing) for lack of disk; `disk_full_reason` says why.
     pub disk_full: bool,
+    pub disk_full_reason: Option<String>,
+    /// Bytes of the store's own files: log segments, consume queues, index, checkpoint.
+    pub own_bytes: u64,
+    /// What the store's own files may take (`disk_bytes_max`, or `disk_usage_max_ratio` of the file
+    /// system), as of the last retention check.
+    pub budget_bytes: u64,
+    /// Segments deleted for disk pressure since the store opened.
+    pub pressure_deleted_segments: u64,
     /// Why the store stopped, if it did.
     pub fatal: Option<String>,
     pub index_skipped: u64,
@@ -106,6 +120,7 @@ pub struct Store {
     shared: Arc<Shared>,
     queues: Arc<ConsumeQueues>,
     index: Arc<Index>,
+    retention: Arc<Retention>,
     dispatched: Arc<AtomicU64>,
     index_skipped: Arc<AtomicU64>,
     recovery: RecoveryReport,
@@ -130,9 +145,12 @@ impl Store {
     /// Opens the store in `options.dir`, recovering from a crash if the last run did not close
     /// cleanly, and starts its threads.
     pub fn open(options: StoreOptions) -> Result<Self> {
-        let StoreOptions { dir, config, storage, clock, store_host, on_fatal, on_dispatch } = options;
+        let StoreOptions { dir, config, storage, clock, store_host, on_fatal, on_dispatch, protected_topics } = options;
         config.validate().map_err(StoreError::InvalidConfig)?;
         storage.create_dir_all(&dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
+        // Every file goes through this layer, which counts the store's own usage.
+        let own = Arc::new(OwnFiles::new(storage));
+        let storage: Arc<dyn Storage> = own.clone();
         let started = Instant::now();
 
         let (checkpoint, mark) = Checkpoint::open(storage.as_ref(), &dir)?;
@@ -145,6 +163,19 @@ impl Store {
             None => (log_min, log_min),
         };
         let end = log.recover_tail(scan_from, !clean)?;
+        // A disk or a budget that cannot hold one segment is refused now rather than failing every
+        // send later.
+        let space = storage.space(&dir).map_err(StoreError::io(format!("read disk space of {}", dir.display())))?;
+        if log.segment_at(end).is_none() && space.available_bytes < config.segment_bytes {
+            // The next append must create a segment.
+            let (available_bytes, segment_bytes) = (space.available_bytes, config.segment_bytes);
+            return Err(StoreError::NoRoomForSegment { dir, available_bytes, segment_bytes });
+        }
+        let budget_bytes = crate::disk::budget_bytes(&config, space);
+        if budget_bytes < config.segment_bytes {
+            let (total_bytes, segment_bytes) = (space.total_bytes, config.segment_bytes);
+            return Err(StoreError::BudgetBelowSegment { dir, budget_bytes, total_bytes, segment_bytes });
+        }
         if let Some(m) = mark
             && end < m.log_flushed
         {
@@ -175,7 +206,7 @@ impl Store {
             repair_index,
         )?);
 
-        let shared = Arc::new(Shared::new(config, log, clock, store_host, on_fatal));
+        let shared = Arc::new(Shared::new(config, log, own, clock, store_host, on_fatal));
         let dispatched = Arc::new(AtomicU64::new(vouched));
         let recovery_floor = Arc::new(AtomicU64::new(scan_from.min(vouched)));
         let index_skipped = Arc::new(AtomicU64::new(0));
@@ -201,11 +232,17 @@ impl Store {
         };
         tracing::info!(dir = %dir.display(), ?recovery, ms = started.elapsed().as_millis() as u64, "store opened");
 
+        let retention =
+            Arc::new(Retention::new(shared.clone(), queues.clone(), index.clone(), recovery_floor, protected_topics));
+        // Whether the disk counts as full is known before the first append.
+        if let Err(err) = retention.check(retention.floor()) {
+            tracing::warn!(%err, "retention check at open failed; the retention thread retries");
+        }
+
         let (warm, warm_requests) = crate::warmer::Warm::new(shared.config.warm_ahead_bytes);
         let writer = Writer::new(shared.clone(), queues.next_offsets(), warm);
         let (sender, requests) = sync_channel(shared.config.append_queue_max);
-        let retention =
-            Retention { shared: shared.clone(), queues: queues.clone(), index: index.clone(), recovery_floor };
+        let retention_thread = retention.clone();
         let flusher_shared = shared.clone();
         let (handoff, snapshots) = Handoff::new();
         dispatcher.checkpoint_in_background(handoff);
@@ -215,7 +252,7 @@ impl Store {
             spawn("ferrymq-flusher", move || flusher::run(flusher_shared))?,
             spawn("ferrymq-dispatch", move || dispatcher.run())?,
             spawn("ferrymq-checkpoint", move || checkpointer::run(checkpoints, checkpointer_shared, snapshots))?,
-            spawn("ferrymq-retention", move || retention.run())?,
+            spawn("ferrymq-retention", move || retention_thread.run())?,
         ];
         if let Some(warm_requests) = warm_requests {
             threads.push(spawn("ferrymq-warmer", move || crate::warmer::run(warm_requests))?);
@@ -224,6 +261,7 @@ impl Store {
             shared,
             queues,
             index,
+            retention,
             dispatched,
             index_skipped,
             recovery,
@@ -485,7 +523,13 @@ impl Store {
     /// Whether an append could be stored now: the disk is not full and no fatal error stopped the
     /// store ([`Store::stats`] without gathering the rest).
     pub fn accepts_appends(&self) -> bool {
-        !self.shared.disk_full.load(Ordering::Acquire) && self.shared.fatal().is_none()
+        !self.shared.disk.is_full() && self.shared.fatal().is_none()
+    }
+
+    /// Calls `hook` after every segment retention deletes, on the retention thread, with the
+    /// commit-log range and what each queue lost; `None` removes it.
+    pub fn set_removal_hook(&self, hook: Option<RemovalHook>) {
+        self.retention.set_hook(hook);
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -498,7 +542,11 @@ impl Store {
             dispatched: self.dispatched.load(Ordering::Acquire),
             segments: log.segments().len(),
             queues: self.queues.all().len(),
-            disk_full: self.shared.disk_full.load(Ordering::Acquire),
+            disk_full: self.shared.disk.is_full(),
+            disk_full_reason: self.shared.disk.reason().map(|reason| reason.to_string()),
+            own_bytes: self.shared.own.bytes(),
+            budget_bytes: self.shared.disk.budget_bytes(),
+            pressure_deleted_segments: self.retention.pressure_deleted(),
             fatal: self.shared.fatal().map(|cause| cause.to_string()),
             index_skipped: self.index_skipped.load(Ordering::Relaxed),
         }
@@ -518,6 +566,7 @@ impl Store {
     pub fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.stop.notify();
+        self.shared.retention_request.notify();
         drop(write(&self.sender).take());
         let threads = std::mem::take(&mut *lock(&self.threads));
         for thread in threads {
@@ -535,17 +584,10 @@ impl Drop for Store {
     }
 }
 
-/// Runs retention once, now (for tests and for an operator's "clean up now").
 impl Store {
+    /// Runs retention once, now (for tests and for an operator's "clean up now"): keeps the log from
+    /// what is dispatched and flushed on, rather than from the last checkpoint.
     pub fn run_retention(&self) -> Result<()> {
-        retention::Retention {
-            shared: self.shared.clone(),
-            queues: self.queues.clone(),
-            index: self.index.clone(),
-            recovery_floor: Arc::new(AtomicU64::new(
-                self.dispatched.load(Ordering::Acquire).min(self.shared.log.flushed()),
-            )),
-        }
-        .check()
+        self.retention.check(self.dispatched.load(Ordering::Acquire).min(self.shared.log.flushed()))
     }
 }

@@ -15,14 +15,15 @@ use std::sync::mpsc::Receiver;
 use ferrymq_proto::record::{self, Entry, FILLER_BYTES_MIN, RecordMeta, Verify, sys_flag};
 
 use crate::config::FlushMode;
-use crate::error::{DiskFull, FatalCause, Result, StoreError};
+use crate::error::{FatalCause, Result, StoreError};
 use crate::log::Segment;
 use crate::shared::Shared;
 use crate::warmer::Warm;
+use ferrymq_proto::throttle::Throttle;
 
-/// Longest topic name, and the characters allowed in one (RocketMQ's rule; it also keeps topic names
-/// safe as directory names).
-pub const TOPIC_BYTES_MAX: usize = 127;
+/// Longest topic name (RocketMQ's rule, shared with everything that names a topic; the allowed
+/// characters also keep topic names safe as directory names).
+pub const TOPIC_BYTES_MAX: usize = ferrymq_proto::name::TOPIC_BYTES_MAX;
 
 /// A message to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +110,9 @@ pub fn validate_topic(topic: &str) -> Result<()> {
     }
 }
 
+/// Least time between two warnings that segments cannot be created for lack of descriptors.
+const RESOURCE_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long the writer polls for the next request before it sleeps. Waking a sleeping thread on
 /// another core costs tens of microseconds on a virtual machine, more than a short poll.
 const POLL_BEFORE_SLEEP: std::time::Duration = std::time::Duration::from_micros(50);
@@ -139,13 +143,24 @@ pub(crate) struct Writer {
     acks: Vec<(u64, Ack)>,
     queue_offsets: HashMap<String, HashMap<u32, u64>>,
     warm: Warm,
+    resource_warnings: Throttle,
 }
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>, queue_offsets: HashMap<String, HashMap<u32, u64>>, warm: Warm) -> Self {
         let pos = shared.log.written();
         let segment = shared.log.segment_at(pos);
-        Self { shared, segment, pos, batch: Vec::new(), batch_start: pos, acks: Vec::new(), queue_offsets, warm }
+        Self {
+            shared,
+            segment,
+            pos,
+            batch: Vec::new(),
+            batch_start: pos,
+            acks: Vec::new(),
+            queue_offsets,
+            warm,
+            resource_warnings: Throttle::new(1, RESOURCE_WARNING_INTERVAL.as_millis() as u64),
+        }
     }
 
     /// Serves requests until the queue's senders are gone.
@@ -199,10 +214,7 @@ impl Writer {
         if let Some(err) = self.shared.fatal_error() {
             return Some(err);
         }
-        if self.shared.disk_full.load(Ordering::Acquire) {
-            return Some(StoreError::DiskFull(DiskFull::AboveRatio { ratio: self.shared.config.disk_full_ratio }));
-        }
-        None
+        self.shared.disk.refuse_up_front().map(StoreError::DiskFull)
     }
 
     /// Checks what can make encoding `msg` fail; returns its encoded length.
@@ -371,13 +383,35 @@ impl Writer {
         Ok(())
     }
 
-    /// Creates a segment. A full disk is an error for this append only; any other failure (a failed
-    /// directory flush above all) stops the store.
-    fn create_segment(&self, base: u64) -> Result<Arc<Segment>> {
-        self.shared.log.create_segment(base).map_err(|err| match err {
-            StoreError::DiskFull(_) => err,
-            other => StoreError::Fatal(self.shared.set_fatal(FatalCause::Segment(other))),
-        })
+    /// Creates a segment, if the budget has room for it (see `disk`). A full disk or a lack of
+    /// descriptors or maps is an error for this append only, and the next append that needs the
+    /// segment tries again; any other failure (a failed directory flush above all) stops the store.
+    fn create_segment(&mut self, base: u64) -> Result<Arc<Segment>> {
+        let shared = &self.shared;
+        if let Some(reason) = shared.disk.admit_segment(&shared.config, shared.own.bytes()) {
+            shared.disk.creation_failed(reason.clone());
+            return Err(StoreError::DiskFull(reason));
+        }
+        match shared.log.create_segment(base) {
+            Ok(segment) => {
+                shared.disk.creation_succeeded();
+                // The store's files grew: retention looks now rather than at its next interval.
+                shared.retention_request.notify();
+                Ok(segment)
+            }
+            Err(StoreError::DiskFull(reason)) => {
+                shared.disk.creation_failed(reason.clone());
+                Err(StoreError::DiskFull(reason))
+            }
+            Err(err @ StoreError::Resource { .. }) => {
+                if let Some(held) = self.resource_warnings.admit() {
+                    tracing::warn!(%err, failures_not_logged = held,
+                        "a log segment could not be created; the append fails and the next one retries");
+                }
+                Err(err)
+            }
+            Err(other) => Err(StoreError::Fatal(shared.set_fatal(FatalCause::Segment(other)))),
+        }
     }
 
     fn write_or_fatal(&self, segment: &Segment, at: u64, bytes: &[u8]) -> Result<()> {

@@ -4,6 +4,8 @@
 //! consume queue (no record read), then [`Filter::matches`] on the record's properties.
 
 pub mod sql;
+#[cfg(test)]
+mod sql_fuzz;
 mod tag;
 
 use ferrymq_proto::properties::{self, TAGS};

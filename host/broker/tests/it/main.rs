@@ -3,7 +3,9 @@
 
 mod support;
 
+mod dedup;
 mod delivery;
+mod loss;
 mod policies;
 mod timer;
 mod transaction;

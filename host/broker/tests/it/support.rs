@@ -14,28 +14,34 @@ pub struct Fixture {
     pub broker: Broker,
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
+    config: BrokerConfig,
 }
 
 pub const START_MS: i64 = 1_764_000_000_000;
 
 impl Fixture {
     pub fn new() -> Self {
+        Self::with_config(BrokerConfig { tick_ms: 3_600_000, ..BrokerConfig::default() })
+    }
+
+    /// A broker with `config` (its threads tick every `tick_ms`), kept across restarts.
+    pub fn with_config(config: BrokerConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(ManualClock::new(START_MS));
-        let broker = open(dir.path(), clock.clone());
-        Self { broker, clock, dir }
+        let broker = open(dir.path(), clock.clone(), config.clone());
+        Self { broker, clock, dir, config }
     }
 
     /// Closes everything and opens it again on the same directory (a clean restart).
     pub fn restart(self) -> Self {
-        let Fixture { broker, clock, dir } = self;
+        let Fixture { broker, clock, dir, config } = self;
         let store = broker.store().clone();
         broker.close();
         drop(broker);
         store.close();
         drop(store);
-        let broker = open(dir.path(), clock.clone());
-        Self { broker, clock, dir }
+        let broker = open(dir.path(), clock.clone(), config.clone());
+        Self { broker, clock, dir, config }
     }
 
     pub fn topic(&self, name: &str, message_type: TopicType, queues: u32) {
@@ -69,14 +75,13 @@ impl Fixture {
     }
 }
 
-fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> Broker {
+fn open(dir: &std::path::Path, clock: Arc<ManualClock>, config: BrokerConfig) -> Broker {
     let mut options = StoreOptions::new(dir.join("store"));
     options.clock = clock.clone();
     options.config.segment_bytes = 8 << 20;
     options.config.index_slots = 1024;
     options.config.index_entries_max = 4096;
     let store = Arc::new(Store::open(options).expect("store"));
-    let config = BrokerConfig { tick_ms: 3_600_000, ..BrokerConfig::default() };
     Broker::open(store, dir, config, clock).expect("broker")
 }
 

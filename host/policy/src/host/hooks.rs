@@ -173,7 +173,7 @@ fn on_route_failure(info: &BindingInfo, message: &Outgoing, err: &PluginError) -
 }
 
 /// `message` with a route's changes applied; a change to a property the broker reserves is refused.
-fn changed(
+pub(crate) fn changed(
     message: &Outgoing,
     tag: Option<String>,
     set_properties: Vec<(String, String)>,

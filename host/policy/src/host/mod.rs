@@ -8,6 +8,8 @@
 
 mod bindings;
 mod hooks;
+#[cfg(test)]
+mod hooks_fuzz;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@ mod cluster_api;
 pub use cluster_api::cluster_rows;
 pub mod audit;
 pub mod auth;
-mod exposure;
 mod plugins_api;
 
 use std::sync::Arc;
@@ -73,6 +72,8 @@ impl AdminState {
             dropped_by_policy: self.broker.dropped_by_policy(),
             plugins: self.plugins.bindings().into_iter().map(|(b, stats)| (b.name, b.kind.name(), stats)).collect(),
             replication: self.cluster.stats(store.log_end()),
+            messages_lost: self.broker.messages_lost(),
+            dedup: self.broker.dedup_stats(),
         }
     }
 }
@@ -89,7 +90,7 @@ pub struct Call<'a> {
     /// The `x-ferrymq-signature` header (plugin uploads).
     pub signature: Option<&'a str>,
     /// The `Host`, `Origin` and `Content-Type` headers: an API without tokens checks them
-    /// (`exposure.rs`).
+    /// (`ferrymq_http::exposure`).
     pub host: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub content_type: Option<&'a str>,
@@ -107,10 +108,9 @@ pub fn respond(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
     match call.path {
         "/healthz" if get => {
             let snapshot = state.snapshot();
-            match &snapshot.store.fatal {
-                None => {
-                    json(StatusCode::OK, serde_json::json!({ "status": "ok", "disk_full": snapshot.store.disk_full }))
-                }
+            let store = &snapshot.store;
+            match &store.fatal {
+                None => json(StatusCode::OK, health(store)),
                 Some(reason) => {
                     json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "failed", "reason": reason }))
                 }
@@ -127,13 +127,33 @@ pub fn respond(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
     }
 }
 
+/// The body of a healthy `/healthz`: still 200 while the disk is full (the broker serves reads and
+/// recovers by itself when space returns), but saying so, why, and where usage stands.
+fn health(store: &ferrymq_store::StoreStats) -> serde_json::Value {
+    let mut warnings = Vec::new();
+    if store.disk_full {
+        let reason = store.disk_full_reason.as_deref().unwrap_or("no reason recorded");
+        warnings.push(format!("disk full, sends are refused: {reason}"));
+    }
+    serde_json::json!({
+        "status": "ok",
+        "disk_full": store.disk_full,
+        "disk_own_bytes": store.own_bytes,
+        "disk_budget_bytes": store.budget_bytes,
+        "warnings": warnings,
+    })
+}
+
 /// Authenticates, authorises, answers, and audits every request that changes something.
 fn v1(call: &Call<'_>, state: &AdminState) -> Response<Full<Bytes>> {
     let changes = !(call.method == Method::GET || call.method == Method::HEAD);
     let action = format!("{} {}", call.method, call.path);
     let target = call.path.trim_start_matches("/v1/");
     if !state.tokens.enabled()
-        && let Some(reason) = exposure::refusal(call, changes)
+        && let Some(reason) = ferrymq_http::exposure::refusal(
+            &ferrymq_http::exposure::Headers { host: call.host, origin: call.origin, content_type: call.content_type },
+            changes,
+        )
     {
         tracing::warn!(reason, "admin request refused");
         return error(StatusCode::FORBIDDEN, reason);
@@ -324,6 +344,18 @@ mod tests {
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(post.headers()[ALLOW], "GET, HEAD");
         assert_eq!(call(&state, Method::GET, "/nope", "").0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn healthz_stays_200_and_says_why_the_disk_is_full() {
+        let mut stats = state().1.broker.store().stats();
+        assert_eq!(health(&stats)["warnings"], serde_json::json!([]));
+        stats.disk_full = true;
+        stats.disk_full_reason = Some("the store's own files take 10 bytes, at or over its budget of 8 bytes".into());
+        let body = health(&stats);
+        assert_eq!(body["disk_full"], true);
+        assert!(body["warnings"][0].as_str().unwrap_or_default().contains("budget of 8 bytes"), "{body}");
+        assert_eq!(body["disk_budget_bytes"], stats.budget_bytes);
     }
 
     #[test]

@@ -167,13 +167,7 @@ pub enum PluginCommand {
     },
 }
 
-fn read_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read the key {}", path.display()))?;
-    let bytes: [u8; 32] = ferrymq_proto::hex::decode(&text)
-        .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{} is not a key from `ferrymq plugin keygen`", path.display()))?;
-    Ok(SigningKey::from_bytes(&bytes))
-}
+use ferrymq_policy::signatures::read_signing_key as read_key;
 
 fn random_bytes() -> anyhow::Result<[u8; 32]> {
     let mut bytes = [0u8; 32];

@@ -22,7 +22,8 @@ fn repo() -> PathBuf {
 }
 
 impl Client {
-    fn command(self) -> Command {
+    /// The driver's command, run inside network namespace `ns` when given.
+    fn command_in(self, ns: Option<&str>) -> Command {
         let clients = repo().join("tests/clients");
         let (program, script): (PathBuf, Option<PathBuf>) = match self {
             Client::Python => (clients.join("python/.venv/bin/python"), Some(clients.join("python/driver.py"))),
@@ -34,7 +35,14 @@ impl Client {
             _ => program.exists(),
         };
         assert!(installed, "the official {self:?} client is not installed: run ./scripts/test.sh, which installs it");
-        let mut command = Command::new(program);
+        let mut command = match ns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
         command.args(script);
         // The clients write their own logs under $HOME; keep them out of the user's home.
         command.env("HOME", std::env::temp_dir().join("ferrymq-client-home"));
@@ -73,8 +81,13 @@ impl Client {
 
     /// Starts the driver in the background.
     pub fn spawn(self, endpoint: std::net::SocketAddr, args: &[&str]) -> Running {
+        self.spawn_in(None, endpoint, args)
+    }
+
+    /// Starts the driver in the background, inside network namespace `ns` when given.
+    pub fn spawn_in(self, ns: Option<&str>, endpoint: std::net::SocketAddr, args: &[&str]) -> Running {
         let mut child = self
-            .command()
+            .command_in(ns)
             .arg(endpoint.to_string())
             .args(args)
             .stdout(Stdio::piped())

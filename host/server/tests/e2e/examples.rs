@@ -2,14 +2,16 @@
 //! name servers and two masters with a slave each; a message sent through a master is read back, and
 //! once a master is killed its set's messages are read from its slave. `examples/plugins/run.sh`
 //! starts a node whose configuration file binds the example plugins, and each binding acts on real
-//! traffic.
+//! traffic. `examples/zones/run.sh` starts a DMZ and an intranet broker with a zone gateway each way;
+//! applications cross inward redacted, filings in order, and only classified decisions outward.
 //!
 //! The scripts run as a user runs them, with the `ferrymq` this build produced (`FERRYMQ`), ports
 //! free now (`BASE_PORT`) and a temporary data directory (`DATA_DIR`). The cluster steps use the
 //! README's own commands (`ferrymq admin`, `ferrymq bench`); the plugins example's sends carry
 //! properties, which `ferrymq bench` does not set, so they go through `ferrymq-client` instead of the
-//! official client the README shows. The plugins example needs the components built
-//! (`cd plugins && cargo build --release --target wasm32-wasip2`; `scripts/test.sh` builds them).
+//! official client the README shows (so do the zones example's). The plugins and zones examples need
+//! the components built (`cd plugins && cargo build --release --target wasm32-wasip2`;
+//! `scripts/test.sh` builds them).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -463,4 +465,196 @@ fn the_plugins_example_binds_its_plugins_from_the_configuration_file_and_each_ac
     script.wait_for("exited with status 0", Duration::from_secs(1));
     let log = std::fs::read_to_string(script.data.path().join("ferrymq.log")).expect("node log");
     assert!(log.contains("ferrymq stopped cleanly"), "{log}");
+}
+
+/// The property a zone gateway adds to every message that crosses: the zone it came from.
+const SOURCE_ZONE: &str = "ferrymq-source-zone";
+/// …and when its own zone's broker stored it.
+const SOURCE_STORE_MS: &str = "ferrymq-source-store-ms";
+
+fn property<'a>(message: &'a ferrymq_client::Received, name: &str) -> Option<&'a str> {
+    message.properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A forward of a gateway's `GET /v1/gateway`, by topic.
+fn forward_of(view: &Value, topic: &str) -> Value {
+    view["forwards"]
+        .as_array()
+        .and_then(|forwards| forwards.iter().find(|f| f["topic"] == topic))
+        .cloned()
+        .unwrap_or_else(|| panic!("no forward of {topic}: {view:#}"))
+}
+
+#[test]
+fn the_zones_example_carries_applications_redacted_and_filings_in_order_inward_and_only_classified_decisions_outward() {
+    for name in ["redact_id_numbers", "deny_unclassified"] {
+        let path = component(name);
+        assert!(
+            path.exists(),
+            "{} is missing: cd plugins && cargo build --release --target wasm32-wasip2",
+            path.display()
+        );
+    }
+    // DMZ broker gRPC and admin, the inward and outward gateways' admin, intranet broker gRPC and
+    // admin: BASE_PORT +0, +1, +2, +3, +10, +11 (the README's table).
+    let base = free_base(&[0, 1, 2, 3, 10, 11]);
+    let started = Instant::now();
+    let mut script = Script::start("zones", base);
+    script.wait_for("zones ready", READY_MAX);
+    eprintln!("zones ready after {:?}", started.elapsed());
+    let (dmz_grpc, dmz_admin) = (format!("127.0.0.1:{base}"), format!("127.0.0.1:{}", base + 1));
+    let (inward_admin, outward_admin) = (loopback(base + 2), loopback(base + 3));
+    let (intranet_grpc, intranet_admin) = (format!("127.0.0.1:{}", base + 10), format!("127.0.0.1:{}", base + 11));
+    let processes: Vec<Recorded> = ["dmz", "intranet", "inward", "outward"]
+        .into_iter()
+        .map(|name| Recorded::read(script.data.path(), name))
+        .collect();
+    let down: Vec<&str> = processes.iter().filter(|p| !p.alive()).map(|p| p.name.as_str()).collect();
+    assert!(down.is_empty(), "not running once ready: {down:?}\n{}", script.transcript());
+
+    // What run.sh set up: the topics on both brokers, the inward gateway's FIFO group on the DMZ's,
+    // and each gateway's forwards with their policies.
+    for admin in [&dmz_admin, &intranet_admin] {
+        let table = ferrymq(&["admin", "--admin-addr", admin, "topic", "list"]);
+        let mut topics: Vec<(&str, &str)> = table
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut cells = l.split_whitespace();
+                Some((cells.next()?, cells.next()?))
+            })
+            .collect();
+        topics.sort();
+        assert_eq!(
+            topics,
+            [("applications", "normal"), ("decisions", "normal"), ("filings", "fifo")],
+            "{admin}:\n{table}"
+        );
+    }
+    let groups = ferrymq(&["admin", "--admin-addr", &dmz_admin, "group", "list"]);
+    assert!(
+        groups.lines().any(|l| l.split_whitespace().take(2).eq(["inward-filings", "true"])),
+        "inward-filings is a FIFO group on the DMZ broker:\n{groups}"
+    );
+    let inward = get_json(inward_admin, "/v1/gateway");
+    assert_eq!(inward["name"], "inward", "{inward:#}");
+    assert_eq!(inward["source"], dmz_grpc.as_str());
+    assert_eq!(inward["target"], intranet_grpc.as_str());
+    assert!(forward_of(&inward, "applications")["policy"]["digest"].is_string(), "{inward:#}");
+    assert!(forward_of(&inward, "filings")["policy"].is_null(), "{inward:#}");
+    assert_eq!(forward_of(&inward, "filings")["group"], "inward-filings");
+    let outward = get_json(outward_admin, "/v1/gateway");
+    assert_eq!(outward["name"], "outward", "{outward:#}");
+    assert_eq!(outward["source"], intranet_grpc.as_str());
+    assert_eq!(outward["target"], dmz_grpc.as_str());
+    assert!(forward_of(&outward, "decisions")["policy"]["digest"].is_string(), "{outward:#}");
+
+    let decision_log = script.data.path().join("outward/decisions.jsonl");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let options = ClientOptions { request_timeout: Duration::from_secs(5), ..ClientOptions::default() };
+        let dmz = Client::connect(&dmz_grpc, options.clone()).await.expect("connect to the DMZ broker");
+        let intranet = Client::connect(&intranet_grpc, options).await.expect("connect to the intranet broker");
+
+        // Inward: an application with an identity number and one without, and filings of two
+        // enterprises, interleaved.
+        let mut application = with_property("applications", "applicant 11010119900307451X mobile 13812345678", None);
+        application.keys = vec!["app-1".to_owned()];
+        let application_id = dmz.send(vec![application]).await.expect("send an application").remove(0).message_id;
+        dmz.send(vec![with_property("applications", "nothing personal", None)]).await.expect("send an application");
+        for i in 0..5 {
+            for enterprise in ["E1", "E2"] {
+                let mut filing = Message::new("filings", format!("{enterprise}:{i}").into_bytes());
+                filing.message_group = Some(enterprise.to_owned());
+                dmz.send(vec![filing]).await.expect("send a filing");
+            }
+        }
+        // Outward: a classified decision and an unclassified one.
+        let classified = with_property("decisions", "approved: app-1", Some(("classification", "public")));
+        let classified_id = intranet.send(vec![classified]).await.expect("send a decision").remove(0).message_id;
+        let unclassified = with_property("decisions", "internal note on app-1", None);
+        let unclassified_id = intranet.send(vec![unclassified]).await.expect("send a decision").remove(0).message_id;
+
+        let applications = receive_all(&intranet, "clerks", "applications", 2, Duration::from_secs(20)).await;
+        assert_eq!(bodies(&applications), ["applicant 110*************1X mobile 138******78", "nothing personal"]);
+        let redacted = applications.iter().find(|m| m.body.contains(&b'*')).expect("the redacted application");
+        assert_eq!(redacted.message_id, application_id, "it crossed under its own id");
+        assert_eq!(redacted.keys, ["app-1"]);
+        assert_eq!(property(redacted, "redacted"), Some("true"), "{redacted:?}");
+        for m in &applications {
+            assert_eq!(property(m, SOURCE_ZONE), Some("dmz"), "{m:?}");
+            assert!(property(m, SOURCE_STORE_MS).is_some_and(|v| v.parse::<i64>().is_ok()), "{m:?}");
+        }
+
+        // Filings, read as the README says: through a FIFO group, each enterprise's in order.
+        ferrymq(&["admin", "--admin-addr", &intranet_admin, "group", "create", "clerks-filings", "--fifo"]);
+        let filings = receive_all(&intranet, "clerks-filings", "filings", 10, Duration::from_secs(20)).await;
+        let mut next = std::collections::BTreeMap::new();
+        for m in &filings {
+            let text = String::from_utf8_lossy(&m.body).into_owned();
+            let (enterprise, i) = text.split_once(':').expect("enterprise:i");
+            assert_eq!(m.message_group.as_deref(), Some(enterprise), "{m:?}");
+            assert_eq!(property(m, SOURCE_ZONE), Some("dmz"), "{m:?}");
+            let expected = next.entry(enterprise.to_owned()).or_insert(0);
+            assert_eq!(
+                i.parse::<i32>().expect("number"),
+                *expected,
+                "{enterprise}'s filings out of order: {:?}",
+                bodies(&filings)
+            );
+            *expected += 1;
+        }
+        assert_eq!(
+            next.into_iter().collect::<Vec<_>>(),
+            [("E1".to_owned(), 5), ("E2".to_owned(), 5)],
+            "every filing crossed once"
+        );
+
+        // Outward: the unclassified decision is refused into the decision log; only the classified
+        // one reaches the DMZ.
+        wait_until("the unclassified decision in the outward gateway's decision log", Duration::from_secs(20), || {
+            std::fs::read_to_string(&decision_log).is_ok_and(|log| log.contains(&unclassified_id))
+        });
+        let decisions = receive_all(&dmz, "enterprises", "decisions", 1, Duration::from_secs(20)).await;
+        assert_eq!(bodies(&decisions), ["approved: app-1"]);
+        assert_eq!(decisions[0].message_id, classified_id);
+        assert_eq!(property(&decisions[0], "classification"), Some("public"));
+        assert_eq!(property(&decisions[0], SOURCE_ZONE), Some("intranet"));
+    });
+    let log = std::fs::read_to_string(&decision_log).expect("decision log");
+    let entries: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(entries[0]["decision"], "rejected", "{log}");
+    assert_eq!(entries[0]["topic"], "decisions", "{log}");
+
+    // The gateways count what they did (the counters follow the target's acknowledgement).
+    wait_until("the gateways' counters", Duration::from_secs(10), || {
+        let (inward, outward) = (get_json(inward_admin, "/v1/gateway"), get_json(outward_admin, "/v1/gateway"));
+        let (applications, filings) = (forward_of(&inward, "applications"), forward_of(&inward, "filings"));
+        let decisions = forward_of(&outward, "decisions");
+        applications["forwarded"] == 2
+            && applications["redacted"] == 1
+            && filings["forwarded"] == 10
+            && decisions["forwarded"] == 1
+            && decisions["rejected"] == 1
+    });
+
+    // SIGTERM (Ctrl-C's twin): the script stops the gateways, then the brokers, each cleanly.
+    script.signal(libc::SIGTERM);
+    let status = script.wait_exit(STOP_MAX);
+    assert!(status.success(), "run.sh ended with {status:?}:\n{}", script.transcript());
+    for p in &processes {
+        assert!(!p.alive(), "{} still runs after run.sh ended", p.name);
+        script.wait_for(&format!("{} (pid {}) exited with status 0", p.name, p.pid), Duration::from_secs(1));
+    }
+    for (name, stopped) in [
+        ("dmz", "ferrymq stopped cleanly"),
+        ("intranet", "ferrymq stopped cleanly"),
+        ("inward", "gateway stopped"),
+        ("outward", "gateway stopped"),
+    ] {
+        let log = std::fs::read_to_string(script.data.path().join("run").join(format!("{name}.log"))).expect("log");
+        assert!(log.contains(stopped), "{name} stopped cleanly:\n{log}");
+    }
+    eprintln!("the zones example took {:?}", started.elapsed());
 }

@@ -80,6 +80,23 @@ impl Lab {
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         Host { ns, ip: addr }
     }
+
+    /// Gives `host` (a host of another lab) a second interface on this lab's network; returns its
+    /// address here. The host then has a leg in each network, as a gateway between two zones does.
+    pub fn attach(&mut self, host: &Host) -> Ipv4Addr {
+        let n = self.hosts.len() as u8 + 2;
+        // Counted as a host of this lab for addresses; the namespace stays its own lab's to delete.
+        self.hosts.push(String::new());
+        let (outside, inside) = (format!("{}v{n}", self.prefix), format!("{}p{n}", self.prefix));
+        ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside]);
+        ip(&["link", "set", &outside, "master", &self.bridge]);
+        ip(&["link", "set", &outside, "up"]);
+        ip(&["link", "set", &inside, "netns", &host.ns]);
+        let addr = self.address(n);
+        ip(&["-n", &host.ns, "addr", "add", &format!("{addr}/24"), "dev", &inside]);
+        ip(&["-n", &host.ns, "link", "set", &inside, "up"]);
+        addr
+    }
 }
 
 impl Host {
@@ -109,7 +126,7 @@ impl Host {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Deleting a namespace deletes its end of each veth, and with it the other end.
-        for ns in &self.hosts {
+        for ns in self.hosts.iter().filter(|ns| !ns.is_empty()) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();

@@ -89,3 +89,35 @@ fn configuration_mistakes_are_reported_with_the_field_name() {
         assert!(stderr.contains(file.to_str().expect("path")), "the file is named: {stderr}");
     }
 }
+
+/// A file system that cannot hold one log segment: the node refuses to start, naming the directory,
+/// the free bytes and `segment_bytes`, rather than starting healthy and failing every send.
+#[test]
+fn a_disk_too_small_for_one_segment_is_refused_at_start() {
+    let mount = tempfile::tempdir().expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "this test needs root to mount a small tmpfs");
+    let data = mount.path().join("data");
+    let config = mount.path().join("node.toml");
+    std::fs::write(&config, "[store]\nsegment_bytes = 67108864\n").expect("write config");
+    let (code, _, stderr) = run(&[
+        "standalone",
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ]);
+    let _ = std::process::Command::new("umount").arg(mount.path()).status();
+    assert_ne!(code, 0, "{stderr}");
+    for words in [data.to_str().expect("path"), "segment_bytes = 67108864", "lower segment_bytes"] {
+        assert!(stderr.contains(words), "the error names {words:?}: {stderr}");
+    }
+}

@@ -66,12 +66,13 @@ fn reserve(file: &File, len: u64) -> io::Result<()> {
 impl Storage for FsStorage {
     fn create(&self, path: &Path, len: u64) -> io::Result<Arc<dyn StorageFile>> {
         let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(path)?;
-        if let Err(err) = reserve(&file, len) {
-            drop(file);
+        // A file that cannot be reserved or mapped (no space; no maps left) is removed again, so
+        // that a later attempt can create it.
+        let created = reserve(&file, len).and_then(|()| FsFile::map(file, len));
+        if created.is_err() {
             let _ = fs::remove_file(path);
-            return Err(err);
         }
-        Ok(Arc::new(FsFile::map(file, len)?))
+        Ok(Arc::new(created?))
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {

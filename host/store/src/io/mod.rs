@@ -80,6 +80,28 @@ pub trait StorageFile: Send + Sync + Debug {
     unsafe fn bytes(&self, offset: u64, len: usize) -> &[u8];
 }
 
+/// Creates the file `path` in `dir` and makes its name durable. If the name cannot be made durable the
+/// file is removed again, so that a later attempt (after `EMFILE`, say) creates it afresh rather than
+/// finding it in the way. `what` names the file in errors.
+pub(crate) fn create_durably(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    len: u64,
+    what: &str,
+) -> crate::Result<Arc<dyn StorageFile>> {
+    use crate::StoreError;
+    let file = storage.create(path, len).map_err(StoreError::io(format!("create {what} {}", path.display())))?;
+    if let Err(err) = storage.sync_dir(dir) {
+        drop(file);
+        if let Err(remove) = storage.remove_file(path) {
+            tracing::warn!(file = %path.display(), err = %remove, "could not remove a file whose name is not durable");
+        }
+        return Err(StoreError::io(format!("sync {}", dir.display()))(err));
+    }
+    Ok(file)
+}
+
 /// Clips `[offset, offset + len)` to a file of `file_len` bytes.
 fn clip(offset: u64, len: usize, file_len: u64) -> (usize, usize) {
     let start = offset.min(file_len);

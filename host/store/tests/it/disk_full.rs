@@ -1,15 +1,16 @@
 //! A full disk: appends fail with a clear error, acknowledged data stays intact, and appends resume
 //! when space returns, without a restart.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 
 use ferrymq_store::clock::SystemClock;
 use ferrymq_store::io::{FaultPlan, FsStorage, Storage};
 use ferrymq_store::{DiskFull, FlushMode, Store, StoreConfig, StoreError};
 
-use crate::support::{fault_storage, message, open_fault, options, queue_bodies, small_config, wait_dispatched};
+use crate::support::{
+    SmallFs, fault_storage, message, open_fault, options, queue_bodies, small_config, wait_dispatched,
+};
 
 /// Appends 1 KiB messages until the disk is full; returns the acknowledged bodies.
 fn fill(store: &Store) -> Vec<Vec<u8>> {
@@ -32,12 +33,21 @@ fn fill(store: &Store) -> Vec<Vec<u8>> {
 #[test]
 fn out_of_space_refuses_appends_until_space_returns() {
     let storage = fault_storage(FaultPlan { capacity_bytes: 300_000, ..FaultPlan::default() });
-    let config = StoreConfig { disk_usage_max_ratio: 1.0, disk_full_ratio: 1.0, ..small_config(FlushMode::Sync) };
+    // A budget far beyond the disk: the file system runs out first.
+    let config = StoreConfig {
+        disk_bytes_max: 1 << 40,
+        disk_usage_max_ratio: 1.0,
+        disk_full_ratio: 1.0,
+        ..small_config(FlushMode::Sync)
+    };
     let store = open_fault(&storage, config.clone());
     let acked = fill(&store);
     assert!(acked.len() > 100, "only {} appends fit", acked.len());
     let again = store.append_wait(message("t", 0, &[b'x'; 1024], "", "", ""));
-    assert!(matches!(again, Err(StoreError::DiskFull(_))), "{again:?}");
+    assert!(matches!(again, Err(StoreError::DiskFull(DiskFull::NoSpace { .. }))), "{again:?}");
+    let stats = store.stats();
+    assert!(stats.disk_full, "the failed append reports the disk full at once: {stats:?}");
+    assert!(stats.disk_full_reason.unwrap_or_default().contains("No space left"));
     wait_dispatched(&store);
     assert_eq!(queue_bodies(&store, "t", 0), acked, "acknowledged data is intact while the disk is full");
 
@@ -61,7 +71,10 @@ fn disk_usage_above_the_full_ratio_refuses_appends_until_it_drops() {
     assert!(store.stats().disk_full, "{:?}", storage.space(Path::new("/data")));
     let refused = store.append_wait(message("t", 0, b"refused", "", "", ""));
     match refused {
-        Err(StoreError::DiskFull(DiskFull::AboveRatio { ratio })) => assert_eq!(ratio, 0.95),
+        Err(StoreError::DiskFull(DiskFull::AboveRatio { ratio, used_bytes, total_bytes, .. })) => {
+            assert_eq!((ratio, total_bytes), (0.95, 70_000));
+            assert!(used_bytes >= 66_500, "{used_bytes}");
+        }
         other => panic!("expected a disk-full refusal, got {other:?}"),
     }
     storage.set_capacity_bytes(10 << 20);
@@ -70,42 +83,6 @@ fn disk_usage_above_the_full_ratio_refuses_appends_until_it_drops() {
     store.append_wait(message("t", 0, b"after", "", "", "")).expect("appends resume");
     wait_dispatched(&store);
     assert_eq!(queue_bodies(&store, "t", 0), vec![b"before".to_vec(), b"after".to_vec()]);
-}
-
-/// A small ext4 file system on a loop device, unmounted on drop.
-struct SmallFs {
-    image: PathBuf,
-    mount: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn new(megabytes: u32) -> Self {
-        let image = std::env::temp_dir().join(format!("ferrymq-full-{}.ext4", std::process::id()));
-        let mount = tempfile::tempdir().expect("mount point");
-        let run = |cmd: &mut Command| {
-            let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-            assert!(
-                out.status.success(),
-                "{cmd:?} failed (this test needs root and e2fsprogs): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(Command::new("truncate").arg("-s").arg(format!("{megabytes}M")).arg(&image));
-        run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&image));
-        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(mount.path()));
-        Self { image, mount }
-    }
-
-    fn path(&self) -> &Path {
-        self.mount.path()
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.mount.path()).status();
-        let _ = std::fs::remove_file(&self.image);
-    }
 }
 
 #[test]
@@ -123,6 +100,7 @@ fn a_real_full_file_system_refuses_appends_and_resumes_when_space_returns() {
     let store = Store::open(options(&dir, config.clone(), Arc::new(FsStorage), Arc::new(SystemClock))).expect("open");
     let acked = fill(&store);
     assert!(acked.len() > 1000, "only {} appends fit", acked.len());
+    assert!(store.stats().disk_full, "ENOSPC reports the disk full at once");
     wait_dispatched(&store);
     assert_eq!(queue_bodies(&store, "t", 0), acked);
 

@@ -132,6 +132,7 @@ fn a_log_tail_digest_matches_only_the_same_bytes() {
 fn an_empty_slave_starts_where_a_trimmed_master_log_starts() {
     let (mdir, sdir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
     let mut config = small_config(FlushMode::Sync);
+    config.disk_pressure = ferrymq_store::DiskPressure::DeleteOldest;
     config.disk_usage_max_ratio = 0.000_001;
     config.disk_full_ratio = 1.0;
     let master =

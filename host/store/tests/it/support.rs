@@ -1,13 +1,15 @@
 //! Shared fixtures: messages, small-file configs, and stores on real or fault-injecting storage.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ferrymq_proto::properties::{self, KEYS, TAGS, UNIQ_KEY};
 use ferrymq_store::clock::{Clock, ManualClock};
 use ferrymq_store::io::{FaultPlan, FaultStorage, Storage};
-use ferrymq_store::{FlushMode, NewMessage, Store, StoreConfig, StoreOptions};
+use ferrymq_store::{FlushMode, NewMessage, Store, StoreConfig, StoreError, StoreOptions};
 
 /// Small files so that tests cross segment and queue-file boundaries quickly.
 pub fn small_config(flush: FlushMode) -> StoreConfig {
@@ -80,4 +82,65 @@ pub fn queue_bodies(store: &Store, topic: &str, queue_id: u32) -> Vec<Vec<u8>> {
 pub fn wait_dispatched(store: &Store) {
     let written = store.stats().written;
     assert!(store.wait_dispatched(written, Duration::from_secs(10)), "dispatch did not catch up: {:?}", store.stats());
+}
+
+/// Appends `body_bytes`-byte messages to queue 0 of `topic` until one is refused; returns the
+/// acknowledged bodies and the refusal.
+pub fn fill_until_refused(store: &Store, topic: &str, body_bytes: usize) -> (Vec<Vec<u8>>, StoreError) {
+    let mut acked = Vec::new();
+    for i in 0..1_000_000u32 {
+        let body = format!("{i:08}").repeat(body_bytes / 8).into_bytes();
+        match store.append_wait(message(topic, 0, &body, "", "", "")) {
+            Ok(_) => acked.push(body),
+            Err(err) => return (acked, err),
+        }
+    }
+    panic!("a million appends and no refusal");
+}
+
+/// A small ext4 file system on a loop device, unmounted on drop (needs root and e2fsprogs).
+pub struct SmallFs {
+    image: PathBuf,
+    mount: tempfile::TempDir,
+}
+
+impl SmallFs {
+    pub fn new(megabytes: u32) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let image = std::env::temp_dir().join(format!("ferrymq-small-{}-{n}.ext4", std::process::id()));
+        let mount = tempfile::tempdir().expect("mount point");
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+            assert!(
+                out.status.success(),
+                "{cmd:?} failed (this test needs root and e2fsprogs): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(Command::new("truncate").arg("-s").arg(format!("{megabytes}M")).arg(&image));
+        run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&image));
+        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(mount.path()));
+        Self { image, mount }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.mount.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mount.path()).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Waits until everything written is durable (async flush lags by its interval).
+pub fn wait_flushed(store: &Store) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.stats().flushed < store.stats().written {
+        assert!(std::time::Instant::now() < deadline, "flush did not catch up: {:?}", store.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
