@@ -141,8 +141,8 @@ impl Leg {
         if (side == "target" || !ferry) && self.ferry_public_key.is_some() {
             bail!("[{side}]: `ferry_public_key` checks imported files: it belongs in [source] beside `ferry_dir`");
         }
-        if !(4096..=1 << 30).contains(&self.ferry_file_bytes_max) || !(1..=60_000).contains(&self.ferry_file_age_ms) {
-            bail!("[{side}]: ferry_file_bytes_max must be 4096 to 1073741824 and ferry_file_age_ms 1 to 60000");
+        if !(4096..=768 << 20).contains(&self.ferry_file_bytes_max) || !(1..=60_000).contains(&self.ferry_file_age_ms) {
+            bail!("[{side}]: ferry_file_bytes_max must be 4096 to 805306368 and ferry_file_age_ms 1 to 60000");
         }
         if let Some(zone) = &self.zone
             && (zone.is_empty() || zone.len() > 64 || zone.chars().any(char::is_control))

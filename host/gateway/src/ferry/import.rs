@@ -35,6 +35,10 @@ use crate::leg::sleep_unless_stopped;
 
 /// How often the inbox is looked at.
 const POLL: Duration = Duration::from_millis(200);
+/// Largest batch file read: an exporter's files stay below it (`ferry_file_bytes_max` is at most
+/// 768 MiB, plus one forward's batch); a larger file is quarantined unread, so whatever drops files
+/// in the inbox cannot make the importer take the memory it likes.
+pub const FILE_BYTES_MAX: u64 = 1 << 30;
 
 pub struct ImportSettings {
     pub dir: PathBuf,
@@ -161,11 +165,17 @@ fn scan(dir: &Path) -> BTreeMap<u64, PathBuf> {
 enum ReadError {
     #[error("cannot read the file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{len} bytes: over the {FILE_BYTES_MAX}-byte limit of a batch file")]
+    TooLarge { len: u64 },
     #[error(transparent)]
     File(#[from] FileError),
 }
 
 fn read(path: &Path, key: &VerifyingKey) -> Result<(file::Header, Vec<Message>), ReadError> {
+    let len = std::fs::metadata(path)?.len();
+    if len > FILE_BYTES_MAX {
+        return Err(ReadError::TooLarge { len });
+    }
     let bytes = std::fs::read(path)?;
     let batch = file::decode(&bytes, key)?;
     let expected = path.file_name().and_then(|n| file::seq_of(&n.to_string_lossy()));
@@ -320,5 +330,33 @@ fn as_received(m: &Message) -> Received {
         delivery_ms: m.delivery_ms,
         born_ms: m.born_ms,
         store_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_unread_and_a_good_one_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let mut message = Message::new("t", b"body".to_vec());
+        message.message_id = Some("ID".into());
+        let good = dir.path().join(file::file_name(4));
+        std::fs::write(&good, file::encode("gw", 4, 0, Vec::new(), &[message], &key).expect("encode")).expect("write");
+        let (header, messages) = read(&good, &key.verifying_key()).expect("a good file reads");
+        assert_eq!((header.seq, messages.len()), (4, 1));
+
+        // Sparse: over the limit on paper, no disk taken.
+        let huge = dir.path().join(file::file_name(5));
+        std::fs::File::create(&huge).and_then(|f| f.set_len(FILE_BYTES_MAX + 1)).expect("sparse file");
+        match read(&huge, &key.verifying_key()) {
+            Err(ReadError::TooLarge { len }) => assert_eq!(len, FILE_BYTES_MAX + 1),
+            other => panic!("an oversized file: {:?}", other.map(|(h, _)| h)),
+        }
+        let misnamed = dir.path().join(file::file_name(6));
+        std::fs::copy(&good, &misnamed).expect("copy");
+        assert!(matches!(read(&misnamed, &key.verifying_key()), Err(ReadError::File(FileError::Malformed { .. }))));
     }
 }

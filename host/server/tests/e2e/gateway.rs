@@ -260,6 +260,18 @@ fn policies_reject_drop_and_redact_and_a_broken_policy_holds_only_its_own_forwar
         b"not a component",
     );
     assert_eq!(status, 403, "changes need their own content type");
+    // A component over the upload limit is refused by its declared length, before a byte is read.
+    let mut stream = std::net::TcpStream::connect(gateway.admin).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let head = format!(
+        "PUT /v1/gateway/forwards/checked/policy HTTP/1.1\r\nHost: {}\r\nContent-Type: application/wasm\r\nContent-Length: {}\r\n\r\n",
+        gateway.admin,
+        ferrymq_plugin::PLUGIN_BYTES_MAX + 1
+    );
+    std::io::Write::write_all(&mut stream, head.as_bytes()).expect("send head");
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut stream, &mut answer).expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 413", "an oversized component");
     gateway.node.stop();
 }
 
