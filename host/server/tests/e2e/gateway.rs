@@ -87,16 +87,41 @@ async fn receive(client: &Client, group: &str, topic: &str, count: usize, wait: 
     all
 }
 
-#[test]
-fn messages_cross_once_keeping_what_they_carry_and_fifo_groups_keep_their_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let source = Node::start_for_clients(&dir.path().join("dmz"));
-    let target = Node::start_for_clients(&dir.path().join("intranet"));
+/// Two brokers, each with `applications` (normal) and `filings` (FIFO), and the gateway's FIFO
+/// group `gw-filings` on the source; `target_extra` is TOML added to the target's configuration.
+fn two_zones(dir: &Path, target_extra: &str) -> (Node, Node) {
+    let source = Node::start_for_clients(&dir.join("dmz"));
+    let target = Node::start_for_clients_with(&dir.join("intranet"), target_extra);
     for node in [&source, &target] {
         node.admin(&["topic", "create", "applications", "--type", "normal", "--queues", "4"]);
         node.admin(&["topic", "create", "filings", "--type", "fifo", "--queues", "4"]);
     }
     source.admin(&["group", "create", "gw-filings", "--fifo"]);
+    (source, target)
+}
+
+/// Checks that bodies `<group>:<n>` arrive in order within each group: `n` counting up from 0 by
+/// one (`consecutive`), or only growing.
+fn assert_in_order_per_group<'a>(messages: impl IntoIterator<Item = &'a Received>, consecutive: bool) {
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for m in messages {
+        let text = String::from_utf8(m.body.clone()).expect("text");
+        let (group, n) = text.split_once(':').expect("group:n");
+        let n: i64 = n.parse().expect("number");
+        let previous = last.entry(group.to_owned()).or_insert(-1);
+        if consecutive {
+            assert_eq!(n, *previous + 1, "group {group} out of order");
+        } else {
+            assert!(n > *previous, "group {group}: {n} after {previous}");
+        }
+        *previous = n;
+    }
+}
+
+#[test]
+fn messages_cross_once_keeping_what_they_carry_and_fifo_groups_keep_their_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (source, target) = two_zones(dir.path(), "");
     let config = write_config(
         dir.path(),
         &source,
@@ -148,13 +173,9 @@ fn messages_cross_once_keeping_what_they_carry_and_fifo_groups_keep_their_order(
         assert!(props.get(ferrymq_gateway::SOURCE_STORE_MS).is_some_and(|v| v.parse::<i64>().is_ok()));
     }
     assert_eq!(filings.len(), 200, "every filing crossed");
-    let mut next = BTreeMap::new();
+    assert_in_order_per_group(&filings, true);
     for m in &filings {
-        let text = String::from_utf8(m.body.clone()).expect("text");
-        let (group, i) = text.split_once(':').expect("group:i");
-        let expected = next.entry(group.to_owned()).or_insert(0);
-        assert_eq!(i.parse::<i32>().expect("number"), *expected, "group {group} out of order");
-        *expected += 1;
+        let group = String::from_utf8_lossy(&m.body).split(':').next().unwrap_or_default().to_owned();
         assert_eq!(m.message_group.as_deref(), Some(format!("enterprise-{group}").as_str()));
     }
 
@@ -497,14 +518,7 @@ fn ferry_files_cross_a_lossy_one_way_link_once_each_and_bad_files_are_quarantine
     for m in decisions.iter().chain(&orders) {
         assert_eq!(sent.get(&m.message_id).map(String::as_bytes), Some(m.body.as_slice()), "{}", m.message_id);
     }
-    let mut next = BTreeMap::new();
-    for m in &orders {
-        let text = String::from_utf8(m.body.clone()).expect("text");
-        let (group, i) = text.split_once(':').expect("group:i");
-        let expected = next.entry(group.to_owned()).or_insert(0);
-        assert_eq!(i.parse::<i32>().expect("number"), *expected, "group {group} out of order");
-        *expected += 1;
-    }
+    assert_in_order_per_group(&orders, true);
     let quarantine = std::fs::read_dir(dir.path().join("import-data/ferry-quarantine")).expect("quarantine").count();
     assert_eq!(quarantine as u64, quarantined);
     importer.node.stop();
@@ -526,14 +540,8 @@ fn a_gateway_killed_again_and_again_loses_and_duplicates_nothing() {
     eprintln!("{kills} kills, seed {seed} (FERRYMQ_GATEWAY_KILLS, FERRYMQ_GATEWAY_SEED)");
     let mut dice = Dice(seed | 1);
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = Node::start_for_clients(&dir.path().join("dmz"));
     let extra = std::env::var("FERRYMQ_GATEWAY_TARGET_CONFIG").unwrap_or_default();
-    let target = Node::start_for_clients_with(&dir.path().join("intranet"), &extra.replace("\\n", "\n"));
-    for node in [&source, &target] {
-        node.admin(&["topic", "create", "applications", "--type", "normal", "--queues", "4"]);
-        node.admin(&["topic", "create", "filings", "--type", "fifo", "--queues", "4"]);
-    }
-    source.admin(&["group", "create", "gw-filings", "--fifo"]);
+    let (source, target) = two_zones(dir.path(), &extra.replace("\\n", "\n"));
     let config = write_config(
         dir.path(),
         &source,
@@ -589,14 +597,6 @@ fn a_gateway_killed_again_and_again_loses_and_duplicates_nothing() {
     assert!(lost.is_empty(), "{} of {} acknowledged messages never crossed: {lost:?}", lost.len(), sent.len());
     assert!(twice.is_empty(), "messages crossed more than once: {twice:?}");
     assert_eq!(received.len(), sent.len());
-    let mut next = BTreeMap::new();
-    for m in received.iter().filter(|m| m.topic == "filings") {
-        let text = String::from_utf8(m.body.clone()).expect("text");
-        let (group, i) = text.split_once(':').expect("group:i");
-        let i: u32 = i.parse().expect("number");
-        let last = next.entry(group.to_owned()).or_insert(-1i64);
-        assert!(i64::from(i) > *last, "group {group}: {i} after {last}");
-        *last = i64::from(i);
-    }
+    assert_in_order_per_group(received.iter().filter(|m| m.topic == "filings"), false);
     gateway.node.stop();
 }
