@@ -25,6 +25,8 @@ use crate::forward::{Route, RouteView};
 
 /// Time a client has to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client has to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the endpoint serves.
 pub struct Gateway {

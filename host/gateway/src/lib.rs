@@ -41,6 +41,10 @@ use crate::policy::Policy;
 
 /// How long a stopping gateway waits for its forwards to finish what they are sending.
 const STOP_WAIT: Duration = Duration::from_secs(10);
+/// Time and memory the child process that compiles a policy component may take (as the broker's
+/// `plugins.compile_ms_max` and `compile_memory_bytes_max` defaults).
+const COMPILE_TIME_MAX: Duration = Duration::from_secs(120);
+const COMPILE_MEMORY_BYTES_MAX: u64 = 2 << 30;
 
 /// Runs the gateway until SIGTERM or SIGINT. The caller holds the data directory's lock.
 pub fn run(config: GatewayConfig) -> anyhow::Result<()> {

@@ -69,6 +69,8 @@ pub struct ImportStats {
 
 /// How many quarantine reports `GET /v1/gateway` keeps.
 const QUARANTINE_REPORTS_MAX: usize = 100;
+/// Most missing numbers a gap report names (the first ones).
+const GAPS_REPORTED_MAX: usize = 10_000;
 
 fn state_path(data_dir: &Path) -> PathBuf {
     data_dir.join("ferry-import.json")
@@ -227,7 +229,7 @@ fn report_gaps(data_dir: &Path, state: &ImportState, files: &BTreeMap<u64, PathB
     let gaps: Vec<u64> = match last {
         Some(last) if last > state.next_seq => (state.next_seq..last)
             .filter(|s| !files.contains_key(s) && !state.skipped.contains(s))
-            .take(10_000)
+            .take(GAPS_REPORTED_MAX)
             .collect(),
         _ => Vec::new(),
     };
