@@ -52,8 +52,7 @@ struct View<'a> {
 
 /// Serves the endpoint on `listener` until `stop` turns true.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, connections_max: usize, stop: watch::Receiver<bool>) {
-    let bounds =
-        Bounds { connections_max, header_timeout: Duration::from_secs(10), light_paths: &["/healthz", "/metrics"] };
+    let bounds = Bounds { connections_max, header_timeout: HEADER_TIMEOUT, light_paths: &["/healthz", "/metrics"] };
     let handle = move |request: Request<Incoming>| {
         let gateway = gateway.clone();
         async move { answer(&gateway, request).await }

@@ -237,9 +237,13 @@ fn load_policies(config: &GatewayConfig) -> anyhow::Result<Vec<Option<Arc<Policy
     let engine =
         Arc::new(PluginEngine::new(Some(cache_dir.clone()), instances_max).context("start the plugin engine")?);
     let compiler = match std::env::current_exe() {
-        Ok(exe) => {
-            Compiler::Process { exe, cache_dir, instances_max, time: Duration::from_secs(120), memory_bytes: 2 << 30 }
-        }
+        Ok(exe) => Compiler::Process {
+            exe,
+            cache_dir,
+            instances_max,
+            time: COMPILE_TIME_MAX,
+            memory_bytes: COMPILE_MEMORY_BYTES_MAX,
+        },
         Err(_) => Compiler::InProcess,
     };
     config
