@@ -130,6 +130,21 @@ impl Running {
         }
     }
 
+    /// Waits until the driver has printed `n` events of `kind`, or `limit` passes.
+    pub fn wait_kind(&mut self, kind: &str, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let count = |seen: &[String]| {
+            seen.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|e| e["event"] == kind).count()
+        };
+        while count(&self.seen) < n {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return };
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Waits for the driver to finish; fails the test if it takes longer than `limit`.
     pub fn wait(mut self, limit: Duration) -> Events {
         let deadline = Instant::now() + limit;

@@ -358,7 +358,7 @@ fn a_killed_producers_transactions_are_checked_through_a_new_instance(client: Cl
     let f = Fixture::new(client);
     f.topic("pay", "transaction", 2);
     // The first producer sends three half messages and is killed before ending any of them.
-    let first = client.spawn(
+    let mut first = client.spawn(
         f.node.grpc,
         &["tx", "--topic", "pay", "--count", "3", "--prefix", "k", "--decide", "none", "--stay-s", "60"],
     );
@@ -367,6 +367,9 @@ fn a_killed_producers_transactions_are_checked_through_a_new_instance(client: Cl
         assert!(std::time::Instant::now() < deadline, "the half messages never arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The broker holds all three before the driver prints its last acknowledgement: kill it only
+    // once it has said so, so the kill lands after the sends and before any end.
+    first.wait_kind("sent", 3, LIMIT);
     assert_eq!(first.kill().sent().len(), 3);
     // A new producer instance of the same topic answers the checks. Checks come every 500 ms, but a
     // client's telemetry stream can take seconds to settle on a loaded machine: stay long enough.
