@@ -71,11 +71,24 @@ impl Checkpoint {
     /// Opens (or creates) the checkpoint in `dir`; returns it with the newest valid mark, if any.
     pub(crate) fn open(storage: &dyn Storage, dir: &Path) -> Result<(Self, Option<Mark>)> {
         let path = dir.join("checkpoint");
-        let file = match storage.open(&path) {
+        let create = || crate::io::create_durably(storage, dir, &path, FILE_BYTES, "checkpoint");
+        let opened = storage.open(&path);
+        let damaged = match &opened {
+            Ok(file) => file.len() != FILE_BYTES,
+            Err(err) => crate::io::is_empty_file(err),
+        };
+        if damaged {
+            // Not a file this store writes (cut short, or empty after a crash at its creation):
+            // without a checkpoint, recovery verifies the whole log and rebuilds the consume queues
+            // and the index from it.
+            tracing::warn!(file = %path.display(), "replacing a damaged checkpoint; the whole log is scanned");
+            drop(opened);
+            storage.remove_file(&path).map_err(StoreError::io(format!("remove {}", path.display())))?;
+            return Ok((Self { file: create()?, path, sequence: 0 }, None));
+        }
+        let file = match opened {
             Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                crate::io::create_durably(storage, dir, &path, FILE_BYTES, "checkpoint")?
-            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => create()?,
             Err(err) => return Err(StoreError::io(format!("open {}", path.display()))(err)),
         };
         // SAFETY: the checkpoint is read here, before anything writes it.

@@ -164,6 +164,15 @@ impl Dispatcher {
     }
 
     fn dispatch_record(&mut self, rec: &record::RecordRef<'_>, offset: u64, len: u32) -> Result<()> {
+        if let Some(problem) = crate::bounds::record_problem(rec) {
+            // Only a damaged or crafted log holds such a record (the writer and a replica's raw
+            // appends refuse them): it stays in the log, readable by offset, but in no queue.
+            static SKIPPED: Throttle = Throttle::per_second(1);
+            if let Some(suppressed) = SKIPPED.admit() {
+                tracing::warn!(offset, %problem, suppressed, "a log record is left out of the consume queues and the index");
+            }
+            return Ok(());
+        }
         let mut tag = 0;
         let mut keys = None;
         let mut id = None;

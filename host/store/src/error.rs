@@ -57,6 +57,12 @@ pub enum StoreError {
     InvalidConfig(String),
     #[error("unrecoverable store state: {0}")]
     Inconsistent(String),
+    /// A consume-queue or index file is not what the store writes; [`Store::open`] rebuilds them
+    /// from the log rather than returning this.
+    ///
+    /// [`Store::open`]: crate::Store::open
+    #[error("damaged consume queue or index: {0}")]
+    DerivedDamaged(String),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
 }
@@ -101,6 +107,9 @@ pub enum FatalCause {
     Dispatch(#[source] StoreError),
     #[error("checkpoint failed: {0}")]
     Checkpoint(#[source] StoreError),
+    /// A store thread panicked: a bug, reported with the thread's name and the panic's message.
+    #[error("store thread {thread} panicked: {message}")]
+    Panic { thread: String, message: String },
 }
 
 /// Why the store counts the disk as full. Each message names the limit, the numbers and what to do.

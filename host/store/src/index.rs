@@ -24,6 +24,8 @@ const MAGIC: u32 = 0xF3B1_1D01;
 const HEADER_BYTES: u64 = 64;
 const SLOT_BYTES: u64 = 4;
 const ENTRY_BYTES: u64 = 20;
+/// Highest number an index file may have (files are numbered from 1, one more per full file).
+const INDEX_FILE_NUMBER_MAX: u64 = 1 << 62;
 
 /// Where the index stands, as recorded in a checkpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,7 +99,7 @@ impl IndexFile {
             dirty: false,
         };
         if this.read_u32(0) != MAGIC {
-            return Err(StoreError::Inconsistent(format!("{} is not an index file", this.path.display())));
+            return Err(StoreError::DerivedDamaged(format!("{} is not an index file", this.path.display())));
         }
         this.slots = this.read_u32(8);
         this.entries_max = this.read_u32(12);
@@ -106,7 +108,10 @@ impl IndexFile {
         this.last_offset = this.read_u64(32);
         let expected = Self::file_bytes(this.slots, this.entries_max);
         if this.slots == 0 || this.file.len() != expected || this.count >= this.entries_max {
-            return Err(StoreError::Inconsistent(format!("index file {} has an invalid header", this.path.display())));
+            return Err(StoreError::DerivedDamaged(format!(
+                "index file {} has an invalid header",
+                this.path.display()
+            )));
         }
         Ok(this)
     }
@@ -227,18 +232,20 @@ impl Index {
                 storage.remove_file(&path).map_err(StoreError::io(format!("remove {}", path.display())))?;
                 continue;
             }
-            let file = storage.open(&path).map_err(StoreError::io(format!("open {}", path.display())))?;
-            match IndexFile::open(number, path.clone(), file) {
-                Ok(index_file) => {
-                    files.insert(number, index_file);
-                }
-                Err(err) if repair_to.is_some() => {
-                    // A file created after the last durable header: its entries are indexed again.
-                    tracing::warn!(%err, "removing an unreadable index file");
-                    storage.remove_file(&path).map_err(StoreError::io(format!("remove {}", path.display())))?;
-                }
-                Err(err) => return Err(err),
+            if number > INDEX_FILE_NUMBER_MAX {
+                let reason = format!("{}: not a number this store gives an index file", path.display());
+                return Err(StoreError::DerivedDamaged(reason));
             }
+            let opened = match storage.open(&path) {
+                Err(err) if crate::io::is_empty_file(&err) => {
+                    Err(StoreError::DerivedDamaged(format!("index file {} is empty", path.display())))
+                }
+                Err(err) => return Err(StoreError::io(format!("open {}", path.display()))(err)),
+                Ok(file) => IndexFile::open(number, path.clone(), file),
+            };
+            // Files past the checkpoint's are gone (above); one it vouched for that is unreadable
+            // is damage, and the store rebuilds the whole index.
+            files.insert(number, opened?);
         }
         if let Some(mark) = repair_to
             && let Some(newest) = files.get_mut(&mark.file)

@@ -20,6 +20,7 @@
 //!   of space, descriptors or maps is not: the operation fails or waits, and is tried again.
 //! * All file access goes through `io::Storage`, so faults can be injected under the whole engine.
 
+pub mod bounds;
 mod checkpoint;
 mod checkpointer;
 pub mod clock;

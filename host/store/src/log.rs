@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use ferrymq_proto::record::{self, Entry, RecordRef, Verify, sys_flag};
+use ferrymq_proto::record::{self, Entry, FILLER_BYTES_MIN, RecordRef, Verify, sys_flag};
 
 use crate::error::{Result, StoreError};
 use crate::io::{Storage, StorageFile};
@@ -109,13 +109,41 @@ impl CommitLog {
         storage.create_dir_all(dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
         let mut segments = BTreeMap::new();
         let mut expected: Option<u64> = None;
-        for name in storage.list(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
-            let Some(base) = parse_file_name(&name) else {
-                tracing::warn!(file = %name, dir = %dir.display(), "ignoring a file that is not a log segment");
-                continue;
-            };
+        let names: Vec<(u64, String)> = storage
+            .list(dir)
+            .map_err(StoreError::io(format!("list {}", dir.display())))?
+            .into_iter()
+            .filter_map(|name| match parse_file_name(&name) {
+                Some(base) => Some((base, name)),
+                None => {
+                    tracing::warn!(file = %name, dir = %dir.display(), "ignoring a file that is not a log segment");
+                    None
+                }
+            })
+            .collect();
+        let last = names.last().map(|(base, _)| *base);
+        for (base, name) in names {
             let path = dir.join(&name);
-            let file = storage.open(&path).map_err(StoreError::io(format!("open {}", path.display())))?;
+            if base > crate::bounds::LOG_OFFSET_MAX {
+                return Err(StoreError::Inconsistent(format!(
+                    "log segment {} starts past the highest offset a segment may start at ({}); it was not \
+                     written by this store: move it away",
+                    path.display(),
+                    crate::bounds::LOG_OFFSET_MAX
+                )));
+            }
+            let file = match storage.open(&path) {
+                Ok(file) => file,
+                Err(err) if crate::io::is_empty_file(&err) && Some(base) == last => {
+                    // Nothing was ever written to it: the crash came between its creation and
+                    // the reservation of its space.
+                    tracing::warn!(segment = %path.display(), "removing an empty last log segment");
+                    storage.remove_file(&path).map_err(StoreError::io(format!("remove {}", path.display())))?;
+                    storage.sync_dir(dir).map_err(StoreError::io(format!("sync {}", dir.display())))?;
+                    continue;
+                }
+                Err(err) => return Err(StoreError::io(format!("open {}", path.display()))(err)),
+            };
             if let Some(expected) = expected
                 && base != expected
             {
@@ -218,6 +246,11 @@ impl CommitLog {
             min: self.min_offset(),
             max: written,
         })?;
+        let left = segment.end() - offset;
+        if left < FILLER_BYTES_MIN as u64 {
+            // Too few bytes for any entry: the segment ended early (see `Writer::write_filler`).
+            return Ok((segment, left as usize, true));
+        }
         let avail = (segment.end().min(written) - offset) as usize;
         // SAFETY: the range is below `written`.
         let bytes = unsafe { segment.slice(offset, avail) };
@@ -241,6 +274,15 @@ impl CommitLog {
         loop {
             let Some(seg) = self.segment_at(pos) else { break };
             let avail = (seg.end() - pos) as usize;
+            if avail < FILLER_BYTES_MIN {
+                // A segment that ends fewer bytes after a record than a filler takes (its file was
+                // cut short): the log goes on in the next segment, if there is one.
+                if self.segment_at(seg.end()).is_none() {
+                    break;
+                }
+                pos = seg.end();
+                continue;
+            }
             // SAFETY: recovery runs before the writer exists.
             let bytes = unsafe { seg.slice(pos, avail) };
             match record::decode(bytes, pos, Verify::Full) {

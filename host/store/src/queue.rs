@@ -276,7 +276,8 @@ pub(crate) struct ConsumeQueues {
 }
 
 impl ConsumeQueues {
-    /// Opens every queue under `dir` and cuts it back to what `dispatched` vouches for.
+    /// Opens every queue under `dir` and cuts it back to what `dispatched` vouches for. A file the
+    /// store would not have written is [`StoreError::DerivedDamaged`].
     pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, entries_per_file: u32, dispatched: u64) -> Result<Self> {
         storage.create_dir_all(dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
         let this = Self {
@@ -299,14 +300,24 @@ impl ConsumeQueues {
                 for name in list(&qdir)? {
                     let Some(base) = parse_file_name(&name) else { continue };
                     let path = qdir.join(&name);
-                    let file = storage.open(&path).map_err(StoreError::io(format!("open {}", path.display())))?;
+                    let damaged = |what: String| Err(StoreError::DerivedDamaged(format!("{}: {what}", path.display())));
+                    if base % cq.entries_per_file != 0 || base > crate::bounds::QUEUE_OFFSET_MAX {
+                        return damaged(format!(
+                            "not a name this store gives a consume-queue file of {} entries",
+                            cq.entries_per_file
+                        ));
+                    }
+                    let file = match storage.open(&path) {
+                        Ok(file) => file,
+                        Err(err) if crate::io::is_empty_file(&err) => return damaged("empty".into()),
+                        Err(err) => return Err(StoreError::io(format!("open {}", path.display()))(err)),
+                    };
                     if file.len() != cq.file_bytes() {
-                        return Err(StoreError::Inconsistent(format!(
-                            "consume queue file {} has {} bytes, expected {} (queue_file_entries changed?)",
-                            path.display(),
+                        return damaged(format!(
+                            "{} bytes where {} are expected (queue_file_entries changed?)",
                             file.len(),
                             cq.file_bytes()
-                        )));
+                        ));
                     }
                     write(&cq.files).insert(base, file);
                 }

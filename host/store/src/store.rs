@@ -1,7 +1,7 @@
 //! The store's front door: open (with recovery), append, read, look up, close.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,9 +17,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::StoreConfig;
 use crate::disk::OwnFiles;
 use crate::dispatcher::{DispatchHook, Dispatcher};
-use crate::error::{Result, StoreError};
+use crate::error::{FatalCause, Result, StoreError};
 use crate::flusher;
-use crate::index::{Index, business_key_hash, message_id_hash};
+use crate::index::{Index, IndexMark, business_key_hash, message_id_hash};
 use crate::io::{FsStorage, Storage};
 use crate::log::{CommitLog, StoredRecord};
 use crate::queue::{ConsumeQueues, QueueEntry};
@@ -134,10 +134,59 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+/// Opens the consume queues, cut back to what `vouched` covers, and the index, repaired to
+/// `repair_index` (`None` after a clean shutdown).
+fn open_derived(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    config: &StoreConfig,
+    vouched: u64,
+    repair_index: Option<IndexMark>,
+) -> Result<(Arc<ConsumeQueues>, Arc<Index>)> {
+    let queues = ConsumeQueues::open(storage.clone(), &dir.join("consumequeue"), config.queue_file_entries, vouched)?;
+    let index =
+        Index::open(storage.clone(), &dir.join("index"), config.index_slots, config.index_entries_max, repair_index)?;
+    Ok((Arc::new(queues), Arc::new(index)))
+}
+
+/// Removes every consume-queue and index file (the directories stay; opening finds them empty).
+fn remove_derived(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let list = |d: &Path| storage.list(d).map_err(StoreError::io(format!("list {}", d.display())));
+    let remove = |path: &Path| storage.remove_file(path).map_err(StoreError::io(format!("remove {}", path.display())));
+    let queues = dir.join("consumequeue");
+    for topic in list(&queues)? {
+        for queue in list(&queues.join(&topic))? {
+            let qdir = queues.join(&topic).join(&queue);
+            for name in list(&qdir)?.into_iter().filter(|n| crate::log::parse_file_name(n).is_some()) {
+                remove(&qdir.join(name))?;
+            }
+            storage.sync_dir(&qdir).map_err(StoreError::io(format!("sync {}", qdir.display())))?;
+        }
+    }
+    let index = dir.join("index");
+    for name in list(&index)?.into_iter().filter(|n| crate::log::parse_file_name(n).is_some()) {
+        remove(&index.join(name))?;
+    }
+    storage.sync_dir(&index).map_err(StoreError::io(format!("sync {}", index.display())))
+}
+
+/// Starts a store thread. A panic in it stops the store as a fatal error would: appends fail with
+/// the panic's message, the other threads stop, and [`Store::close`] returns.
+fn spawn(shared: &Arc<Shared>, name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    let shared = shared.clone();
+    let thread = name.to_owned();
     std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(body)
+        .spawn(move || {
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|m| (*m).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                shared.set_fatal(FatalCause::Panic { thread, message });
+            }
+        })
         .map_err(StoreError::io(format!("start thread {name}")))
 }
 
@@ -155,8 +204,23 @@ impl Store {
 
         let (checkpoint, mark) = Checkpoint::open(storage.as_ref(), &dir)?;
         let log = CommitLog::open(storage.clone(), &dir.join("commitlog"), config.segment_bytes)?;
-        let clean = mark.is_some_and(|m| m.clean);
         let log_min = log.min_offset();
+        let files_end = log.segments().last().map_or(log_min, |segment| segment.end());
+        // A mark past the log's files vouches for what is not there (the log was replaced or cut
+        // behind the checkpoint's back): recovery then trusts nothing and starts from the log.
+        let mark = mark.filter(|m| {
+            let fits = m.log_flushed <= files_end && m.dispatched <= files_end;
+            if !fits {
+                tracing::warn!(
+                    log_flushed = m.log_flushed,
+                    dispatched = m.dispatched,
+                    log_end = files_end,
+                    "the checkpoint names positions past the log's files; ignoring it and scanning the whole log"
+                );
+            }
+            fits
+        });
+        let clean = mark.is_some_and(|m| m.clean);
         let (scan_from, dispatched_mark) = match mark {
             Some(m) if m.clean => (m.log_flushed, m.dispatched),
             Some(m) => (m.log_flushed.min(m.dispatched), m.dispatched),
@@ -187,24 +251,21 @@ impl Store {
         }
         // Queue entries are trusted only when they were durable at the checkpoint and point at records
         // that survived.
-        let vouched = dispatched_mark.min(end).max(log_min);
-        let queues = Arc::new(ConsumeQueues::open(
-            storage.clone(),
-            &dir.join("consumequeue"),
-            config.queue_file_entries,
-            vouched,
-        )?);
+        let mut vouched = dispatched_mark.min(end).max(log_min);
+        let repair_index = if clean { None } else { Some(mark.map(|m| m.index).unwrap_or_default()) };
+        let (queues, index) = match open_derived(&storage, &dir, &config, vouched, repair_index) {
+            Err(StoreError::DerivedDamaged(reason)) => {
+                // Both are derived from the log: rebuilt whole, they are exactly what they were.
+                tracing::warn!(%reason, from = log_min, "rebuilding the consume queues and the index from the log");
+                remove_derived(storage.as_ref(), &dir)?;
+                vouched = log_min;
+                open_derived(&storage, &dir, &config, vouched, Some(IndexMark::default()))?
+            }
+            opened => opened?,
+        };
         for cq in queues.all() {
             cq.trim_to(log_min)?;
         }
-        let repair_index = if clean { None } else { Some(mark.map(|m| m.index).unwrap_or_default()) };
-        let index = Arc::new(Index::open(
-            storage.clone(),
-            &dir.join("index"),
-            config.index_slots,
-            config.index_entries_max,
-            repair_index,
-        )?);
 
         let shared = Arc::new(Shared::new(config, log, own, clock, store_host, on_fatal));
         let dispatched = Arc::new(AtomicU64::new(vouched));
@@ -248,14 +309,16 @@ impl Store {
         dispatcher.checkpoint_in_background(handoff);
         let checkpointer_shared = shared.clone();
         let mut threads = vec![
-            spawn("ferrymq-writer", move || writer.run(requests))?,
-            spawn("ferrymq-flusher", move || flusher::run(flusher_shared))?,
-            spawn("ferrymq-dispatch", move || dispatcher.run())?,
-            spawn("ferrymq-checkpoint", move || checkpointer::run(checkpoints, checkpointer_shared, snapshots))?,
-            spawn("ferrymq-retention", move || retention_thread.run())?,
+            spawn(&shared, "ferrymq-writer", move || writer.run(requests))?,
+            spawn(&shared, "ferrymq-flusher", move || flusher::run(flusher_shared))?,
+            spawn(&shared, "ferrymq-dispatch", move || dispatcher.run())?,
+            spawn(&shared, "ferrymq-checkpoint", move || {
+                checkpointer::run(checkpoints, checkpointer_shared, snapshots)
+            })?,
+            spawn(&shared, "ferrymq-retention", move || retention_thread.run())?,
         ];
         if let Some(warm_requests) = warm_requests {
-            threads.push(spawn("ferrymq-warmer", move || crate::warmer::run(warm_requests))?);
+            threads.push(spawn(&shared, "ferrymq-warmer", move || crate::warmer::run(warm_requests))?);
         }
         Ok(Self {
             shared,
@@ -413,6 +476,18 @@ impl Store {
         while pos < visible && (out.is_empty() || out.len() < max_bytes) {
             let (segment, len, filler) = self.shared.log.entry_len_at(pos)?;
             if filler {
+                if len < ferrymq_proto::record::FILLER_BYTES_MIN {
+                    // A segment cut short holds no filler a replica could append (see
+                    // `Writer::write_filler`); the replica's segment would end elsewhere.
+                    if !out.is_empty() {
+                        break;
+                    }
+                    return Err(StoreError::Inconsistent(format!(
+                        "log segment {} ends {len} bytes after offset {pos}, too few for the filler a replica \
+                         needs to follow it; the file was cut short",
+                        segment.path.display()
+                    )));
+                }
                 // SAFETY: below `written`.
                 out.extend_from_slice(unsafe { segment.slice(pos, ferrymq_proto::record::FILLER_BYTES_MIN) });
                 pos = segment.end();

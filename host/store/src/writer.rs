@@ -314,9 +314,14 @@ impl Writer {
     fn write_filler(&mut self, segment: &Segment) -> Result<()> {
         self.write_batch()?;
         let remaining = segment.end() - self.pos;
-        let mut head = Vec::with_capacity(FILLER_BYTES_MIN);
-        record::encode_filler_head(remaining as u32, &mut head);
-        self.write_or_fatal(segment, self.pos, &head)?;
+        // A segment this writer filled always keeps room for a filler. One that recovery found
+        // ending fewer bytes after its last record than a filler takes (a file cut short) gets none:
+        // readers treat such a tail as the segment's end (see `CommitLog::entry_len_at`).
+        if remaining >= FILLER_BYTES_MIN as u64 {
+            let mut head = Vec::with_capacity(FILLER_BYTES_MIN);
+            record::encode_filler_head(remaining as u32, &mut head);
+            self.write_or_fatal(segment, self.pos, &head)?;
+        }
         self.pos = segment.end();
         self.batch_start = self.pos;
         self.shared.log.publish_written(self.pos);
@@ -326,6 +331,12 @@ impl Writer {
     /// Appends a master's log bytes verbatim: they must be whole, valid entries continuing this log.
     fn append_raw(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
         if self.segment.is_none() && self.pos == self.shared.log.min_offset() && self.shared.log.segments().is_empty() {
+            if offset > crate::bounds::LOG_OFFSET_MAX {
+                return Err(StoreError::RawMalformed(format!(
+                    "the log cannot start at offset {offset}, past the highest a segment may start at ({})",
+                    crate::bounds::LOG_OFFSET_MAX
+                )));
+            }
             // An empty log adopts the master's starting offset.
             self.pos = offset;
             self.batch_start = offset;
@@ -341,6 +352,9 @@ impl Writer {
                 .map_err(|source| StoreError::RawCorrupt { offset: self.pos, source })?;
             match entry {
                 Entry::Record { record, total_bytes } => {
+                    if let Some(problem) = crate::bounds::record_problem(&record) {
+                        return Err(StoreError::RawMalformed(format!("record at {}: {problem}", self.pos)));
+                    }
                     let segment = match self.segment.clone() {
                         Some(segment) => segment,
                         None => {

@@ -45,7 +45,8 @@ impl Space {
 pub trait Storage: Send + Sync + Debug {
     /// Creates a new zero-filled file of `len` bytes with its space reserved; fails if it exists.
     fn create(&self, path: &Path, len: u64) -> io::Result<Arc<dyn StorageFile>>;
-    /// Opens an existing file.
+    /// Opens an existing file. An empty file (left by a crash between creating a file and
+    /// reserving its space) fails with [`io::ErrorKind::InvalidData`]: see [`is_empty_file`].
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     /// Names of the entries (files and directories) in `dir`; empty when `dir` does not exist.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
@@ -100,6 +101,11 @@ pub(crate) fn create_durably(
         return Err(StoreError::io(format!("sync {}", dir.display()))(err));
     }
     Ok(file)
+}
+
+/// Whether [`Storage::open`] failed because the file is empty.
+pub(crate) fn is_empty_file(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::InvalidData
 }
 
 /// Clips `[offset, offset + len)` to a file of `file_len` bytes.

@@ -4,6 +4,7 @@
 mod support;
 
 mod basic;
+mod crafted;
 mod crash;
 mod disk_full;
 mod disk_pressure;
