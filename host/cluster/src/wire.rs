@@ -18,6 +18,8 @@ use std::io::{self, Read, Write};
 pub const FRAME_BYTES_MAX: u32 = 64 << 20;
 /// Largest first frame a master reads from a connection it knows nothing about yet.
 pub const HELLO_BYTES_MAX: u32 = 4 << 20;
+/// Most bytes set aside for a frame's payload before they arrive.
+const READ_CHUNK_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -81,17 +83,38 @@ impl Frame {
         if len > max {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("replication frame of {len} bytes")));
         }
-        let mut payload = vec![0u8; len as usize];
-        input.read_exact(&mut payload)?;
+        // Memory grows with the bytes that arrive, not with the length a peer announces.
+        let mut payload = Vec::with_capacity((len as usize).min(READ_CHUNK_BYTES));
+        input.by_ref().take(u64::from(len)).read_to_end(&mut payload)?;
+        if payload.len() != len as usize {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "replication frame cut short"));
+        }
+        let exactly = |want: usize| {
+            if payload.len() == want {
+                Ok(())
+            } else {
+                let got = payload.len();
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("replication frame of {got} bytes, expected {want}"),
+                ))
+            }
+        };
         Ok(match prefix[0] {
             HELLO => Frame::Hello { json: payload },
-            ACK => Frame::Ack { log_end: u64_at(&payload, 0)? },
+            ACK => {
+                exactly(8)?;
+                Frame::Ack { log_end: u64_at(&payload, 0)? }
+            }
             DATA => {
                 let (offset, master_written) = (u64_at(&payload, 0)?, u64_at(&payload, 8)?);
                 payload.drain(..16);
                 Frame::Data { offset, master_written, bytes: payload }
             }
-            BEAT => Frame::Beat { master_written: u64_at(&payload, 0)? },
+            BEAT => {
+                exactly(8)?;
+                Frame::Beat { master_written: u64_at(&payload, 0)? }
+            }
             META => Frame::Meta { json: payload },
             REFUSE => Frame::Refuse { reason: String::from_utf8_lossy(&payload).into_owned() },
             other => {
@@ -126,6 +149,9 @@ mod tests {
         assert!(Frame::read_from(&mut input).is_err(), "end of stream");
         assert!(Frame::read_from(&mut &[99u8, 0, 0, 0, 0][..]).is_err(), "unknown kind");
         assert!(Frame::read_from(&mut &[ACK, 0, 0, 0, 2, 0, 0][..]).is_err(), "short payload");
+        assert!(Frame::read_from(&mut &[ACK, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0][..]).is_err(), "trailing bytes");
+        assert!(Frame::read_from(&mut &[BEAT, 0, 0, 0, 4, 0, 0, 0, 1][..]).is_err(), "short beat");
+        assert!(Frame::read_from(&mut &[HELLO, 0, 0, 0, 9, b'{', b'}'][..]).is_err(), "frame cut short");
         assert!(Frame::read_from(&mut &[DATA, 0xff, 0xff, 0xff, 0xff][..]).is_err(), "oversized");
         assert!(Frame::read_limited(&mut &[HELLO, 0, 0x10, 0, 0][..], 1024).is_err(), "over the first frame's limit");
     }

@@ -45,6 +45,10 @@ fn client_id<T>(request: &Request<T>) -> Result<String, Status> {
 fn deadline_ms<T>(request: &Request<T>) -> Option<i64> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    // The gRPC spec's TimeoutValue: one to eight ASCII digits (no sign); anything else is ignored.
+    if !(1..=8).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: i64 = digits.parse().ok()?;
     Some(match unit {
         "H" => n.saturating_mul(3_600_000),
@@ -280,6 +284,9 @@ mod tests {
         assert_eq!(deadline_ms(&with_timeout("1M")), Some(60_000));
         assert_eq!(deadline_ms(&with_timeout("5000000u")), Some(5_000));
         assert_eq!(deadline_ms(&with_timeout("x")), None);
+        for not_a_timeout in ["-5S", "+5S", "123456789m", "S", "5 S"] {
+            assert_eq!(deadline_ms(&with_timeout(not_a_timeout)), None, "{not_a_timeout}");
+        }
         assert_eq!(deadline_ms(&Request::new(())), None);
     }
 }

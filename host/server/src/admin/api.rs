@@ -80,6 +80,7 @@ fn unescape(s: &str) -> String {
     while i < bytes.len() {
         let hex = bytes
             .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
@@ -268,6 +269,7 @@ mod tests {
     fn query_values_are_found_and_unescaped() {
         assert_eq!(query_param(Some("a=1&topic=t%25x&b=2"), "topic"), Some("t%25x"));
         assert_eq!(unescape("t%25x+y%2"), "t%x y%2");
+        assert_eq!(unescape("%+1%-f%4g"), "%+1%-f%4g", "a sign or a non-hex digit is no escape");
         assert_eq!(query_param(None, "topic"), None);
     }
 }
