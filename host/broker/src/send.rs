@@ -83,6 +83,8 @@ pub enum SendRejection {
     IllegalKey(String),
     #[error("message group {0:?} is blank, too long or contains control characters")]
     IllegalMessageGroup(String),
+    #[error("only FIFO messages take a message group, not {0:?} ones")]
+    GroupNotFifo(MessageKind),
     #[error("message id {0:?} is empty, too long or contains control characters")]
     IllegalMessageId(String),
     #[error("delivery time is {0}")]
@@ -152,6 +154,10 @@ pub fn place(
         return Err(SendRejection::Unsupported(
             "a transactional message cannot also be a FIFO or delay message".into(),
         ));
+    }
+    if msg.message_group.is_some() && kind != MessageKind::Fifo {
+        // It would be stored in its group's queue and delivered as FIFO: not what was sent.
+        return Err(SendRejection::GroupNotFifo(kind));
     }
     if msg.delivery_ms.is_some() && kind != MessageKind::Delay {
         return Err(SendRejection::IllegalDeliveryTime(format!(
@@ -357,6 +363,12 @@ mod tests {
         assert!(check(&m, &meta).is_ok());
         m.message_group = Some("g".repeat(65));
         assert!(matches!(check(&m, &meta), Err(SendRejection::IllegalMessageGroup(_))));
+        let mut m = msg("m");
+        m.message_group = Some("g".into());
+        m.kind = Some(MessageKind::Normal);
+        assert!(matches!(check(&m, &meta), Err(SendRejection::GroupNotFifo(MessageKind::Normal))));
+        m.topic = "n".into();
+        assert!(matches!(check(&m, &meta), Err(SendRejection::GroupNotFifo(MessageKind::Normal))));
 
         let mut m = msg("d");
         m.delivery_ms = Some(1_000_000 + 86_400_000);

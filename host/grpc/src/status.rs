@@ -33,7 +33,7 @@ pub fn from_rejection(rejection: &SendRejection) -> Status {
         }
         SendRejection::IllegalTag(_) => Code::IllegalMessageTag,
         SendRejection::IllegalKey(_) => Code::IllegalMessageKey,
-        SendRejection::IllegalMessageGroup(_) => Code::IllegalMessageGroup,
+        SendRejection::IllegalMessageGroup(_) | SendRejection::GroupNotFifo(_) => Code::IllegalMessageGroup,
         SendRejection::IllegalMessageId(_) => Code::IllegalMessageId,
         SendRejection::IllegalDeliveryTime(_) => Code::IllegalDeliveryTime,
         SendRejection::TopicNotFound(_) => Code::TopicNotFound,

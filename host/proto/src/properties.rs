@@ -174,6 +174,11 @@ impl<'a> Iterator for Decode<'a> {
             return Some(Err(PropertiesError::MissingSeparator { at }));
         };
         let (name, value) = (&item[..split], &item[split + 1..]);
+        if name.is_empty() {
+            // What the encoder refuses, the decoder does not accept either.
+            self.rest = &[];
+            return Some(Err(PropertiesError::EmptyName));
+        }
         match (std::str::from_utf8(name), std::str::from_utf8(value)) {
             (Ok(name), Ok(value)) => Some(Ok(Property { name, value })),
             _ => {
@@ -215,6 +220,8 @@ mod tests {
         );
         assert_eq!(encode([("a", "v\u{2}")], &mut out), Err(PropertiesError::SeparatorInValue { name: "a".into() }));
         assert_eq!(encode([("", "v")], &mut out), Err(PropertiesError::EmptyName));
+        let decoded: Vec<_> = decode(b"a\x01b\x02\x01v\x02").collect();
+        assert_eq!(decoded.last(), Some(&Err(PropertiesError::EmptyName)), "an empty name does not decode");
     }
 
     #[test]
