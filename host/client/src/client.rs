@@ -242,6 +242,44 @@ impl Client {
         response.entries.iter().try_for_each(|entry| check(RPC, entry.status.as_ref()))
     }
 
+    /// Keeps a received message invisible for `invisible` from now (`ChangeInvisibleDuration`) and
+    /// returns the receipt handle that replaces `receipt_handle`: later renewals and the ack must use
+    /// it, as a broker that issues a new handle refuses the old one from then on. Renewing does not
+    /// count as a delivery attempt; a message whose invisible time already ran out cannot be renewed
+    /// (the broker answers `INVALID_RECEIPT_HANDLE`).
+    pub async fn change_invisible(
+        &self,
+        group: &str,
+        topic: &str,
+        message_id: &str,
+        receipt_handle: &str,
+        invisible: Duration,
+    ) -> Result<String, ClientError> {
+        const RPC: &str = "ChangeInvisibleDuration";
+        let body = pb::ChangeInvisibleDurationRequest {
+            group: Some(resource(group)),
+            topic: Some(resource(topic)),
+            receipt_handle: receipt_handle.to_owned(),
+            invisible_duration: Some(duration(invisible.as_millis() as u64)),
+            message_id: message_id.to_owned(),
+            lite_topic: None,
+            suspend: None,
+        };
+        let response = self
+            .rpc
+            .clone()
+            .change_invisible_duration(self.request(body, self.options.request_timeout))
+            .await
+            .map_err(rpc_failed(RPC))?
+            .into_inner();
+        check(RPC, response.status.as_ref())?;
+        // The protocol lets a broker keep the handle it issued; it then answers with none.
+        if response.receipt_handle.is_empty() {
+            return Ok(receipt_handle.to_owned());
+        }
+        Ok(response.receipt_handle)
+    }
+
     /// The offset just past the last message of `queue` (`end`), or its first stored one.
     pub async fn queue_offset(&self, queue: &pb::MessageQueue, end: bool) -> Result<i64, ClientError> {
         const RPC: &str = "QueryOffset";

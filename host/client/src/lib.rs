@@ -1,5 +1,6 @@
 //! A Rust client for the RocketMQ 5 gRPC protocol (`apache.rocketmq.v2.MessagingService`) as ferrymq
-//! serves it: route lookup, batched sends, receive with invisible time, and acknowledgement.
+//! serves it: route lookup, batched sends, receive with invisible time, renewal of that time, and
+//! acknowledgement.
 //!
 //! It is deliberately small: no telemetry stream, no client-side retry policy, no route cache. Each
 //! call is one RPC and its result; callers that want retries or load balancing build them on top (the

@@ -159,7 +159,7 @@ fn metrics(gateway: &Gateway) -> String {
         "# HELP ferrymq_gateway_uptime_seconds Seconds since the gateway started.\n# TYPE ferrymq_gateway_uptime_seconds gauge\nferrymq_gateway_uptime_seconds {}",
         gateway.started.elapsed().as_secs()
     );
-    let counters: [Series; 11] = [
+    let counters: [Series; 13] = [
         ("messages_received_total", "Messages received from the source.", |r| get(&r.stats.received)),
         ("messages_forwarded_total", "Messages the target acknowledged.", |r| get(&r.stats.forwarded)),
         ("messages_rejected_total", "Messages the policy rejected.", |r| get(&r.stats.rejected)),
@@ -170,6 +170,10 @@ fn metrics(gateway: &Gateway) -> String {
         }),
         ("send_retries_total", "Messages sent to the target again.", |r| get(&r.stats.retried)),
         ("policy_waits_total", "Judgements tried again because the policy failed.", |r| get(&r.stats.policy_waits)),
+        ("renewals_total", "Invisible times of held messages renewed on the source.", |r| get(&r.stats.renewed)),
+        ("renewal_failures_total", "Renewals of held messages' invisible times that failed.", |r| {
+            get(&r.stats.renew_failed)
+        }),
         ("in_flight", "Messages received and not yet settled on the source.", |r| get(&r.stats.in_flight)),
         ("lag_messages", "Messages of the topic the gateway's group has not consumed on the source.", |r| {
             get(&r.stats.lag_messages)

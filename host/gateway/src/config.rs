@@ -172,7 +172,8 @@ pub struct Forward {
     #[serde(default = "default_workers")]
     pub workers: u32,
     /// How long a received message stays invisible on the source before it is delivered again (to
-    /// this gateway after a crash); every message is forwarded well within it.
+    /// this gateway after a crash). A worker renews the messages it holds every third of it (see
+    /// `held`), so a target outage longer than this costs no delivery attempts on the source.
     #[serde(default = "default_invisible_ms")]
     pub invisible_ms: u64,
     pub policy: Option<PolicyConfig>,

@@ -10,6 +10,9 @@
 //! only when this one is settled; with a FIFO group on the source, a message group's next message is
 //! not delivered (to any worker) before its previous one is settled, so a forward's several workers
 //! keep each group in order.
+//! Why a long outage costs no delivery attempts: while a worker holds a batch (however long the
+//! target is away) it renews the batch's invisible time on the source (`held`), so the source does
+//! not deliver it again and never counts it towards the group's `max_attempts`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -23,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::decisions::{Decision, Decisions, Entry, Recorded};
 use crate::ferry::export::Exporter;
+use crate::held::Held;
 use crate::leg::{Backoff, Leg};
 use crate::policy::{Policy, Verdict};
 
@@ -54,6 +58,11 @@ pub struct RouteStats {
     pub retried: AtomicU64,
     /// Judgements tried again because the policy failed (fail-closed).
     pub policy_waits: AtomicU64,
+    /// Invisible times of held messages renewed on the source.
+    pub renewed: AtomicU64,
+    /// Renewals that failed (each is tried again at the next round, unless the source refused the
+    /// handle for good).
+    pub renew_failed: AtomicU64,
     /// Age of the oldest message being forwarded, by the source's store time; 0 when idle.
     pub lag_ms: AtomicI64,
     /// Messages received and not yet settled.
@@ -130,7 +139,7 @@ impl Route {
                 received = client.receive(&ask) => received,
                 _ = stop.changed() => return,
             };
-            let received = match received {
+            let mut received = match received {
                 Ok(received) => received,
                 Err(err) => {
                     if let Some(suppressed) = RECEIVE_FAILED.admit() {
@@ -155,6 +164,8 @@ impl Route {
             self.stats.received.fetch_add(received.len() as u64, Ordering::Relaxed);
             self.stats.in_flight.fetch_add(received.len() as u64, Ordering::Relaxed);
 
+            // Kept invisible on the source from here to the ack, however long the target is away.
+            let held = Held::start(self.clone(), client.clone(), &received);
             let Some((crossings, mut entries)) = self.judge(&received, &mut stop).await else { return };
             self.stats.set_state("sending to the target");
             let Some(set_aside) = self.deliver(crossings, &mut target, &mut stop).await else { return };
@@ -162,6 +173,7 @@ impl Route {
             if !entries.is_empty() && !self.record(&entries, &mut stop).await {
                 return;
             }
+            held.release(&mut received).await;
             match client.ack(&self.group, &self.topic, &received).await {
                 Ok(()) => {}
                 Err(err) => {
@@ -499,6 +511,8 @@ pub struct RouteView {
     pub set_aside: u64,
     pub retried: u64,
     pub policy_waits: u64,
+    pub renewed: u64,
+    pub renew_failed: u64,
     pub in_flight: u64,
     pub lag_messages: u64,
     pub lag_seconds: f64,
@@ -538,6 +552,8 @@ impl Route {
             set_aside: get(&s.set_aside),
             retried: get(&s.retried),
             policy_waits: get(&s.policy_waits),
+            renewed: get(&s.renewed),
+            renew_failed: get(&s.renew_failed),
             in_flight: get(&s.in_flight),
             lag_messages: get(&s.lag_messages),
             lag_seconds: s.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,

@@ -6,6 +6,7 @@
 //! * `forward` — one forward, top to bottom: receive, judge, send under the message's own id, record
 //!   what does not cross, settle on the source. The target's de-duplication (`[broker.dedup]`)
 //!   makes a second send of a message after a crash or a cut link a no-op.
+//! * `held` — a batch held from its receive to its ack, its invisible time on the source renewed.
 //! * `policy` — the route-world plugin that judges messages, swappable while running.
 //! * `leg` — connections to a zone's brokers, made again after they break.
 //! * `decisions` — the log of messages that did not cross.
@@ -18,6 +19,7 @@ mod admin;
 mod decisions;
 pub mod ferry;
 mod forward;
+mod held;
 mod leg;
 mod policy;
 

@@ -1,7 +1,8 @@
 //! `ferrymq gateway` between two real brokers: what crosses keeps its id, keys, tag, properties and
 //! body, gains where it came from, and FIFO groups keep their order; the gateway stops cleanly and
-//! goes on where it stopped; a policy rejects, drops or redacts, and a broken policy holds its
-//! forward without touching another.
+//! goes on where it stopped; a target away for many invisible times costs no delivery attempts on
+//! the source; a policy rejects, drops or redacts, and a broken policy holds its forward without
+//! touching another.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -100,6 +101,21 @@ fn two_zones(dir: &Path, target_extra: &str) -> (Node, Node) {
     (source, target)
 }
 
+/// Starts the node whose data directory is `data_dir` again, with the configuration
+/// [`Node::start_for_clients_with`] wrote beside it and on the gRPC address it had, so that a
+/// gateway configured with that address finds it again.
+fn restart_for_clients_at(data_dir: &Path, grpc: std::net::SocketAddr) -> Node {
+    let mut command = ferrymq();
+    command
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--config")
+        .arg(data_dir.with_extension("toml"))
+        .args(["--admin-listen", "127.0.0.1:0", "--grpc-listen", &grpc.to_string()]);
+    Node::launch(command, Some("ferrymq standalone ready"))
+}
+
 /// Checks that bodies `<group>:<n>` arrive in order within each group: `n` counting up from 0 by
 /// one (`consecutive`), or only growing.
 fn assert_in_order_per_group<'a>(messages: impl IntoIterator<Item = &'a Received>, consecutive: bool) {
@@ -187,6 +203,97 @@ fn messages_cross_once_keeping_what_they_carry_and_fifo_groups_keep_their_order(
     let (status, metrics) = crate::support::http_get(gateway.admin, "/metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("ferrymq_gateway_messages_forwarded_total{topic=\"filings\"} 200"), "{metrics}");
+    gateway.node.stop();
+}
+
+#[test]
+fn a_target_away_for_many_invisible_times_and_a_gateway_kill_meanwhile_dead_letter_and_lose_nothing() {
+    // The gateway renews the batches it holds; without that, a message held longer than
+    // invisible_ms × max_attempts (3 s here) is dead-lettered on the source, and once the worker
+    // holding its last delivery is gone (the kill) it never crosses.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (source, target) = two_zones(dir.path(), "");
+    // One attempt for the delivery the kill cuts short, one for the delivery after it, one spare.
+    source.admin(&["group", "create", "gw-applications", "--max-attempts", "3"]);
+    source.admin(&["group", "create", "gw-filings", "--fifo", "--max-attempts", "3"]);
+    let config = write_config(
+        dir.path(),
+        &source,
+        &target,
+        "[[forward]]\ntopic = \"applications\"\ninvisible_ms = 1000\n\
+         [[forward]]\ntopic = \"filings\"\ninvisible_ms = 1000\n",
+    );
+    let mut gateway = Gateway::start(&config);
+    let target_grpc = target.grpc;
+    target.stop();
+    let outage = Instant::now();
+
+    let runtime = runtime();
+    let sent = runtime.block_on(async {
+        let producer = connect(&source).await;
+        let mut sent = Vec::new();
+        for round in 0..10 {
+            let applications = (0..4).map(|j| Message::new("applications", format!(":{}", round * 4 + j))).collect();
+            sent.extend(producer.send(applications).await.expect("send").into_iter().map(|r| r.message_id));
+            let filings = (0..8)
+                .map(|group| {
+                    let mut message = Message::new("filings", format!("{group}:{round}"));
+                    message.message_group = Some(format!("enterprise-{group}"));
+                    message
+                })
+                .collect();
+            sent.extend(producer.send(filings).await.expect("send fifo").into_iter().map(|r| r.message_id));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(outage.elapsed()));
+    gateway.node.signal(libc::SIGKILL);
+    gateway.node.wait_exit(Duration::from_secs(10));
+    gateway = Gateway::start(&config);
+    // Away for four times invisible_ms × max_attempts.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(outage.elapsed()));
+    let during = gateway.view();
+    for forward in during["forwards"].as_array().expect("forwards") {
+        assert_eq!(forward["forwarded"], 0, "the target was away: {forward}");
+    }
+    let target = restart_for_clients_at(&dir.path().join("intranet"), target_grpc);
+
+    let (received, dead) = runtime.block_on(async {
+        let consumer = connect(&target).await;
+        let mut received = receive(&consumer, "readers", "applications", 40, Duration::from_secs(60)).await;
+        received.extend(receive(&consumer, "readers", "filings", 80, Duration::from_secs(60)).await);
+        received.extend(receive(&consumer, "readers", "applications", 1, Duration::from_secs(2)).await);
+        received.extend(receive(&consumer, "readers", "filings", 1, Duration::from_secs(1)).await);
+        let auditor = connect(&source).await;
+        let mut dead = receive(&auditor, "auditors", "%DLQ%gw-applications", 1, Duration::from_secs(1)).await;
+        dead.extend(receive(&auditor, "auditors", "%DLQ%gw-filings", 1, Duration::from_secs(1)).await);
+        (received, dead)
+    });
+    let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &received {
+        *copies.entry(&m.message_id).or_default() += 1;
+    }
+    let lost: Vec<_> = sent.iter().filter(|id| !copies.contains_key(id.as_str())).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} messages never crossed ({} dead-lettered on the source): {lost:?}",
+        lost.len(),
+        sent.len(),
+        dead.len()
+    );
+    assert!(
+        dead.is_empty(),
+        "dead-lettered on the source: {:?}",
+        dead.iter().map(|m| &m.message_id).collect::<Vec<_>>()
+    );
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "messages crossed more than once: {twice:?}");
+    assert_eq!(received.len(), sent.len());
+    assert_in_order_per_group(received.iter().filter(|m| m.topic == "filings"), true);
+    for forward in during["forwards"].as_array().expect("forwards") {
+        assert!(forward["renewed"].as_u64().expect("renewed") > 0, "held messages were renewed: {forward}");
+    }
     gateway.node.stop();
 }
 
