@@ -6,10 +6,10 @@
 //! acknowledged it (or the decision log holds it); after a crash, a cut link or a failed
 //! acknowledgement the source delivers it again, the gateway sends it again under the same id, and
 //! the target's de-duplication answers with the first copy's receipt instead of storing a second.
-//! Why order holds: a batch is forwarded in the order received and a worker asks for its next batch
-//! only when this one is settled; with a FIFO group on the source, a message group's next message is
-//! not delivered (to any worker) before its previous one is settled, so a forward's several workers
-//! keep each group in order.
+//! Why order holds: a batch is forwarded in the order received, and a worker asks for its next batch
+//! only once the target holds this one (its ack on the source runs beside the next receive); with a
+//! FIFO group on the source, a message group's next message is not delivered (to any worker) before
+//! its previous one is settled, so a forward's several workers keep each group in order.
 //! Why a long outage costs no delivery attempts: while a worker holds a batch (however long the
 //! target is away) it renews the batch's invisible time on the source (`held`), so the source does
 //! not deliver it again and never counts it towards the group's `max_attempts`.
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferrymq_client::{ClientError, Message, Receive, Received, ReceivedKind, now_ms, pb};
+use ferrymq_client::{Client, ClientError, Message, Receive, Received, ReceivedKind, now_ms, pb};
 use ferrymq_proto::sync::lock;
 use ferrymq_proto::throttle::Throttle;
 use serde::Serialize;
@@ -116,16 +116,34 @@ fn refuses_for_good(err: &ClientError) -> bool {
     })
 }
 
+/// A batch's ack on the source, running.
+type Settling = tokio::task::JoinHandle<Result<(), ClientError>>;
+
 impl Route {
     /// Forwards until `stop` says so. Messages received and not settled when it stops are
     /// delivered again by the source after their invisible time.
     pub async fn run(self: Arc<Self>, mut source: Leg, mut target: Target, mut stop: watch::Receiver<bool>) {
+        let mut settling = None;
+        self.forward(&mut source, &mut target, &mut stop, &mut settling).await;
+        if let Some(previous) = settling {
+            self.settled(previous.await, &mut source);
+        }
+    }
+
+    /// The receive-judge-send loop. A batch's ack (`settling`) runs while the next batch is received
+    /// and sent: at most one per worker, awaited before the next one starts.
+    async fn forward(
+        self: &Arc<Self>,
+        source: &mut Leg,
+        target: &mut Target,
+        stop: &mut watch::Receiver<bool>,
+        settling: &mut Option<Settling>,
+    ) {
         static RECEIVE_FAILED: Throttle = Throttle::per_second(1);
-        static ACK_FAILED: Throttle = Throttle::per_second(1);
         let mut backoff = Backoff::default();
         loop {
             self.stats.set_state("connecting to the source");
-            let Some(client) = source.client(&mut stop).await else { return };
+            let Some(client) = source.client(stop).await else { return };
             self.stats.set_state("waiting for messages");
             let ask = Receive {
                 group: &self.group,
@@ -139,7 +157,7 @@ impl Route {
                 received = client.receive(&ask) => received,
                 _ = stop.changed() => return,
             };
-            let mut received = match received {
+            let received = match received {
                 Ok(received) => received,
                 Err(err) => {
                     if let Some(suppressed) = RECEIVE_FAILED.admit() {
@@ -148,7 +166,7 @@ impl Route {
                     if err.code().is_none() {
                         source.broke();
                     }
-                    if !backoff.wait(&mut stop).await {
+                    if !backoff.wait(stop).await {
                         return;
                     }
                     continue;
@@ -166,28 +184,50 @@ impl Route {
 
             // Kept invisible on the source from here to the ack, however long the target is away.
             let held = Held::start(self.clone(), client.clone(), &received);
-            let Some((crossings, mut entries)) = self.judge(&received, &mut stop).await else { return };
+            let Some((crossings, mut entries)) = self.judge(&received, stop).await else { return };
             self.stats.set_state("sending to the target");
-            let Some(set_aside) = self.deliver(crossings, &mut target, &mut stop).await else { return };
+            let Some(set_aside) = self.deliver(crossings, target, stop).await else { return };
             entries.extend(set_aside);
-            if !entries.is_empty() && !self.record(&entries, &mut stop).await {
+            if !entries.is_empty() && !self.record(&entries, stop).await {
                 return;
             }
-            held.release(&mut received).await;
-            match client.ack(&self.group, &self.topic, &received).await {
-                Ok(()) => {}
-                Err(err) => {
-                    // The source delivers them again after their invisible time; the target holds
-                    // them already and answers the second send with the first copy's receipt.
-                    if let Some(suppressed) = ACK_FAILED.admit() {
-                        tracing::warn!(topic = %self.topic, %err, suppressed, "settling on the source failed; the messages will come again and be recognised");
-                    }
-                    if err.code().is_none() {
-                        source.broke();
-                    }
-                }
+            if let Some(previous) = settling.take() {
+                self.settled(previous.await, source);
             }
-            self.stats.in_flight.fetch_sub(received.len() as u64, Ordering::Relaxed);
+            *settling = Some(self.settle(client, held, received));
+        }
+    }
+
+    /// Acks a batch the target holds (and whose set-aside messages are recorded) on the source,
+    /// with the newest receipt handles, in a task of its own.
+    fn settle(self: &Arc<Self>, client: Client, held: Held, mut received: Vec<Received>) -> Settling {
+        let route = self.clone();
+        tokio::spawn(async move {
+            held.release(&mut received).await;
+            let acked = client.ack(&route.group, &route.topic, &received).await;
+            route.stats.in_flight.fetch_sub(received.len() as u64, Ordering::Relaxed);
+            acked
+        })
+    }
+
+    /// Reports how a batch's ack went.
+    fn settled(&self, outcome: Result<Result<(), ClientError>, tokio::task::JoinError>, source: &mut Leg) {
+        static ACK_FAILED: Throttle = Throttle::per_second(1);
+        let err = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err,
+            Err(join) => {
+                tracing::error!(topic = %self.topic, err = %join, "settling on the source stopped; the messages will come again and be recognised");
+                return;
+            }
+        };
+        // The source delivers them again after their invisible time; the target holds them already
+        // and answers the second send with the first copy's receipt.
+        if let Some(suppressed) = ACK_FAILED.admit() {
+            tracing::warn!(topic = %self.topic, %err, suppressed, "settling on the source failed; the messages will come again and be recognised");
+        }
+        if err.code().is_none() {
+            source.broke();
         }
     }
 

@@ -102,10 +102,10 @@ fn across_two_zones_through_cut_links_and_killed_gateways_every_message_arrives_
         format!(
             "[gateway]\ndata_dir = \"gw-data\"\nadmin_listen = \"{}:8083\"\nadmin_insecure_open = true\nname = \"gw\"\n\
              [source]\nendpoints = \"{}\"\nzone = \"zone-a\"\n[target]\nendpoints = \"{}\"\n\
-             [[forward]]\ntopic = \"applications\"\ninvisible_ms = 15000\n\
-             [[forward]]\ntopic = \"filings\"\ninvisible_ms = 15000\n\
-             [[forward]]\ntopic = \"reminders\"\ninvisible_ms = 15000\n\
-             [[forward]]\ntopic = \"payments\"\ninvisible_ms = 15000\n",
+             [[forward]]\ntopic = \"applications\"\ninvisible_ms = 3000\n\
+             [[forward]]\ntopic = \"filings\"\ninvisible_ms = 3000\n\
+             [[forward]]\ntopic = \"reminders\"\ninvisible_ms = 3000\n\
+             [[forward]]\ntopic = \"payments\"\ninvisible_ms = 3000\n",
             gw.ip, source.grpc, target.grpc
         ),
     )
@@ -115,9 +115,10 @@ fn across_two_zones_through_cut_links_and_killed_gateways_every_message_arrives_
         command.arg("gateway").arg("--config").arg(&config);
         Gateway::launch(command)
     };
-    // The forwards' invisible time outlasts the longest cut (10 s): a message held by a worker that
-    // waits for a cut link is not delivered again meanwhile, so its delivery attempts stay far
-    // below the group's max_attempts (a message past them would go to the source's %DLQ%).
+    // The forwards' invisible time (3 s) is far shorter than the longest cut (10 s): a worker that
+    // waits for a cut link renews what it holds, so those messages are not delivered again and
+    // spend none of the group's max_attempts (a message past them would go to the source's %DLQ%),
+    // and a killed gateway's messages come back after 3 s.
     let mut gateway = start_gateway();
     eprintln!("gateway up; its zone-b leg is {gw_in_b}");
 
