@@ -666,3 +666,62 @@ impl Store {
         self.retention.check(self.dispatched.load(Ordering::Acquire).min(self.shared.log.flushed()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{Checkpoint, Mark};
+
+    fn message(body: &[u8]) -> NewMessage {
+        NewMessage {
+            topic: "t".into(),
+            queue_id: 0,
+            flag: 0,
+            sys_flag: 0,
+            born_timestamp_ms: 1_764_000_000_000,
+            born_host: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            reconsume_times: 0,
+            prepared_tx_offset: 0,
+            properties: Vec::new(),
+            body: body.to_vec(),
+        }
+    }
+
+    fn options(dir: &std::path::Path) -> StoreOptions {
+        let config = StoreConfig {
+            segment_bytes: 64 << 10,
+            record_bytes_max: 16 << 10,
+            index_slots: 101,
+            index_entries_max: 256,
+            ..StoreConfig::default()
+        };
+        StoreOptions { config, ..StoreOptions::new(dir) }
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_log_is_ignored_and_the_log_goes_on_where_it_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let end = {
+            let store = Store::open(options(dir.path())).expect("open");
+            for i in 0..3u8 {
+                store.append_wait(message(&[i; 100])).expect("append");
+            }
+            store.close();
+            store.log_end()
+        };
+        // A checksummed mark that vouches for a log far longer than the files hold.
+        let (mut checkpoint, _) = Checkpoint::open(&FsStorage, dir.path()).expect("checkpoint");
+        let far = 10 << 20;
+        checkpoint.write(&Mark { log_flushed: far, dispatched: far, clean: true, ..Mark::default() }).expect("write");
+        drop(checkpoint);
+
+        let store = Store::open(options(dir.path())).expect("open past a bad checkpoint");
+        assert_eq!(store.log_end(), end);
+        assert_eq!(store.queue_bounds("t", 0), Some((0, 3)));
+        let next = store.append_wait(message(b"next")).expect("append");
+        assert_eq!((next.offset, next.queue_offset), (end, 3));
+        store.close();
+        let again = Store::open(options(dir.path())).expect("and it opens again");
+        assert_eq!(again.queue_bounds("t", 0), Some((0, 4)));
+    }
+}

@@ -269,7 +269,7 @@ mod tests {
     fn query_values_are_found_and_unescaped() {
         assert_eq!(query_param(Some("a=1&topic=t%25x&b=2"), "topic"), Some("t%25x"));
         assert_eq!(unescape("t%25x+y%2"), "t%x y%2");
-        assert_eq!(unescape("%+1%-f%4g"), "%+1%-f%4g", "a sign or a non-hex digit is no escape");
+        assert_eq!(unescape("%+1%-f%4g"), "% 1%-f%4g", "a sign or a non-hex digit after % is no escape");
         assert_eq!(query_param(None, "topic"), None);
     }
 }
