@@ -93,6 +93,9 @@ pub(crate) struct Dispatcher {
     touched: Vec<Arc<ConsumeQueue>>,
     /// Keys that could not be indexed (e.g. the disk was full); the log still holds the records.
     pub(crate) index_skipped: Arc<AtomicU64>,
+    /// Whether records are checked against the store's bounds before they go into a queue: those
+    /// recovered from disk are; those the writer appended were checked on the way in.
+    check_records: bool,
 }
 
 impl Dispatcher {
@@ -115,7 +118,14 @@ impl Dispatcher {
             on_dispatch,
             touched: Vec::new(),
             index_skipped,
+            check_records: true,
         }
+    }
+
+    /// From here on the log holds only records the writer checked as it appended them (its own,
+    /// and a master's through `append_raw`): they are dispatched without checking them again.
+    pub(crate) fn trust_appended(&mut self) {
+        self.check_records = false;
     }
 
     fn position(&self) -> u64 {
@@ -164,7 +174,9 @@ impl Dispatcher {
     }
 
     fn dispatch_record(&mut self, rec: &record::RecordRef<'_>, offset: u64, len: u32) -> Result<()> {
-        if let Some(problem) = crate::bounds::record_problem(rec) {
+        if self.check_records
+            && let Some(problem) = crate::bounds::record_problem(rec)
+        {
             // Only a damaged or crafted log holds such a record (the writer and a replica's raw
             // appends refuse them): it stays in the log, readable by offset, but in no queue.
             static SKIPPED: Throttle = Throttle::per_second(1);

@@ -284,6 +284,7 @@ impl Store {
         while dispatched.load(Ordering::Acquire) < end {
             dispatcher.dispatch_batch(end)?;
         }
+        dispatcher.trust_appended();
         dispatcher.checkpoint(false)?;
         let recovery = RecoveryReport {
             clean,

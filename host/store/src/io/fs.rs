@@ -37,7 +37,7 @@ struct FsFile {
 impl FsFile {
     fn map(file: File, len: u64) -> io::Result<Self> {
         if len == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "store files are never empty"));
+            return Err(super::EmptyFile::error());
         }
         let map_len = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
         // Mapping is safe to create; using it is what needs the module's mapping contract.

@@ -46,7 +46,7 @@ pub trait Storage: Send + Sync + Debug {
     /// Creates a new zero-filled file of `len` bytes with its space reserved; fails if it exists.
     fn create(&self, path: &Path, len: u64) -> io::Result<Arc<dyn StorageFile>>;
     /// Opens an existing file. An empty file (left by a crash between creating a file and
-    /// reserving its space) fails with [`io::ErrorKind::InvalidData`]: see [`is_empty_file`].
+    /// reserving its space) fails with [`EmptyFile::error`].
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     /// Names of the entries (files and directories) in `dir`; empty when `dir` does not exist.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
@@ -103,9 +103,32 @@ pub(crate) fn create_durably(
     Ok(file)
 }
 
-/// Whether [`Storage::open`] failed because the file is empty.
+/// Why [`Storage::open`] refuses an empty file: store files are never empty, so an empty one was
+/// left by a crash between creating it and reserving its space.
+#[derive(Debug)]
+pub struct EmptyFile;
+
+impl std::fmt::Display for EmptyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the file is empty (store files never are: a crash came between creating it and reserving its space)",
+        )
+    }
+}
+
+impl std::error::Error for EmptyFile {}
+
+impl EmptyFile {
+    /// The error [`Storage::open`] returns for an empty file.
+    pub fn error() -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, EmptyFile)
+    }
+}
+
+/// Whether [`Storage::open`] failed because the file is empty ([`EmptyFile`]), and for no other
+/// reason: only then may the caller treat the file as holding nothing.
 pub(crate) fn is_empty_file(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::InvalidData
+    err.get_ref().is_some_and(|inner| inner.is::<EmptyFile>())
 }
 
 /// Clips `[offset, offset + len)` to a file of `file_len` bytes.
