@@ -157,7 +157,7 @@ impl Route {
                 received = client.receive(&ask) => received,
                 _ = stop.changed() => return,
             };
-            let received = match received {
+            let mut received = match received {
                 Ok(received) => received,
                 Err(err) => {
                     if let Some(suppressed) = RECEIVE_FAILED.admit() {
@@ -183,7 +183,7 @@ impl Route {
             self.stats.in_flight.fetch_add(received.len() as u64, Ordering::Relaxed);
 
             // Kept invisible on the source from here to the ack, however long the target is away.
-            let held = Held::start(self.clone(), client.clone(), &received);
+            let held = Held::start(self.clone(), client.clone(), &mut received);
             let Some((crossings, mut entries)) = self.judge(&received, stop).await else { return };
             self.stats.set_state("sending to the target");
             let Some(set_aside) = self.deliver(crossings, target, stop).await else { return };

@@ -51,13 +51,15 @@ pub struct Held {
 }
 
 impl Held {
-    /// Starts renewing `received`, the batch `client` just received for `route`.
-    pub fn start(route: Arc<Route>, client: Client, received: &[Received]) -> Held {
+    /// Starts renewing `received`, the batch `client` just received for `route`. The receipt
+    /// handles move into the `Held` (the batch's are left empty) and come back with
+    /// [`Held::release`].
+    pub fn start(route: Arc<Route>, client: Client, received: &mut [Received]) -> Held {
         let handles = received
-            .iter()
+            .iter_mut()
             .map(|r| Handle {
                 message_id: r.message_id.clone(),
-                receipt_handle: r.receipt_handle.clone(),
+                receipt_handle: std::mem::take(&mut r.receipt_handle),
                 refused: false,
             })
             .collect();
@@ -67,7 +69,7 @@ impl Held {
         Held { handles, stop, task }
     }
 
-    /// Stops the renewals and writes the newest receipt handle of each message into `received`
+    /// Stops the renewals and moves the newest receipt handle of each message back into `received`
     /// (the batch [`Held::start`] was given, in the same order), ready for the ack. A round in
     /// progress is finished first rather than cut off: a renewal the source carried out but whose
     /// answer was dropped would leave the ack with a handle the source no longer accepts.
@@ -80,8 +82,8 @@ impl Held {
         drop(stop);
         // A renewal task that panicked leaves the handles as its last finished renewal wrote them.
         let _ = task.await;
-        for (r, handle) in received.iter_mut().zip(lock(&handles).iter()) {
-            r.receipt_handle.clone_from(&handle.receipt_handle);
+        for (r, handle) in received.iter_mut().zip(lock(&handles).iter_mut()) {
+            r.receipt_handle = std::mem::take(&mut handle.receipt_handle);
         }
     }
 }
