@@ -79,10 +79,11 @@ impl Registry {
 
 /// Answers one request.
 pub async fn handle(request: Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
-    let (parts, body) = match ferrymq_http::read_body(request, BODY_BYTES_MAX, BODY_TIMEOUT).await {
-        Ok(read) => read,
-        Err(answer) => return answer,
-    };
+    let (parts, body) =
+        match ferrymq_http::read_body(request, BODY_BYTES_MAX, "name server request bodies", BODY_TIMEOUT).await {
+            Ok(read) => read,
+            Err(answer) => return answer,
+        };
     match (&parts.method, parts.uri.path()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/v1/cluster") => json(StatusCode::OK, registry.view()),

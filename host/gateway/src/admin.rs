@@ -113,10 +113,13 @@ async fn replace_policy(gateway: &Gateway, topic: &str, request: Request<Incomin
             format!("the forward of {topic:?} has no policy; add [forward.policy] to the configuration"),
         );
     };
-    let body = match read_body(request, ferrymq_plugin::PLUGIN_BYTES_MAX, BODY_TIMEOUT).await {
-        Ok((_, body)) => body,
-        Err(answer) => return answer,
-    };
+    let body =
+        match read_body(request, ferrymq_plugin::UPLOAD_BYTES_DEFAULT, "plugin uploads to a gateway", BODY_TIMEOUT)
+            .await
+        {
+            Ok((_, body)) => body,
+            Err(answer) => return answer,
+        };
     // Compiling runs in a child process and loading blocks: off the runtime's threads.
     match tokio::task::spawn_blocking(move || policy.replace(&body)).await {
         Ok(Ok(digest)) => {

@@ -60,7 +60,7 @@ impl Policy {
         let mut grant_config: Vec<(String, String)> =
             config.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         grant_config.push(("ferrymq.plugin".into(), name.clone()));
-        let grant = Grant { config: grant_config, http_allowlist: Vec::new() };
+        let grant = Grant { config: grant_config, http_allowlist: Vec::new(), ..Grant::default() };
         let limits = config.limits.for_kind(PluginKind::Route);
         let current = bind(&engine, &compiler, &name, &bytes, &limits, &grant)
             .with_context(|| format!("load the policy {} of {topic}", config.component.display()))?;

@@ -125,18 +125,23 @@ pub async fn serve<H, F>(
 }
 
 /// Reads a request's body: at most `limit` bytes (a larger declared length is refused before
-/// reading), within `deadline`. The error is the answer to send.
+/// reading), within `deadline`. The error is the answer to send; it names the limit as
+/// `limit_name` (the setting that changes it, or what it bounds).
 ///
 /// # Cancel safety
 /// Dropping the future abandons the body half read.
 pub async fn read_body(
     request: Request<Incoming>,
     limit: usize,
+    limit_name: &str,
     deadline: Duration,
 ) -> Result<(http::request::Parts, Bytes), Response<Full<Bytes>>> {
     let (parts, body) = request.into_parts();
     let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes"));
+    let too_large = || {
+        let size = declared.map_or_else(|| "a request body".to_owned(), |n| format!("a request body of {n} bytes"));
+        error(StatusCode::PAYLOAD_TOO_LARGE, format!("{size} is over the limit of {limit} bytes ({limit_name})"))
+    };
     if declared.is_some_and(|n| n > limit as u64) {
         Limit::AdminBodyBytes.reached();
         return Err(too_large());

@@ -26,7 +26,11 @@ fn wasm(name: &str) -> Vec<u8> {
 }
 
 fn grant(config: &[(&str, &str)]) -> Grant {
-    Grant { config: config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), http_allowlist: vec![] }
+    Grant {
+        config: config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        http_allowlist: vec![],
+        ..Grant::default()
+    }
 }
 
 /// Properties as a client sends them: a message id, a tag, keys, and three business properties.

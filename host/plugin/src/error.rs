@@ -73,8 +73,11 @@ pub enum PluginError {
     Timeout { ms: u64 },
     #[error("plugin exceeded its memory limit of {bytes} bytes")]
     MemoryLimit { bytes: u64 },
-    #[error("plugin trapped: {0}")]
-    Trap(Cause),
+    /// The plugin trapped: `reason` is one line (what the plugin logged as its last error before
+    /// trapping, such as a panic message or an exception, and the trap); `cause` is wasmtime's whole
+    /// error with the Wasm backtrace, logged at debug level.
+    #[error("plugin trapped: {reason}")]
+    Trap { reason: String, cause: Cause },
     /// The worker thread running a call went away before answering.
     #[error("the plugin worker failed during the call")]
     WorkerLost,
@@ -98,7 +101,7 @@ impl PluginError {
             self,
             PluginError::Timeout { .. }
                 | PluginError::MemoryLimit { .. }
-                | PluginError::Trap(_)
+                | PluginError::Trap { .. }
                 | PluginError::WorkerLost
                 | PluginError::BadOutput(_)
         )

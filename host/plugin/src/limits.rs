@@ -30,8 +30,11 @@ impl Default for PluginLimits {
     }
 }
 
-/// Largest plugin binary accepted.
-pub const PLUGIN_BYTES_MAX: usize = 16 << 20;
+/// Largest plugin binary the engine accepts at all; `[plugins] upload_bytes_max` may not exceed it.
+pub const PLUGIN_BYTES_MAX: usize = 256 << 20;
+/// Largest upload accepted unless configured otherwise: room for a Python component, which carries
+/// its interpreter (~18 MB), or a JavaScript one with its engine (~12 MB).
+pub const UPLOAD_BYTES_DEFAULT: usize = 64 << 20;
 /// Largest memory limit a binding may set: what the engine reserves per instance.
 pub const MEMORY_BYTES_LIMIT: u64 = crate::engine::ENGINE_MEMORY_BYTES_MAX;
 /// Longest time limit a binding may set.

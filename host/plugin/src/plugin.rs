@@ -27,6 +27,9 @@ pub struct Grant {
     pub config: Vec<(String, String)>,
     /// Hosts (`name` or `name:port`) a tx-check plugin may call over HTTP.
     pub http_allowlist: Vec<String>,
+    /// Lets the plugin write to this process's stderr (a language runtime prints its tracebacks
+    /// there). Only for running a plugin by hand: a broker never grants it.
+    pub inherit_stderr: bool,
 }
 
 /// Counters of one plugin, for metrics.
@@ -50,6 +53,15 @@ pub const INLINE_CALL_MAX: Duration = Duration::from_millis(1);
 pub const SLOW_CALLS_MAX: u32 = 3;
 /// How long a plugin's calls stay on the workers after that.
 pub const DEMOTION: Duration = Duration::from_secs(10);
+
+/// Time an instance may take to set itself up (its start functions), when that is longer than a
+/// call's limit: paid once per instance, not per call.
+pub const INSTANTIATE_MAX: Duration = Duration::from_secs(1);
+
+/// Epoch ticks in `d` (at least one).
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+}
 
 /// Nanoseconds on a process-wide monotonic clock.
 fn now_ns() -> u64 {
@@ -122,6 +134,7 @@ pub(crate) struct Plugin<P: WorldPre> {
     limits: PluginLimits,
     config: Arc<Vec<(String, String)>>,
     http_allowlist: Arc<HashSet<String>>,
+    inherit_stderr: bool,
     idle: Mutex<Idle<P::Bindings>>,
     freed: Condvar,
     consecutive_failures: AtomicU32,
@@ -171,6 +184,7 @@ impl<P: WorldPre> Plugin<P> {
             limits,
             config: Arc::new(grant.config),
             http_allowlist: Arc::new(grant.http_allowlist.into_iter().map(|h| h.to_ascii_lowercase()).collect()),
+            inherit_stderr: grant.inherit_stderr,
             idle: Mutex::new(Idle { instances: Vec::new(), live: 0 }),
             freed: Condvar::new(),
             consecutive_failures: AtomicU32::new(0),
@@ -204,17 +218,20 @@ impl<P: WorldPre> Plugin<P> {
             self.config.clone(),
             self.http_allowlist.clone(),
             self.limits.log_lines_per_s_max,
+            self.inherit_stderr,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        // Deadlines must be set before instantiating: instantiation runs guest code too.
-        store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
+        // Deadlines must be set before instantiating: instantiation runs guest code too. It gets its
+        // own budget: a language runtime's instance (Python's carries its interpreter's heap) can
+        // take longer to set up than one call may run, once, and the instance then serves many calls.
+        store.set_epoch_deadline(self.deadline_ticks().max(ticks(INSTANTIATE_MAX)));
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| self.classify_instantiation(e))?;
         Ok(Instance { store, bindings })
     }
 
     fn deadline_ticks(&self) -> u64 {
-        (Duration::from_millis(self.limits.call_ms_max).as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+        ticks(Duration::from_millis(self.limits.call_ms_max))
     }
 
     /// Takes an idle instance, or makes one, waiting a call's time limit for one to free up.
@@ -239,13 +256,28 @@ impl<P: WorldPre> Plugin<P> {
         }
     }
 
+    /// [`Plugin::classify`] for an instantiation, whose time limit is [`INSTANTIATE_MAX`] or the call's.
+    fn classify_instantiation(&self, err: wasmtime::Error) -> PluginError {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                PluginError::Timeout { ms: self.limits.call_ms_max.max(INSTANTIATE_MAX.as_millis() as u64) }
+            }
+            _ => self.classify(err),
+        }
+    }
+
     fn classify(&self, err: wasmtime::Error) -> PluginError {
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PluginError::Timeout { ms: self.limits.call_ms_max },
             _ if format!("{err:?}").contains("forcing trap when growing memory") => {
                 PluginError::MemoryLimit { bytes: self.limits.memory_bytes_max }
             }
-            _ => PluginError::Trap(Cause::from(err)),
+            trap => {
+                // The trap's own words, without the backtrace (which names nothing in a stripped build).
+                let what = trap.map_or_else(|| err.to_string(), ToString::to_string);
+                let reason = what.lines().next().unwrap_or_default().to_owned();
+                PluginError::Trap { reason, cause: Cause::from(err) }
+            }
         }
     }
 
@@ -263,9 +295,16 @@ impl<P: WorldPre> Plugin<P> {
         let result = self.checkout().and_then(|mut instance| {
             prepare(instance.store.data_mut());
             instance.store.set_epoch_deadline(self.deadline_ticks());
-            let out = run(&mut instance.store, &instance.bindings).map_err(|e| self.classify(e));
+            let mut out = run(&mut instance.store, &instance.bindings).map_err(|e| self.classify(e));
             let state = instance.store.data_mut();
             state.bodies = None;
+            let logged = state.last_error.take();
+            if let Err(PluginError::Trap { reason, cause }) = &mut out {
+                tracing::debug!(plugin = %self.name, %cause, "plugin trap");
+                if let Some(logged) = logged {
+                    *reason = format!("{logged} ({reason})");
+                }
+            }
             self.log_dropped.fetch_add(std::mem::take(&mut state.log_dropped), Ordering::Relaxed);
             let mut idle = lock(&self.idle);
             match &out {

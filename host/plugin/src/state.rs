@@ -16,6 +16,8 @@ use crate::bindings::filter::ferrymq::plugin::{batch, host};
 /// Gives the body of message `index` of the current batch, on request.
 pub type BodySource = Box<dyn Fn(u32) -> Option<Vec<u8>> + Send>;
 
+/// Longest trap reason taken from a plugin's log (it reaches producers and logs as one line).
+const REASON_CHARS_MAX: usize = 512;
 /// Longest log line kept from a plugin.
 const LOG_LINE_BYTES_MAX: usize = 4096;
 /// Time allowed to connect to, and to hear back from, an allowlisted HTTP service.
@@ -37,6 +39,9 @@ pub(crate) struct PluginState {
     log_lines: u32,
     log_lines_per_s_max: u32,
     pub(crate) log_dropped: u64,
+    /// The last error-level line the plugin logged during the current call: an SDK logs why it is
+    /// about to trap (a panic's message, an exception), and that line becomes the trap's reason.
+    pub(crate) last_error: Option<String>,
 }
 
 impl PluginState {
@@ -46,11 +51,17 @@ impl PluginState {
         config: Arc<Vec<(String, String)>>,
         http_allowlist: Arc<HashSet<String>>,
         log_lines_per_s_max: u32,
+        inherit_stderr: bool,
     ) -> Self {
+        // Nothing inherited, no arguments, environment, files or network; stderr only where a
+        // developer runs the plugin by hand (`ferrymq plugin test`).
+        let mut wasi = WasiCtx::builder();
+        if inherit_stderr {
+            wasi.inherit_stderr();
+        }
         Self {
             name,
-            // Nothing inherited, no arguments, environment, files or network.
-            wasi: WasiCtx::builder().build(),
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             hooks: Allowlist { hosts: http_allowlist },
@@ -61,6 +72,7 @@ impl PluginState {
             log_lines: 0,
             log_lines_per_s_max,
             log_dropped: 0,
+            last_error: None,
         }
     }
 }
@@ -83,13 +95,18 @@ impl host::Host for PluginState {
             self.log_window = Instant::now();
             self.log_lines = 0;
         }
+        let cut = message.char_indices().nth(LOG_LINE_BYTES_MAX).map_or(message.len(), |(i, _)| i);
+        let message = &message[..cut];
+        if matches!(level, host::Level::Error) {
+            // Kept even past the rate limit: it may be the reason of the trap that follows.
+            let first_line = message.lines().next().unwrap_or_default();
+            self.last_error = Some(first_line.chars().take(REASON_CHARS_MAX).collect());
+        }
         if self.log_lines >= self.log_lines_per_s_max {
             self.log_dropped += 1;
             return;
         }
         self.log_lines += 1;
-        let cut = message.char_indices().nth(LOG_LINE_BYTES_MAX).map_or(message.len(), |(i, _)| i);
-        let message = &message[..cut];
         let plugin = &*self.name;
         match level {
             host::Level::Trace => tracing::trace!(%plugin, "{message}"),

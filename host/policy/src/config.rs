@@ -47,7 +47,7 @@ impl Default for PluginsConfig {
             worker_nice: ferrymq_plugin::WORKER_NICE_DEFAULT,
             cache_dir: None,
             filter_history_max: 16,
-            upload_bytes_max: ferrymq_plugin::PLUGIN_BYTES_MAX,
+            upload_bytes_max: ferrymq_plugin::UPLOAD_BYTES_DEFAULT,
             compile_ms_max: 120_000,
             compile_memory_bytes_max: 2 << 30,
             bindings: Vec::new(),

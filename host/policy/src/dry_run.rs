@@ -126,7 +126,7 @@ impl Registry {
             name: format!("dry-run:{plugin}@{}", info.version),
             loaded,
             limits,
-            grant: Grant { config, http_allowlist: Vec::new() },
+            grant: Grant { config, http_allowlist: Vec::new(), ..Grant::default() },
         };
         let store = self.broker().store();
         let records = match request.from_ms {

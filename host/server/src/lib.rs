@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod namesrv;
 pub mod node;
 pub mod open_files;
+pub mod plugin_kit;
 pub mod standalone;
 
 use std::process::ExitCode;

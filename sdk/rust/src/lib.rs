@@ -64,9 +64,28 @@ pub fn log(level: Level, message: &str) {
     filter::ferrymq::plugin::host::log(level, message);
 }
 
+/// Makes a panic in the policy reach the broker as one log line (its message and where), which the
+/// broker then gives as the reason of the failed call, instead of a bare trap.
+fn report_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            let place = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
+            log(Level::Error, &format!("the policy panicked: {}{place}", message.replace('\n', " ")));
+        }));
+    });
+}
+
 /// Runs `keep` over a filter batch and encodes the answer the broker expects.
 #[doc(hidden)]
 pub fn run_filter(messages: &[u8], keep: impl Fn(&Message<'_>, &Config) -> bool) -> Vec<u8> {
+    report_panics();
     let config = Config::get();
     // Only filters may ask the broker for a body: the import belongs to the filter world.
     let fetch: fn(u32) -> Option<Vec<u8>> = filter::ferrymq::plugin::batch::body;
@@ -86,6 +105,7 @@ pub fn run_filter(messages: &[u8], keep: impl Fn(&Message<'_>, &Config) -> bool)
 /// Runs `decide` over the one message of a route call.
 #[doc(hidden)]
 pub fn run_route(message: &[u8], decide: impl Fn(&Message<'_>, &Config) -> RouteDecision) -> RouteDecision {
+    report_panics();
     let config = Config::get();
     match Batch::parse(message, None).and_then(|b| b.iter().next()) {
         Some(m) => decide(&m, config),
@@ -100,6 +120,7 @@ pub fn run_tx_check(
     message: &[u8],
     check: impl Fn(&str, &Message<'_>, &Config) -> Resolution,
 ) -> Resolution {
+    report_panics();
     let config = Config::get();
     match Batch::parse(message, None).and_then(|b| b.iter().next()) {
         Some(m) => check(transaction_id, &m, config),

@@ -34,7 +34,11 @@ fn message<'a>(props: &'a [u8], body: &'a [u8]) -> PluginMessage<'a> {
 }
 
 fn grant(config: &[(&str, &str)]) -> Grant {
-    Grant { config: config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), http_allowlist: vec![] }
+    Grant {
+        config: config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        http_allowlist: vec![],
+        ..Grant::default()
+    }
 }
 
 fn filter(engine: &PluginEngine, name: &str, limits: PluginLimits, config: &[(&str, &str)]) -> FilterPlugin {
@@ -146,9 +150,17 @@ fn memory_bombs_traps_and_oversized_answers_fail_the_call_not_the_host() {
     let bomb = filter(&engine, "memory_bomb", bomb_limits, &[]);
     assert_eq!(bomb.filter(&messages, no_bodies()), Err(PluginError::MemoryLimit { bytes: 16 << 20 }));
     let trap = filter(&engine, "trap", PluginLimits::default(), &[]);
-    assert!(matches!(trap.filter(&messages, no_bodies()), Err(PluginError::Trap(_))));
+    // The SDK's panic hook logs the panic; the broker makes that line the call's one-line reason.
+    match trap.filter(&messages, no_bodies()) {
+        Err(err @ PluginError::Trap { .. }) => {
+            let reason = err.to_string();
+            assert!(reason.contains("the policy panicked: refusing message on topic"), "{reason}");
+            assert!(reason.contains("src/lib.rs:") && !reason.contains('\n'), "one line, with where: {reason}");
+        }
+        other => panic!("a trap, not {other:?}"),
+    }
     assert!(
-        matches!(trap.filter(&messages, no_bodies()), Err(PluginError::Trap(_))),
+        matches!(trap.filter(&messages, no_bodies()), Err(PluginError::Trap { .. })),
         "a fresh instance replaces the trapped one"
     );
     let oversized =
@@ -248,7 +260,11 @@ fn tx_check_http_asks_an_allowlisted_service_and_nothing_else() {
     assert_eq!(loaded.world, World::TxCheck);
     let limits = PluginLimits { call_ms_max: 5_000, ..PluginLimits::default() };
     let base = format!("http://{addr}");
-    let allowed = Grant { config: vec![("base".into(), base.clone())], http_allowlist: vec![addr.to_string()] };
+    let allowed = Grant {
+        config: vec![("base".into(), base.clone())],
+        http_allowlist: vec![addr.to_string()],
+        ..Grant::default()
+    };
     let checker = TxCheckPlugin::new(&engine, "tx", &loaded, limits.clone(), allowed).expect("bind");
     assert_eq!(checker.check("tx-1", &message(b"", b"")).expect("check"), TxOutcome::Commit);
     assert_eq!(checker.check("tx-2", &message(b"", b"")).expect("check"), TxOutcome::Rollback);
@@ -256,8 +272,11 @@ fn tx_check_http_asks_an_allowlisted_service_and_nothing_else() {
 
     // The same plugin, bound without the service on its allowlist, never reaches it.
     let (addr, server) = tx_service(&[("tx-3", "commit")]);
-    let denied =
-        Grant { config: vec![("base".into(), format!("http://{addr}"))], http_allowlist: vec!["10.9.9.9:80".into()] };
+    let denied = Grant {
+        config: vec![("base".into(), format!("http://{addr}"))],
+        http_allowlist: vec!["10.9.9.9:80".into()],
+        ..Grant::default()
+    };
     let checker = TxCheckPlugin::new(&engine, "tx", &loaded, limits, denied).expect("bind");
     assert_eq!(checker.check("tx-3", &message(b"", b"")).expect("check"), TxOutcome::Unknown);
     let probe = std::net::TcpStream::connect(addr).expect("the test itself can still connect");

@@ -147,7 +147,7 @@ impl PluginHost {
         if let Some(version) = install.version {
             config.push(("ferrymq.version".into(), version.to_string()));
         }
-        let grant = Grant { config, http_allowlist: install.shape.http_allowlist.to_vec() };
+        let grant = Grant { config, http_allowlist: install.shape.http_allowlist.to_vec(), ..Grant::default() };
         let name = install.shape.name;
         let set = self.current();
         if let Some(owner) = set.infos().find(|b| {

@@ -226,8 +226,12 @@ pub async fn serve(
 async fn handle(request: Request<Incoming>, state: &AdminState, body_timeout: Duration) -> Response<Full<Bytes>> {
     // Plugin uploads carry a component; everything else is small JSON.
     let upload = request.method() == Method::POST && request.uri().path().ends_with("/versions");
-    let limit = if upload { state.upload_bytes_max } else { BODY_BYTES_MAX };
-    let (parts, body) = match ferrymq_http::read_body(request, limit, body_timeout).await {
+    let (limit, limit_name) = if upload {
+        (state.upload_bytes_max, "[plugins] upload_bytes_max")
+    } else {
+        (BODY_BYTES_MAX, "admin request bodies other than plugin uploads")
+    };
+    let (parts, body) = match ferrymq_http::read_body(request, limit, limit_name, body_timeout).await {
         Ok(read) => read,
         Err(answer) => return answer,
     };

@@ -206,7 +206,7 @@ fn now_ms() -> i64 {
 }
 
 /// Prints rows as aligned columns.
-fn table(rows: &[Value], columns: &[&str]) {
+pub(crate) fn table(rows: &[Value], columns: &[&str]) {
     let cell = |row: &Value, c: &str| match &row[c] {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),

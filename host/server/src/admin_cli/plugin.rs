@@ -61,6 +61,13 @@ fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Create a plugin project that builds as it is: policy, build file, README, sample messages.
+    New(crate::plugin_kit::new::NewArgs),
+    /// Build a plugin project into <name>.wasm with its language's toolchain.
+    Build(crate::plugin_kit::build::BuildArgs),
+    /// Run a component on sample messages in the broker's sandbox and limits, without a broker,
+    /// and print each message's decision (non-zero exit if it fails to load or a call fails).
+    Test(crate::plugin_kit::sandbox::TestArgs),
     /// Upload a component as the next version of a plugin (validated and compiled by the broker).
     Push {
         /// The component (`.wasm`, built for wasm32-wasip2).
@@ -176,11 +183,19 @@ fn random_bytes() -> anyhow::Result<[u8; 32]> {
 }
 
 pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
+    // Working on a project needs no broker.
+    let args = match args.command {
+        PluginCommand::New(new) => return crate::plugin_kit::new::run(new),
+        PluginCommand::Build(build) => return crate::plugin_kit::build::run(build),
+        PluginCommand::Test(test) => return crate::plugin_kit::sandbox::run(test),
+        command => PluginArgs { command, ..args },
+    };
     let token = args.endpoint.token.as_deref();
     let addr = args.endpoint.admin_addr.as_str();
     let version_columns: &[&str] = &["plugin", "version", "world", "digest", "size", "uploader", "signed_by"];
     let binding_columns: &[&str] = &["name", "version", "digest", "position"];
     let (status, response, columns) = match &args.command {
+        PluginCommand::New(_) | PluginCommand::Build(_) | PluginCommand::Test(_) => return Ok(ExitCode::SUCCESS),
         PluginCommand::CompileCheck { cache_dir, instances_max, memory_bytes_max, cpu_s_max } => {
             ferrymq_policy::compile::compile_check(cache_dir.clone(), *instances_max, *memory_bytes_max, *cpu_s_max)?;
             return Ok(ExitCode::SUCCESS);

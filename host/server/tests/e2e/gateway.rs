@@ -394,7 +394,7 @@ fn policies_reject_drop_and_redact_and_a_broken_policy_holds_only_its_own_forwar
     let head = format!(
         "PUT /v1/gateway/forwards/checked/policy HTTP/1.1\r\nHost: {}\r\nContent-Type: application/wasm\r\nContent-Length: {}\r\n\r\n",
         gateway.admin,
-        ferrymq_plugin::PLUGIN_BYTES_MAX + 1
+        ferrymq_plugin::UPLOAD_BYTES_DEFAULT + 1
     );
     std::io::Write::write_all(&mut stream, head.as_bytes()).expect("send head");
     let mut answer = [0u8; 12];

@@ -1,0 +1,151 @@
+//! `ferrymq plugin build`: a project directory into `<name>.wasm`, with its language's toolchain.
+//!
+//! The contract (`wit/plugin.wit`) and the language's SDK travel inside this binary: each build
+//! writes them into the project's `.ferrymq/` (so a project needs no checkout of ferrymq, and always
+//! builds against the contract of the broker version that ships the command), then runs:
+//! - Rust: `cargo build --release --target wasm32-wasip2` (the project depends on
+//!   `.ferrymq/sdk/rust`);
+//! - Python: `componentize-py -d .ferrymq/wit -w <world> componentize policy` with the project and
+//!   `.ferrymq/python` on its path.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::{Lang, Manifest};
+
+/// The componentize-py release the Python SDK is tested with.
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+/// The Rust target plugins are built for.
+const RUST_TARGET: &str = "wasm32-wasip2";
+
+/// Where the contract and SDKs are written inside a project.
+pub const VENDOR_DIR: &str = ".ferrymq";
+
+/// The files written into `.ferrymq/`: the contract, then each SDK.
+const WIT: &[(&str, &str)] = &[("wit/plugin.wit", include_str!("../../../../wit/plugin.wit"))];
+const RUST_SDK: &[(&str, &str)] = &[
+    ("sdk/rust/Cargo.toml", include_str!("../../../../sdk/rust/Cargo.toml")),
+    ("sdk/rust/src/lib.rs", include_str!("../../../../sdk/rust/src/lib.rs")),
+    ("sdk/rust/src/batch.rs", include_str!("../../../../sdk/rust/src/batch.rs")),
+    ("sdk/rust/src/config.rs", include_str!("../../../../sdk/rust/src/config.rs")),
+];
+const PYTHON_SDK: &[(&str, &str)] = &[
+    ("python/ferrymq_plugin/__init__.py", include_str!("../../../../sdk/python/ferrymq_plugin/__init__.py")),
+    ("python/ferrymq_plugin/batch.py", include_str!("../../../../sdk/python/ferrymq_plugin/batch.py")),
+    ("python/ferrymq_plugin/config.py", include_str!("../../../../sdk/python/ferrymq_plugin/config.py")),
+    ("python/ferrymq_plugin/decisions.py", include_str!("../../../../sdk/python/ferrymq_plugin/decisions.py")),
+    ("python/ferrymq_plugin/testing.py", include_str!("../../../../sdk/python/ferrymq_plugin/testing.py")),
+];
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The plugin project (default: the current directory).
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
+    let manifest = Manifest::read(&dir)?;
+    let started = Instant::now();
+    let out = manifest.component(&dir);
+    vendor(&dir, manifest.lang)?;
+    match manifest.lang {
+        Lang::Rust => build_rust(&dir, &out)?,
+        Lang::Python => build_python(&dir, &manifest, &out)?,
+    }
+    let size = std::fs::metadata(&out).with_context(|| format!("the build wrote no {}", out.display()))?.len();
+    eprintln!("built {} ({size} bytes) in {:.1} s", out.display(), started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the contract and the language's SDK into `dir/.ferrymq/`, replacing what is there.
+pub fn vendor(dir: &Path, lang: Lang) -> anyhow::Result<()> {
+    let root = dir.join(VENDOR_DIR);
+    if root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("clear {}", root.display()))?;
+    }
+    let sdk = match lang {
+        Lang::Rust => RUST_SDK,
+        Lang::Python => PYTHON_SDK,
+    };
+    for (path, text) in WIT.iter().chain(sdk) {
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    std::fs::write(root.join(".gitignore"), "*\n").with_context(|| format!("write {}/.gitignore", root.display()))?;
+    Ok(())
+}
+
+/// Runs a tool, naming it (and what to install) when it cannot be started.
+fn run_tool(mut command: Command, tool: &str, install: &str) -> anyhow::Result<std::process::Output> {
+    let output = command.stdin(Stdio::null()).stderr(Stdio::inherit()).output();
+    match output {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!("{tool} is not installed: {install}"),
+        Err(err) => Err(err).with_context(|| format!("run {tool}")),
+        Ok(output) if !output.status.success() => bail!("{tool} failed ({}); its errors are above", output.status),
+        Ok(output) => Ok(output),
+    }
+}
+
+fn build_rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let libdir = Command::new("rustc").args(["--print", "target-libdir", "--target", RUST_TARGET]).output();
+    match libdir {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            bail!("rustc is not installed: install Rust from https://rustup.rs, then `rustup target add {RUST_TARGET}`")
+        }
+        Err(err) => return Err(err).context("run rustc"),
+        Ok(o) if !o.status.success() || !Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_dir() => {
+            bail!("the {RUST_TARGET} target is not installed: rustup target add {RUST_TARGET}")
+        }
+        Ok(_) => {}
+    }
+    let mut cargo = Command::new("cargo");
+    cargo.current_dir(dir).args([
+        "build",
+        "--release",
+        "--target",
+        RUST_TARGET,
+        "--message-format=json-render-diagnostics",
+    ]);
+    let output = run_tool(cargo, "cargo", "install Rust from https://rustup.rs")?;
+    let mut built = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let mut files = message["filenames"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_str);
+        if let Some(wasm) = files.rfind(|f| f.ends_with(".wasm")) {
+            built = Some(PathBuf::from(wasm));
+        }
+    }
+    let built = built.context("cargo built no .wasm: the crate needs `crate-type = [\"cdylib\"]`")?;
+    std::fs::copy(&built, out).with_context(|| format!("copy {} to {}", built.display(), out.display()))?;
+    Ok(())
+}
+
+fn build_python(dir: &Path, manifest: &Manifest, out: &Path) -> anyhow::Result<()> {
+    if !dir.join("policy.py").is_file() {
+        bail!("{} has no policy.py (the module holding the plugin function)", dir.display());
+    }
+    let vendor = dir.join(VENDOR_DIR);
+    let mut tool = Command::new("componentize-py");
+    tool.current_dir(dir)
+        .arg("-d")
+        .arg(vendor.join("wit").canonicalize().context("find the vendored contract")?)
+        .args(["-w", manifest.world.name(), "componentize", "-p", "."])
+        .arg("-p")
+        .arg(vendor.join("python").canonicalize().context("find the vendored SDK")?)
+        .arg("policy")
+        .arg("-o")
+        .arg(out.file_name().context("the output has a file name")?);
+    run_tool(tool, "componentize-py", &format!("pip install {COMPONENTIZE_PY}"))?;
+    Ok(())
+}
