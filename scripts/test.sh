@@ -88,6 +88,17 @@ if ! $quick; then
   (cd tests/clients/rust && cargo build --locked --quiet)
 fi
 
+# The Python plugin SDK: its unit tests need only python3; the full run also installs
+# componentize-py (pinned), which `ferrymq plugin build` runs for Python projects in the tests.
+say "plugins: Python SDK"
+(cd sdk/python && PYTHONPATH=. python3 -m unittest discover -s tests)
+if ! $quick; then
+  sdkpy=sdk/python
+  [ -x "$sdkpy/.venv/bin/python" ] || python3 -m venv "$sdkpy/.venv"
+  "$sdkpy/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$sdkpy/requirements.txt"
+  export PATH="$PWD/$sdkpy/.venv/bin:$PATH"
+fi
+
 # The Wasm plugin side: the SDK (native tests), then the example plugins (plugins/) and the test
 # fixtures (tests/plugins/), each its own workspace, built as components for wasm32-wasip2.
 say "plugins: SDK, example plugins and test fixtures (wasm32-wasip2)"

@@ -145,6 +145,14 @@ impl PluginEngine {
                 bytes.len()
             )));
         }
+        // A core module parses as Wasm but is not a component; say what to do about it.
+        if bytes.starts_with(b"\0asm") && bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err(PluginError::Refused(
+                "a core WebAssembly module, not a component: build for wasm32-wasip2 (or wrap the module with \
+                 `wasm-tools component new`)"
+                    .into(),
+            ));
+        }
         let digest = ferrymq_proto::hex::sha256(bytes);
         let component = self.compile(bytes, &digest)?;
         let world = self.check(&component)?;

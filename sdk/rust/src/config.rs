@@ -16,6 +16,12 @@ impl Config {
         CONFIG.get_or_init(|| Config { params: crate::filter::ferrymq::plugin::host::config() })
     }
 
+    /// Parameters given directly: for unit tests ([`crate::testing`]); a plugin reads its binding's
+    /// with [`Config::get`].
+    pub fn from_params(params: Vec<(String, String)>) -> Self {
+        Self { params }
+    }
+
     /// The value of parameter `name`.
     pub fn value(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())

@@ -16,6 +16,7 @@
 
 mod batch;
 mod config;
+pub mod testing;
 
 pub use batch::{Batch, Message};
 pub use config::Config;

@@ -193,7 +193,11 @@ fn plugins_get_no_files_and_no_network() {
 fn components_that_break_the_contract_are_refused_at_load() {
     let engine = engine();
     assert!(matches!(engine.load(b"not wasm"), Err(PluginError::Invalid { .. })));
-    assert!(matches!(engine.load(&vec![0u8; 17 << 20]), Err(PluginError::Refused(msg)) if msg.contains("size limit")));
+    let oversized = vec![0u8; ferrymq_plugin::PLUGIN_BYTES_MAX + 1];
+    assert!(matches!(engine.load(&oversized), Err(PluginError::Refused(msg)) if msg.contains("size limit")));
+    // The smallest core module: a clear word instead of a parse error.
+    let core = engine.load(b"\0asm\x01\0\0\0").expect_err("a core module");
+    assert!(core.to_string().contains("a core WebAssembly module, not a component: build for wasm32-wasip2"), "{core}");
     let route = engine.load(&wasm("route_by_region")).expect("load");
     let err =
         FilterPlugin::new(&engine, "r", &route, PluginLimits::default(), Grant::default()).err().expect("wrong world");

@@ -32,6 +32,7 @@ const RUST_SDK: &[(&str, &str)] = &[
     ("sdk/rust/src/lib.rs", include_str!("../../../../sdk/rust/src/lib.rs")),
     ("sdk/rust/src/batch.rs", include_str!("../../../../sdk/rust/src/batch.rs")),
     ("sdk/rust/src/config.rs", include_str!("../../../../sdk/rust/src/config.rs")),
+    ("sdk/rust/src/testing.rs", include_str!("../../../../sdk/rust/src/testing.rs")),
 ];
 const PYTHON_SDK: &[(&str, &str)] = &[
     ("python/ferrymq_plugin/__init__.py", include_str!("../../../../sdk/python/ferrymq_plugin/__init__.py")),
@@ -148,4 +149,31 @@ fn build_python(dir: &Path, manifest: &Manifest, out: &Path) -> anyhow::Result<(
         .arg(out.file_name().context("the output has a file name")?);
     run_tool(tool, "componentize-py", &format!("pip install {COMPONENTIZE_PY}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every source file of each SDK travels in the binary (a file added to an SDK and not here
+    /// would leave vendored projects unbuildable).
+    #[test]
+    fn the_vendored_sdks_are_whole() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for (dir, ext, files, prefix) in [
+            ("sdk/rust/src", "rs", RUST_SDK, "sdk/rust/src/"),
+            ("sdk/python/ferrymq_plugin", "py", PYTHON_SDK, "python/ferrymq_plugin/"),
+        ] {
+            let mut on_disk: Vec<String> = std::fs::read_dir(root.join(dir))
+                .expect("read the SDK")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name.ends_with(&format!(".{ext}")))
+                .collect();
+            on_disk.sort();
+            let mut vendored: Vec<String> =
+                files.iter().filter_map(|(path, _)| path.strip_prefix(prefix).map(str::to_owned)).collect();
+            vendored.sort();
+            assert_eq!(vendored, on_disk, "{dir}");
+        }
+    }
 }

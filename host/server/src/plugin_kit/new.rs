@@ -154,9 +154,12 @@ fn readme(m: &Manifest, t: &Template) -> String {
     let name = &m.name;
     let world = m.world.name();
     let (toolchain, unit_tests) = match m.lang {
-        Lang::Rust => {
-            ("Rust with the wasm32-wasip2 target (`rustup target add wasm32-wasip2`)".to_owned(), String::new())
-        }
+        Lang::Rust => (
+            "Rust with the wasm32-wasip2 target (`rustup target add wasm32-wasip2`)".to_owned(),
+            "\nThe policy's own unit tests (in `src/lib.rs`, with `ferrymq_plugin_sdk::testing`) run natively:\n\n\
+             ```sh\ncargo test\n```\n"
+                .to_owned(),
+        ),
         Lang::Python => (
             format!("Python 3 and componentize-py (`pip install {COMPONENTIZE_PY}`)"),
             "\nThe policy's own unit tests run in plain Python, with the SDK `plugin build` wrote:\n\n\

@@ -17,6 +17,7 @@ mod hot_load;
 mod limits;
 mod netns_cluster;
 mod netns_gateway;
+mod plugin_kit;
 mod plugins;
 mod pull;
 mod standalone;

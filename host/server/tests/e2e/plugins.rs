@@ -15,6 +15,7 @@ use ferrymq_proto::grpc::v2::{self as pb, messaging_service_client::MessagingSer
 use tonic::Request;
 
 use crate::clients::{Client, names};
+use crate::plugin_kit::python_plugin;
 use crate::support::Node;
 
 fn component(name: &str) -> String {
@@ -23,12 +24,27 @@ fn component(name: &str) -> String {
 
 /// A `[[plugins.bindings]]` table; `more` is extra TOML lines (params, limits, allowlist).
 fn binding(name: &str, kind: &str, plugin: &str, topic: &str, group: Option<&str>, policy: &str, more: &str) -> String {
+    binding_of(name, kind, &component(plugin), topic, group, policy, more)
+}
+
+/// [`binding`] of the component at `path`.
+fn binding_of(
+    name: &str,
+    kind: &str,
+    path: &str,
+    topic: &str,
+    group: Option<&str>,
+    policy: &str,
+    more: &str,
+) -> String {
     let group = group.map(|g| format!("group = \"{g}\"\n")).unwrap_or_default();
     format!(
-        "[[plugins.bindings]]\nname = \"{name}\"\nkind = \"{kind}\"\ncomponent = \"{}\"\ntopic = \"{topic}\"\n{group}policy = \"{policy}\"\n{more}\n",
-        component(plugin)
+        "[[plugins.bindings]]\nname = \"{name}\"\nkind = \"{kind}\"\ncomponent = \"{path}\"\ntopic = \"{topic}\"\n{group}policy = \"{policy}\"\n{more}\n"
     )
 }
+
+/// How long a broker may take to start when its bindings must be compiled first.
+const START_MAX: Duration = Duration::from_secs(180);
 
 struct Broker {
     node: Node,
@@ -38,7 +54,8 @@ struct Broker {
 impl Broker {
     fn start(bindings: &[String], topics: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = Node::start_for_clients_with(&dir.path().join("data"), &bindings.concat());
+        // Binding a Python component compiles its interpreter at start: allow for it.
+        let node = Node::start_for_clients_within(&dir.path().join("data"), &bindings.concat(), START_MAX);
         for (topic, kind) in topics {
             node.admin(&["topic", "create", topic, "--type", kind, "--queues", "2"]);
         }
@@ -59,10 +76,21 @@ impl Broker {
 
 #[test]
 fn enterprise_inbox_delivers_to_each_inbox_only_its_enterprises_messages() {
-    let inbox = binding(
+    enterprise_inbox_delivers(&component("enterprise_inbox"));
+}
+
+/// The same policy written in Python (`plugins/python/enterprise-inbox`): the same messages, the
+/// same delivered set.
+#[test]
+fn enterprise_inbox_in_python_delivers_the_same_messages() {
+    enterprise_inbox_delivers(&python_plugin("enterprise-inbox").to_string_lossy());
+}
+
+fn enterprise_inbox_delivers(component: &str) {
+    let inbox = binding_of(
         "inbox-e1",
         "filter",
-        "enterprise_inbox",
+        component,
         "inbox",
         Some("inbox-e1"),
         "fail-closed",
@@ -91,7 +119,17 @@ fn enterprise_inbox_delivers_to_each_inbox_only_its_enterprises_messages() {
 
 #[test]
 fn route_by_region_stores_each_application_in_its_regions_topic() {
-    let route = binding("regions", "route", "route_by_region", "applications", None, "fail-closed", "");
+    route_by_region_stores(&component("route_by_region"));
+}
+
+/// The same route written in Python (`plugins/python/route-by-region`).
+#[test]
+fn route_by_region_in_python_stores_the_same_way() {
+    route_by_region_stores(&python_plugin("route-by-region").to_string_lossy());
+}
+
+fn route_by_region_stores(component: &str) {
+    let route = binding_of("regions", "route", component, "applications", None, "fail-closed", "");
     let topics = [("applications", "normal"), ("applications-north", "normal"), ("applications-south", "normal")];
     let b = Broker::start(&[route], &topics);
     let grpc = b.node.grpc;

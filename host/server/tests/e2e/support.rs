@@ -24,6 +24,11 @@ impl Node {
     /// Starts a node on `data_dir` with the admin endpoint on a free loopback port, and waits until
     /// it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        Node::start_within(data_dir, extra, Duration::from_secs(30))
+    }
+
+    /// [`Node::start`], allowing `within` for each step of the start.
+    pub fn start_within(data_dir: &Path, extra: &[&str], within: Duration) -> Node {
         let mut command = ferrymq();
         command
             .arg("standalone")
@@ -31,12 +36,18 @@ impl Node {
             .arg(data_dir)
             .args(["--admin-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
             .args(extra);
-        Node::launch(command, Some("ferrymq standalone ready"))
+        Node::launch_within(command, Some("ferrymq standalone ready"), within)
     }
 
     /// Starts `command` (a `ferrymq` node, possibly wrapped, e.g. in `ip netns exec`) and, when
     /// `ready` is given, waits for its listen addresses and that log line.
-    pub fn launch(mut command: Command, ready: Option<&str>) -> Node {
+    pub fn launch(command: Command, ready: Option<&str>) -> Node {
+        Node::launch_within(command, ready, Duration::from_secs(30))
+    }
+
+    /// [`Node::launch`], allowing `within` for each step of the start (a node that compiles a
+    /// Python plugin at start takes a while on a loaded machine).
+    pub fn launch_within(mut command: Command, ready: Option<&str>, within: Duration) -> Node {
         let mut child =
             command.env_remove("RUST_LOG").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start ferrymq");
         let stderr = child.stderr.take().expect("stderr");
@@ -59,9 +70,9 @@ impl Node {
             addr.parse().expect("listen address")
         };
         if let Some(ready) = ready {
-            node.grpc = address(node.wait_for_log("gRPC listening", Duration::from_secs(30)));
-            node.admin = address(node.wait_for_log("admin HTTP listening", Duration::from_secs(30)));
-            node.wait_for_log(ready, Duration::from_secs(30));
+            node.grpc = address(node.wait_for_log("gRPC listening", within));
+            node.admin = address(node.wait_for_log("admin HTTP listening", within));
+            node.wait_for_log(ready, within);
         }
         node
     }
@@ -81,13 +92,18 @@ impl Node {
 
     /// As [`Node::start_for_clients`], with more configuration (TOML) appended.
     pub fn start_for_clients_with(data_dir: &Path, extra: &str) -> Node {
+        Node::start_for_clients_within(data_dir, extra, Duration::from_secs(30))
+    }
+
+    /// [`Node::start_for_clients_with`], allowing `within` for each step of the start.
+    pub fn start_for_clients_within(data_dir: &Path, extra: &str, within: Duration) -> Node {
         let config = data_dir.with_extension("toml");
         let settings = format!(
             "[grpc]\ninvisible_ms_min = 1000\n[broker]\ntick_ms = 50\n\
             [broker.transactions]\nfirst_check_ms = 500\ncheck_interval_ms = 500\nchecks_max = 4\n{extra}"
         );
         std::fs::write(&config, settings).expect("write config");
-        Node::start(data_dir, &["--config", config.to_str().expect("utf-8 path")])
+        Node::start_within(data_dir, &["--config", config.to_str().expect("utf-8 path")], within)
     }
 
     /// Runs `ferrymq admin <args>` against this node and returns its output; the command must succeed.
