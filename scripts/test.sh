@@ -88,15 +88,22 @@ if ! $quick; then
   (cd tests/clients/rust && cargo build --locked --quiet)
 fi
 
-# The Python plugin SDK: its unit tests need only python3; the full run also installs
-# componentize-py (pinned), which `ferrymq plugin build` runs for Python projects in the tests.
-say "plugins: Python SDK"
+# The Python and JavaScript plugin SDKs: their unit tests need only python3 and Node.js; the full
+# run also installs the component toolchains `ferrymq plugin build` runs in the tests, pinned:
+# componentize-py (sdk/python/requirements.txt) and componentize-qjs (sdk/js/package-lock.json).
+say "plugins: Python and JavaScript SDKs"
 (cd sdk/python && PYTHONPATH=. python3 -m unittest discover -s tests)
+if command -v node >/dev/null 2>&1; then
+  node --test sdk/js/test/
+elif ! $quick; then
+  say "node is missing: install Node.js 20 or newer"; exit 1
+fi
 if ! $quick; then
   sdkpy=sdk/python
   [ -x "$sdkpy/.venv/bin/python" ] || python3 -m venv "$sdkpy/.venv"
   "$sdkpy/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$sdkpy/requirements.txt"
   export PATH="$PWD/$sdkpy/.venv/bin:$PATH"
+  (cd sdk/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # The Wasm plugin side: the SDK (native tests), then the example plugins (plugins/) and the test

@@ -6,7 +6,9 @@
 //! - Rust: `cargo build --release --target wasm32-wasip2` (the project depends on
 //!   `.ferrymq/sdk/rust`);
 //! - Python: `componentize-py -d .ferrymq/wit -w <world> componentize policy` with the project and
-//!   `.ferrymq/python` on its path.
+//!   `.ferrymq/python` on its path;
+//! - JavaScript: `node .ferrymq/js/build.mjs <world> <name>.wasm`, which runs componentize-qjs on a
+//!   generated entry module that exports the world's function from `policy.js`'s default export.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -15,10 +17,12 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::{Lang, Manifest};
+use super::{Lang, Manifest, WorldArg};
 
 /// The componentize-py release the Python SDK is tested with.
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+/// The componentize-qjs release the JavaScript SDK is tested with (as `sdk/js/build.mjs` says).
+pub const COMPONENTIZE_QJS: &str = "componentize-qjs@0.4.5";
 /// The Rust target plugins are built for.
 const RUST_TARGET: &str = "wasm32-wasip2";
 
@@ -41,6 +45,11 @@ const PYTHON_SDK: &[(&str, &str)] = &[
     ("python/ferrymq_plugin/decisions.py", include_str!("../../../../sdk/python/ferrymq_plugin/decisions.py")),
     ("python/ferrymq_plugin/testing.py", include_str!("../../../../sdk/python/ferrymq_plugin/testing.py")),
 ];
+const JS_SDK: &[(&str, &str)] = &[
+    ("js/ferrymq-plugin.js", include_str!("../../../../sdk/js/ferrymq-plugin.js")),
+    ("js/testing.js", include_str!("../../../../sdk/js/testing.js")),
+    ("js/build.mjs", include_str!("../../../../sdk/js/build.mjs")),
+];
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -57,6 +66,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     match manifest.lang {
         Lang::Rust => build_rust(&dir, &out)?,
         Lang::Python => build_python(&dir, &manifest, &out)?,
+        Lang::Js => build_js(&dir, &manifest, &out)?,
     }
     let size = std::fs::metadata(&out).with_context(|| format!("the build wrote no {}", out.display()))?.len();
     eprintln!("built {} ({size} bytes) in {:.1} s", out.display(), started.elapsed().as_secs_f64());
@@ -72,6 +82,7 @@ pub fn vendor(dir: &Path, lang: Lang) -> anyhow::Result<()> {
     let sdk = match lang {
         Lang::Rust => RUST_SDK,
         Lang::Python => PYTHON_SDK,
+        Lang::Js => JS_SDK,
     };
     for (path, text) in WIT.iter().chain(sdk) {
         let path = root.join(path);
@@ -151,6 +162,55 @@ fn build_python(dir: &Path, manifest: &Manifest, out: &Path) -> anyhow::Result<(
     Ok(())
 }
 
+/// The module componentize-qjs starts from: the world's imports handed to the SDK, and the world's
+/// export made from `policy.js`'s default export.
+fn js_entry(world: WorldArg) -> String {
+    let (imports, export) = match world {
+        WorldArg::Filter => (
+            "import { log, config } from \"ferrymq:plugin/host@0.1.0\";\n\
+             import { body } from \"ferrymq:plugin/batch@0.1.0\";\n",
+            "bindHost({ log, config, body });\nexport const filter = exportFilter(policy);\n",
+        ),
+        WorldArg::Route => (
+            "import { log, config } from \"ferrymq:plugin/host@0.1.0\";\n",
+            "bindHost({ log, config });\nexport const route = exportRoute(policy);\n",
+        ),
+        WorldArg::TxCheck => (
+            "import { log, config } from \"ferrymq:plugin/host@0.1.0\";\n",
+            "bindHost({ log, config });\nexport const check = exportTxCheck(policy);\n",
+        ),
+    };
+    format!(
+        "// Written by `ferrymq plugin build`: the component's entry module.\n{imports}\
+         import {{ bindHost, exportFilter, exportRoute, exportTxCheck }} from \"./ferrymq-plugin.js\";\n\
+         import policy from \"../../policy.js\";\n\n{export}"
+    )
+}
+
+fn build_js(dir: &Path, manifest: &Manifest, out: &Path) -> anyhow::Result<()> {
+    if !dir.join("policy.js").is_file() {
+        bail!("{} has no policy.js (the module whose default export is the plugin function)", dir.display());
+    }
+    let js = dir.join(VENDOR_DIR).join("js");
+    std::fs::write(js.join("entry.js"), js_entry(manifest.world)).context("write the entry module")?;
+    let mut node = Command::new("node");
+    node.current_dir(dir)
+        .arg(js.join("build.mjs").canonicalize().context("find the vendored build script")?)
+        .arg(manifest.world.name())
+        .arg(out.file_name().context("the output has a file name")?);
+    match node.stdin(Stdio::null()).stderr(Stdio::inherit()).status() {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            bail!("node is not installed: install Node.js 20 or newer, then `npm install {COMPONENTIZE_QJS}`")
+        }
+        Err(err) => Err(err).context("run node"),
+        Ok(status) if status.code() == Some(3) => {
+            bail!("componentize-qjs is not installed: npm install {COMPONENTIZE_QJS} (in the project)")
+        }
+        Ok(status) if !status.success() => bail!("building the component failed ({status}); the errors are above"),
+        Ok(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +223,8 @@ mod tests {
         for (dir, ext, files, prefix) in [
             ("sdk/rust/src", "rs", RUST_SDK, "sdk/rust/src/"),
             ("sdk/python/ferrymq_plugin", "py", PYTHON_SDK, "python/ferrymq_plugin/"),
+            ("sdk/js", "js", JS_SDK, "js/"),
+            ("sdk/js", "mjs", JS_SDK, "js/"),
         ] {
             let mut on_disk: Vec<String> = std::fs::read_dir(root.join(dir))
                 .expect("read the SDK")
@@ -172,6 +234,7 @@ mod tests {
             on_disk.sort();
             let mut vendored: Vec<String> =
                 files.iter().filter_map(|(path, _)| path.strip_prefix(prefix).map(str::to_owned)).collect();
+            vendored.retain(|name| name.ends_with(&format!(".{ext}")));
             vendored.sort();
             assert_eq!(vendored, on_disk, "{dir}");
         }

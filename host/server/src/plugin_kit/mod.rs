@@ -28,6 +28,7 @@ pub const MESSAGES: &str = "messages.jsonl";
 pub enum Lang {
     Rust,
     Python,
+    Js,
 }
 
 /// A plugin's world (`wit/plugin.wit`).

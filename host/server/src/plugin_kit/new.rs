@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::build::{COMPONENTIZE_PY, vendor};
+use super::build::{COMPONENTIZE_PY, COMPONENTIZE_QJS, vendor};
 use super::{Lang, MANIFEST, MESSAGES, Manifest, WorldArg, check_name};
 
 #[derive(Debug, Args)]
@@ -36,6 +36,8 @@ struct Template {
     rust: &'static str,
     python: &'static str,
     python_test: &'static str,
+    js: &'static str,
+    js_test: &'static str,
 }
 
 fn template(world: WorldArg) -> Template {
@@ -49,6 +51,8 @@ fn template(world: WorldArg) -> Template {
             rust: include_str!("templates/rust/filter.rs"),
             python: include_str!("templates/python/filter.py"),
             python_test: include_str!("templates/python/test_filter.py"),
+            js: include_str!("templates/js/filter.js"),
+            js_test: include_str!("templates/js/test_filter.js"),
         },
         WorldArg::Route => Template {
             summary: "Refuses a message without an `enterpriseId` property, drops one tagged `test`, and stores \
@@ -59,6 +63,8 @@ fn template(world: WorldArg) -> Template {
             rust: include_str!("templates/rust/route.rs"),
             python: include_str!("templates/python/route.py"),
             python_test: include_str!("templates/python/test_route.py"),
+            js: include_str!("templates/js/route.js"),
+            js_test: include_str!("templates/js/test_route.js"),
         },
         WorldArg::TxCheck => Template {
             summary: "Commits an orphaned transaction whose half message says `approval=granted`, rolls back \
@@ -69,6 +75,8 @@ fn template(world: WorldArg) -> Template {
             rust: include_str!("templates/rust/tx-check.rs"),
             python: include_str!("templates/python/tx-check.py"),
             python_test: include_str!("templates/python/test_tx-check.py"),
+            js: include_str!("templates/js/tx-check.js"),
+            js_test: include_str!("templates/js/test_tx-check.js"),
         },
     }
 }
@@ -114,6 +122,16 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
             files.push(("test_policy.py".into(), t.python_test.to_owned()));
             files.push((".gitignore".into(), format!("__pycache__/\n/{}.wasm\n", args.name)));
         }
+        Lang::Js => {
+            files.push(("policy.js".into(), t.js.to_owned()));
+            files.push(("policy.test.js".into(), t.js_test.to_owned()));
+            let package = include_str!("templates/js/package.json");
+            files.push((
+                "package.json".into(),
+                package.replace("{{name}}", &args.name).replace("{{world}}", args.world.name()),
+            ));
+            files.push((".gitignore".into(), format!("node_modules/\n/{}.wasm\n", args.name)));
+        }
     }
     for (path, text) in &files {
         let path = dir.join(path);
@@ -147,6 +165,7 @@ fn lang_name(lang: Lang) -> &'static str {
     match lang {
         Lang::Rust => "Rust",
         Lang::Python => "Python",
+        Lang::Js => "JavaScript",
     }
 }
 
@@ -164,6 +183,12 @@ fn readme(m: &Manifest, t: &Template) -> String {
             format!("Python 3 and componentize-py (`pip install {COMPONENTIZE_PY}`)"),
             "\nThe policy's own unit tests run in plain Python, with the SDK `plugin build` wrote:\n\n\
              ```sh\nPYTHONPATH=.ferrymq/python python3 -m unittest\n```\n"
+                .to_owned(),
+        ),
+        Lang::Js => (
+            format!("Node.js 20 or newer and componentize-qjs (`npm install` here installs {COMPONENTIZE_QJS})"),
+            "\nThe policy's own unit tests run under Node.js, with the SDK `plugin build` wrote:\n\n\
+             ```sh\nnode --test\n```\n"
                 .to_owned(),
         ),
     };

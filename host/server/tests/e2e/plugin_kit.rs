@@ -22,8 +22,10 @@ fn kit(dir: &Path, args: &[&str]) -> (bool, String, String) {
         .current_dir(dir)
         .args(args)
         .env_remove("RUST_LOG")
-        // A project's Rust dependencies are the example plugins' (already built there).
+        // A project's Rust dependencies are the example plugins' (already built there), and its
+        // JavaScript toolchain the SDK's (`npm ci` in sdk/js by scripts/test.sh).
         .env("CARGO_TARGET_DIR", root().join("plugins/target"))
+        .env("FERRYMQ_COMPONENTIZE_QJS", root().join("sdk/js/node_modules/componentize-qjs"))
         .output()
         .expect("run ferrymq");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
@@ -40,16 +42,17 @@ fn decisions(stdout: &str) -> Vec<String> {
         .collect()
 }
 
-/// Builds a copy of the Python plugin project `plugins/python/<name>` with `ferrymq plugin build`
-/// (once per test run) and returns its component.
-pub fn python_plugin(name: &str) -> PathBuf {
+/// Builds a copy of the plugin project `plugins/<project>` (`python/enterprise-inbox`, …) with
+/// `ferrymq plugin build` (once per test run) and returns its component.
+pub fn project_plugin(project: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Mutex::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == project) {
         return path.clone();
     }
+    let name = project.rsplit('/').next().expect("a name");
     let copy = tempfile::tempdir().expect("tempdir").keep().join(name);
-    let source = root().join("plugins/python").join(name);
+    let source = root().join("plugins").join(project);
     std::fs::create_dir_all(&copy).expect("create the copy");
     for entry in std::fs::read_dir(&source).expect("read the project") {
         let entry = entry.expect("entry");
@@ -58,9 +61,9 @@ pub fn python_plugin(name: &str) -> PathBuf {
         }
     }
     let (ok, out, err) = kit(&copy, &["plugin", "build"]);
-    assert!(ok, "ferrymq plugin build {name}:\n{out}{err}");
+    assert!(ok, "ferrymq plugin build {project}:\n{out}{err}");
     let component = copy.join(format!("{name}.wasm"));
-    built.push((name.to_owned(), component.clone()));
+    built.push((project.to_owned(), component.clone()));
     component
 }
 
@@ -68,7 +71,7 @@ pub fn python_plugin(name: &str) -> PathBuf {
 fn a_new_project_of_each_language_builds_and_decides_its_samples_as_its_readme_says() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("cache");
-    for lang in ["rust", "python"] {
+    for lang in ["rust", "python", "js"] {
         let name = format!("inbox-{lang}");
         let (ok, out, err) = kit(dir.path(), &["plugin", "new", &name, "--lang", lang, "--world", "filter"]);
         assert!(ok, "{out}{err}");
@@ -114,6 +117,10 @@ fn a_new_project_of_each_language_builds_and_decides_its_samples_as_its_readme_s
         .expect("run python3");
     let report = String::from_utf8_lossy(&unit.stderr);
     assert!(unit.status.success() && report.contains("Ran 2 tests"), "{report}");
+    // The JavaScript template's, under Node.js.
+    let unit = Command::new("node").current_dir(dir.path().join("inbox-js")).arg("--test").output().expect("run node");
+    let report = String::from_utf8_lossy(&unit.stdout);
+    assert!(unit.status.success() && report.contains("# pass 2"), "{report}");
 }
 
 #[test]

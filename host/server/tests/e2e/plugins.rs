@@ -15,7 +15,7 @@ use ferrymq_proto::grpc::v2::{self as pb, messaging_service_client::MessagingSer
 use tonic::Request;
 
 use crate::clients::{Client, names};
-use crate::plugin_kit::python_plugin;
+use crate::plugin_kit::project_plugin;
 use crate::support::Node;
 
 fn component(name: &str) -> String {
@@ -83,7 +83,13 @@ fn enterprise_inbox_delivers_to_each_inbox_only_its_enterprises_messages() {
 /// same delivered set.
 #[test]
 fn enterprise_inbox_in_python_delivers_the_same_messages() {
-    enterprise_inbox_delivers(&python_plugin("enterprise-inbox").to_string_lossy());
+    enterprise_inbox_delivers(&project_plugin("python/enterprise-inbox").to_string_lossy());
+}
+
+/// And in JavaScript (`plugins/js/enterprise-inbox`).
+#[test]
+fn enterprise_inbox_in_javascript_delivers_the_same_messages() {
+    enterprise_inbox_delivers(&project_plugin("js/enterprise-inbox").to_string_lossy());
 }
 
 fn enterprise_inbox_delivers(component: &str) {
@@ -125,7 +131,7 @@ fn route_by_region_stores_each_application_in_its_regions_topic() {
 /// The same route written in Python (`plugins/python/route-by-region`).
 #[test]
 fn route_by_region_in_python_stores_the_same_way() {
-    route_by_region_stores(&python_plugin("route-by-region").to_string_lossy());
+    route_by_region_stores(&project_plugin("python/route-by-region").to_string_lossy());
 }
 
 fn route_by_region_stores(component: &str) {
@@ -320,6 +326,55 @@ fn tx_check_http_resolves_transactions_against_an_allowlisted_service_and_is_ref
     assert_eq!(Client::Rust.simple(grpc, "g", "permits", 2, 30, &[]).sorted_bodies(), names("p", 2));
     let mut node = b.node;
     node.wait_for_log("plugin HTTP request refused", Duration::from_secs(5));
+}
+
+/// A transaction check in JavaScript (`plugins/js/approval-check`): the half message's `approval`
+/// property decides before any producer is asked; without one, the producer's own checker does.
+#[test]
+fn approval_check_in_javascript_resolves_open_transactions_by_their_approval() {
+    let component = project_plugin("js/approval-check");
+    let bind = |name: &str, topic: &str| {
+        binding_of(name, "tx-check", &component.to_string_lossy(), topic, None, "fail-open", "")
+    };
+    // Orphans are checked with any producer of their topic: the undecided ones get a topic of their
+    // own, so that only their producer can be asked about them.
+    let b = Broker::start(
+        &[bind("approvals", "grants"), bind("approvals-pending", "pending")],
+        &[("grants", "transaction"), ("pending", "transaction")],
+    );
+    let grpc = b.node.grpc;
+    // Every producer leaves its transactions open; the checkers of the grants' producers would
+    // decide the opposite of the approval, so only the plugin's answer gives the expected set.
+    let tx = |topic: &str, prefix: &str, approval: Option<&str>, checker: &str| {
+        let mut args = vec!["tx", "--topic", topic, "--count", "2", "--prefix", prefix, "--decide", "none"];
+        args.extend(["--checker", checker, "--stay-s", "5"]);
+        if let Some(approval) = approval {
+            args.extend(["--property", approval]);
+        }
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let args = [
+        tx("grants", "granted", Some("approval=granted"), "rollback"),
+        tx("grants", "refused", Some("approval=refused"), "commit"),
+        tx("pending", "undecided", None, "commit"),
+    ];
+    let producers: Vec<_> = [Client::Python, Client::Node, Client::Python]
+        .into_iter()
+        .zip(&args)
+        .map(|(client, args)| client.spawn(grpc, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect();
+    let runs: Vec<_> = producers.into_iter().map(|p| p.wait(crate::compat_limit()).ok()).collect();
+    assert!(
+        runs[..2].iter().all(|run| run.of("checked").is_empty()),
+        "the plugin answered for every approval: no producer was asked: {runs:?}"
+    );
+    assert!(runs[2].of("checked").len() >= 2, "no approval, no answer: the producer was asked: {runs:?}");
+    let grants = Client::Rust.simple(grpc, "g", "grants", 3, 4, &[]);
+    assert_eq!(grants.sorted_bodies(), names("granted", 2), "granted committed, refused rolled back");
+    let pending = Client::Rust.simple(grpc, "g", "pending", 3, 4, &[]);
+    assert_eq!(pending.sorted_bodies(), names("undecided", 2), "committed by their producer's checker");
+    assert_eq!(b.plugin("approvals")["kind"].as_str(), Some("tx-check"));
+    assert_eq!(b.plugin_metric("ferrymq_plugin_failures_total", "approvals", "tx-check"), 0.0);
 }
 
 /// p99 of `n` SendMessage calls to `topic`, one at a time about a millisecond apart, from a plain tonic client.
