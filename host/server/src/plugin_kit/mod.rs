@@ -5,6 +5,7 @@
 //! A project is a directory with a `ferrymq-plugin.toml` ([`Manifest`]): the plugin's name, language
 //! and world. `build` writes `<name>.wasm` beside it.
 
+pub mod bench;
 pub mod build;
 pub mod new;
 pub mod samples;
