@@ -65,6 +65,11 @@ if ! $quick; then
   command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
   command -v mount >/dev/null 2>&1 || missing+=(mount)
   command -v losetup >/dev/null 2>&1 || missing+=(util-linux)
+  # C plugins: clang's wasm32 target with WASI's libc (`ferrymq plugin build` for C projects).
+  [ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
+  dpkg -s libclang-rt-dev-wasm32 >/dev/null 2>&1 || missing+=(libclang-rt-dev-wasm32)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}"
@@ -88,10 +93,17 @@ if ! $quick; then
   (cd tests/clients/rust && cargo build --locked --quiet)
 fi
 
-# The Python and JavaScript plugin SDKs: their unit tests need only python3 and Node.js; the full
+# The C, Python and JavaScript plugin SDKs: their unit tests need only cc, python3 and Node.js; the full
 # run also installs the component toolchains `ferrymq plugin build` runs in the tests, pinned:
-# componentize-py (sdk/python/requirements.txt) and componentize-qjs (sdk/js/package-lock.json).
-say "plugins: Python and JavaScript SDKs"
+# componentize-py (sdk/python/requirements.txt) and componentize-qjs (sdk/js/package-lock.json);
+# C projects use clang and wasi-libc, installed with the system tools above.
+say "plugins: C, Python and JavaScript SDKs"
+mkdir -p target
+for world in FILTER ROUTE TX_CHECK; do
+  cc -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined -DFERRYMQ_WORLD_$world -Isdk/c \
+    sdk/c/tests/test_sdk.c sdk/c/ferrymq_plugin.c sdk/c/ferrymq_testing.c -o "target/sdk-c-test-$world"
+  "target/sdk-c-test-$world" >/dev/null
+done
 (cd sdk/python && PYTHONPATH=. python3 -m unittest discover -s tests)
 if command -v node >/dev/null 2>&1; then
   node --test sdk/js/test/

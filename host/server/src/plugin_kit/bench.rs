@@ -102,7 +102,10 @@ pub fn run(
     for (what, per_call, (median, low, high)) in rows {
         eprintln!("{what:<32} {per_call:>9} {median:>14.0} {:>22}", format!("{low:.0}-{high:.0}"));
     }
-    eprintln!("(median of {ROUNDS} rounds of {} ms; the first call: {FIRST_CALLS} fresh instances)", ROUND_TIME.as_millis());
+    eprintln!(
+        "(median of {ROUNDS} rounds of {} ms; the first call: {FIRST_CALLS} fresh instances)",
+        ROUND_TIME.as_millis()
+    );
     Ok(())
 }
 

@@ -8,7 +8,9 @@
 //! - Python: `componentize-py -d .ferrymq/wit -w <world> componentize policy` with the project and
 //!   `.ferrymq/python` on its path;
 //! - JavaScript: `node .ferrymq/js/build.mjs <world> <name>.wasm`, which runs componentize-qjs on a
-//!   generated entry module that exports the world's function from `policy.js`'s default export.
+//!   generated entry module that exports the world's function from `policy.js`'s default export;
+//! - C: clang for wasm32-wasi with wasi-libc compiles `*.c` with `.ferrymq/c/ferrymq_plugin.c`
+//!   into a core module, which [`super::componentize`] wraps into a component.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -45,6 +47,12 @@ const PYTHON_SDK: &[(&str, &str)] = &[
     ("python/ferrymq_plugin/decisions.py", include_str!("../../../../sdk/python/ferrymq_plugin/decisions.py")),
     ("python/ferrymq_plugin/testing.py", include_str!("../../../../sdk/python/ferrymq_plugin/testing.py")),
 ];
+const C_SDK: &[(&str, &str)] = &[
+    ("c/ferrymq_plugin.h", include_str!("../../../../sdk/c/ferrymq_plugin.h")),
+    ("c/ferrymq_plugin.c", include_str!("../../../../sdk/c/ferrymq_plugin.c")),
+    ("c/ferrymq_testing.h", include_str!("../../../../sdk/c/ferrymq_testing.h")),
+    ("c/ferrymq_testing.c", include_str!("../../../../sdk/c/ferrymq_testing.c")),
+];
 const JS_SDK: &[(&str, &str)] = &[
     ("js/ferrymq-plugin.js", include_str!("../../../../sdk/js/ferrymq-plugin.js")),
     ("js/testing.js", include_str!("../../../../sdk/js/testing.js")),
@@ -67,6 +75,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Lang::Rust => build_rust(&dir, &out)?,
         Lang::Python => build_python(&dir, &manifest, &out)?,
         Lang::Js => build_js(&dir, &manifest, &out)?,
+        Lang::C => build_c(&dir, &manifest, &out)?,
     }
     let size = std::fs::metadata(&out).with_context(|| format!("the build wrote no {}", out.display()))?.len();
     eprintln!("built {} ({size} bytes) in {:.1} s", out.display(), started.elapsed().as_secs_f64());
@@ -83,6 +92,7 @@ pub fn vendor(dir: &Path, lang: Lang) -> anyhow::Result<()> {
         Lang::Rust => RUST_SDK,
         Lang::Python => PYTHON_SDK,
         Lang::Js => JS_SDK,
+        Lang::C => C_SDK,
     };
     for (path, text) in WIT.iter().chain(sdk) {
         let path = root.join(path);
@@ -211,6 +221,72 @@ fn build_js(dir: &Path, manifest: &Manifest, out: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Debian's packages (clang, lld, wasi-libc, libclang-rt-dev-wasm32) put WASI's libc here; the
+/// wasi-sdk elsewhere. `WASI_SYSROOT` wins.
+const SYSROOTS: [&str; 3] = ["/usr", "/usr/share/wasi-sysroot", "/opt/wasi-sdk/share/wasi-sysroot"];
+/// Compilers tried in order unless `FERRYMQ_CLANG` names one.
+const CLANGS: [&str; 6] = ["clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-14"];
+const C_INSTALL: &str =
+    "install clang, lld and wasi-libc (Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32)";
+
+fn wasi_sysroot() -> anyhow::Result<PathBuf> {
+    if let Some(root) = std::env::var_os("WASI_SYSROOT").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(root));
+    }
+    SYSROOTS.iter().map(PathBuf::from).find(|root| root.join("lib/wasm32-wasi/libc.a").is_file()).with_context(|| {
+        format!("no WASI libc found (looked in {}; set WASI_SYSROOT): {C_INSTALL}", SYSROOTS.join(", "))
+    })
+}
+
+fn clang() -> anyhow::Result<String> {
+    if let Some(clang) = std::env::var("FERRYMQ_CLANG").ok().filter(|v| !v.is_empty()) {
+        return Ok(clang);
+    }
+    CLANGS
+        .iter()
+        .find(|c| Command::new(c).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
+        .map(|c| (*c).to_owned())
+        .with_context(|| {
+            format!("clang is not installed (tried {}; or set FERRYMQ_CLANG): {C_INSTALL}", CLANGS.join(", "))
+        })
+}
+
+fn build_c(dir: &Path, manifest: &Manifest, out: &Path) -> anyhow::Result<()> {
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "c")
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test"))
+        })
+        .collect();
+    sources.sort();
+    if sources.is_empty() {
+        bail!("{} has no .c files (the policy; files named test*.c are its unit tests)", dir.display());
+    }
+    let vendor = dir.join(VENDOR_DIR).join("c");
+    let core = vendor.join("plugin.core.wasm");
+    let define = match manifest.world {
+        WorldArg::Filter => "-DFERRYMQ_WORLD_FILTER",
+        WorldArg::Route => "-DFERRYMQ_WORLD_ROUTE",
+        WorldArg::TxCheck => "-DFERRYMQ_WORLD_TX_CHECK",
+    };
+    let mut cc = Command::new(clang()?);
+    cc.current_dir(dir)
+        .args(["--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", define])
+        .arg(format!("--sysroot={}", wasi_sysroot()?.display()))
+        .arg("-I")
+        .arg(&vendor)
+        .args(&sources)
+        .arg(vendor.join("ferrymq_plugin.c"))
+        .arg("-o")
+        .arg(&core);
+    run_tool(cc, "clang", C_INSTALL)?;
+    let bytes = std::fs::read(&core).with_context(|| format!("read {}", core.display()))?;
+    let component = super::componentize::component(&bytes, WIT[0].1, manifest.world.name())?;
+    std::fs::write(out, component).with_context(|| format!("write {}", out.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +300,8 @@ mod tests {
             ("sdk/rust/src", "rs", RUST_SDK, "sdk/rust/src/"),
             ("sdk/python/ferrymq_plugin", "py", PYTHON_SDK, "python/ferrymq_plugin/"),
             ("sdk/js", "js", JS_SDK, "js/"),
+            ("sdk/c", "c", C_SDK, "c/"),
+            ("sdk/c", "h", C_SDK, "c/"),
             ("sdk/js", "mjs", JS_SDK, "js/"),
         ] {
             let mut on_disk: Vec<String> = std::fs::read_dir(root.join(dir))

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod componentize;
 pub mod new;
 pub mod samples;
 pub mod sandbox;
@@ -30,6 +31,7 @@ pub enum Lang {
     Rust,
     Python,
     Js,
+    C,
 }
 
 /// A plugin's world (`wit/plugin.wit`).

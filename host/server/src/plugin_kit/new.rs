@@ -38,6 +38,8 @@ struct Template {
     python_test: &'static str,
     js: &'static str,
     js_test: &'static str,
+    c: &'static str,
+    c_test: &'static str,
 }
 
 fn template(world: WorldArg) -> Template {
@@ -53,6 +55,8 @@ fn template(world: WorldArg) -> Template {
             python_test: include_str!("templates/python/test_filter.py"),
             js: include_str!("templates/js/filter.js"),
             js_test: include_str!("templates/js/test_filter.js"),
+            c: include_str!("templates/c/filter.c"),
+            c_test: include_str!("templates/c/test_filter.c"),
         },
         WorldArg::Route => Template {
             summary: "Refuses a message without an `enterpriseId` property, drops one tagged `test`, and stores \
@@ -65,6 +69,8 @@ fn template(world: WorldArg) -> Template {
             python_test: include_str!("templates/python/test_route.py"),
             js: include_str!("templates/js/route.js"),
             js_test: include_str!("templates/js/test_route.js"),
+            c: include_str!("templates/c/route.c"),
+            c_test: include_str!("templates/c/test_route.c"),
         },
         WorldArg::TxCheck => Template {
             summary: "Commits an orphaned transaction whose half message says `approval=granted`, rolls back \
@@ -77,6 +83,8 @@ fn template(world: WorldArg) -> Template {
             python_test: include_str!("templates/python/test_tx-check.py"),
             js: include_str!("templates/js/tx-check.js"),
             js_test: include_str!("templates/js/test_tx-check.js"),
+            c: include_str!("templates/c/tx-check.c"),
+            c_test: include_str!("templates/c/test_tx-check.c"),
         },
     }
 }
@@ -132,6 +140,17 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
             ));
             files.push((".gitignore".into(), format!("node_modules/\n/{}.wasm\n", args.name)));
         }
+        Lang::C => {
+            files.push(("policy.c".into(), t.c.to_owned()));
+            files.push(("test_policy.c".into(), t.c_test.to_owned()));
+            let define = match args.world {
+                WorldArg::Filter => "FERRYMQ_WORLD_FILTER",
+                WorldArg::Route => "FERRYMQ_WORLD_ROUTE",
+                WorldArg::TxCheck => "FERRYMQ_WORLD_TX_CHECK",
+            };
+            files.push(("Makefile".into(), include_str!("templates/c/Makefile").replace("{{world_define}}", define)));
+            files.push((".gitignore".into(), format!("/policy-test\n/{}.wasm\n", args.name)));
+        }
     }
     for (path, text) in &files {
         let path = dir.join(path);
@@ -166,6 +185,7 @@ fn lang_name(lang: Lang) -> &'static str {
         Lang::Rust => "Rust",
         Lang::Python => "Python",
         Lang::Js => "JavaScript",
+        Lang::C => "C",
     }
 }
 
@@ -189,6 +209,13 @@ fn readme(m: &Manifest, t: &Template) -> String {
             format!("Node.js 20 or newer and componentize-qjs (`npm install` here installs {COMPONENTIZE_QJS})"),
             "\nThe policy's own unit tests run under Node.js, with the SDK `plugin build` wrote:\n\n\
              ```sh\nnode --test\n```\n"
+                .to_owned(),
+        ),
+        Lang::C => (
+            "clang with the wasm32 target and WASI's libc (Debian: `apt-get install clang lld wasi-libc \
+             libclang-rt-dev-wasm32`)"
+                .to_owned(),
+            "\nThe policy's own unit tests run natively, with the SDK `plugin build` wrote:\n\n```sh\nmake test\n```\n"
                 .to_owned(),
         ),
     };

@@ -71,7 +71,7 @@ pub fn project_plugin(project: &str) -> PathBuf {
 fn a_new_project_of_each_language_builds_and_decides_its_samples_as_its_readme_says() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("cache");
-    for lang in ["rust", "python", "js"] {
+    for lang in ["rust", "python", "js", "c"] {
         let name = format!("inbox-{lang}");
         let (ok, out, err) = kit(dir.path(), &["plugin", "new", &name, "--lang", lang, "--world", "filter"]);
         assert!(ok, "{out}{err}");
@@ -117,6 +117,10 @@ fn a_new_project_of_each_language_builds_and_decides_its_samples_as_its_readme_s
         .expect("run python3");
     let report = String::from_utf8_lossy(&unit.stderr);
     assert!(unit.status.success() && report.contains("Ran 2 tests"), "{report}");
+    // The C template's, natively with the system's compiler.
+    let unit = Command::new("make").current_dir(dir.path().join("inbox-c")).arg("test").output().expect("run make");
+    let report = String::from_utf8_lossy(&unit.stdout);
+    assert!(unit.status.success() && report.contains("policy tests passed"), "{report}");
     // The JavaScript template's, under Node.js.
     let unit = Command::new("node").current_dir(dir.path().join("inbox-js")).arg("--test").output().expect("run node");
     let report = String::from_utf8_lossy(&unit.stdout);

@@ -86,6 +86,12 @@ fn enterprise_inbox_in_python_delivers_the_same_messages() {
     enterprise_inbox_delivers(&project_plugin("python/enterprise-inbox").to_string_lossy());
 }
 
+/// And in C (`plugins/c/enterprise-inbox`).
+#[test]
+fn enterprise_inbox_in_c_delivers_the_same_messages() {
+    enterprise_inbox_delivers(&project_plugin("c/enterprise-inbox").to_string_lossy());
+}
+
 /// And in JavaScript (`plugins/js/enterprise-inbox`).
 #[test]
 fn enterprise_inbox_in_javascript_delivers_the_same_messages() {
