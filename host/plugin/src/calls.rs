@@ -13,7 +13,7 @@ use crate::bindings::tx_check::ferrymq::plugin::types::Resolution;
 use crate::engine::{Loaded, PluginEngine};
 use crate::error::PluginError;
 use crate::limits::PluginLimits;
-use crate::plugin::{Grant, Plugin, PluginStats, bind};
+use crate::plugin::{FaultKey, Grant, Plugin, PluginStats, bind, fault_key};
 use crate::state::{BodySource, PluginState};
 
 /// Most topics a route may redirect one message to.
@@ -38,15 +38,13 @@ impl FilterPlugin {
     pub fn filter(&self, messages: &[PluginMessage<'_>], bodies: BodySource) -> Result<Vec<bool>, PluginError> {
         let mut buf = Vec::with_capacity(messages.len() * 128);
         encode_batch(messages.iter().cloned(), false, &mut buf);
-        let bits = self.0.call_on_worker(
+        let count = messages.len();
+        self.0.call_on_worker(
+            None,
             move |state| state.bodies = Some(bodies),
             move |store, filter| filter.call_filter(store, &buf),
-        )?;
-        let keep = unpack_verdicts(&bits, messages.len());
-        if let Err(err) = &keep {
-            self.0.settle::<()>(&Err(err.clone()));
-        }
-        keep
+            move |bits| unpack_verdicts(&bits, count),
+        )
     }
 
     pub fn name(&self) -> &str {
@@ -107,15 +105,27 @@ impl RoutePlugin {
     }
 
     pub fn route(&self, message: &PluginMessage<'_>) -> Result<RouteOutcome, PluginError> {
+        self.route_keyed(message, None)
+    }
+
+    /// [`RoutePlugin::route`] for the message `message_id`: its faults count once toward quarantine
+    /// however often its producer retries it, until a call succeeds (a retried poison message does
+    /// not quarantine the plugin by itself; `failures_max` distinct failing messages in a row do).
+    pub fn route_message(&self, message: &PluginMessage<'_>, message_id: &str) -> Result<RouteOutcome, PluginError> {
+        self.route_keyed(message, fault_key(message_id))
+    }
+
+    fn route_keyed(&self, message: &PluginMessage<'_>, key: FaultKey) -> Result<RouteOutcome, PluginError> {
         let mut buf = Vec::with_capacity(256 + message.body.map_or(0, <[u8]>::len));
         buf.extend_from_slice(&1u32.to_le_bytes());
         encode_message(message, true, &mut buf);
-        let decision = self.0.call_on_worker(|_| {}, move |store, route| route.call_route(store, &buf))?;
-        let outcome = check_decision(decision, self.0.limits().output_bytes_max);
-        if let Err(err) = &outcome {
-            self.0.settle::<()>(&Err(err.clone()));
-        }
-        outcome
+        let max = self.0.limits().output_bytes_max;
+        self.0.call_on_worker(
+            key,
+            |_| {},
+            move |store, route| route.call_route(store, &buf),
+            move |decision| check_decision(decision, max),
+        )
     }
 
     pub fn name(&self) -> &str {
@@ -193,12 +203,18 @@ impl TxCheckPlugin {
         let mut buf = Vec::with_capacity(256 + message.body.map_or(0, <[u8]>::len));
         buf.extend_from_slice(&1u32.to_le_bytes());
         encode_message(message, true, &mut buf);
-        let resolution = self.0.call(|_| {}, |store, tx| tx.call_check(store, transaction_id, &buf))?;
-        Ok(match resolution {
-            Resolution::Commit => TxOutcome::Commit,
-            Resolution::Rollback => TxOutcome::Rollback,
-            Resolution::Unknown => TxOutcome::Unknown,
-        })
+        self.0.call(
+            None,
+            |_| {},
+            |store, tx| tx.call_check(store, transaction_id, &buf),
+            |resolution| {
+                Ok(match resolution {
+                    Resolution::Commit => TxOutcome::Commit,
+                    Resolution::Rollback => TxOutcome::Rollback,
+                    Resolution::Unknown => TxOutcome::Unknown,
+                })
+            },
+        )
     }
 
     pub fn name(&self) -> &str {

@@ -54,6 +54,25 @@ pub const SLOW_CALLS_MAX: u32 = 3;
 /// How long a plugin's calls stay on the workers after that.
 pub const DEMOTION: Duration = Duration::from_secs(10);
 
+/// Messages remembered per run of consecutive faults, so that a message retried by its producer
+/// counts once toward quarantine (past this many distinct messages every fault counts).
+const STREAK_MESSAGES_MAX: usize = 64;
+
+/// The message a call judges, as far as quarantine is concerned: faults on the same message in one
+/// run of consecutive faults count once. Route calls carry one (a hash of the message id); others
+/// do not, and each of their faults counts.
+pub(crate) type FaultKey = Option<u64>;
+
+/// The [`FaultKey`] of a message id (none for an empty id).
+pub(crate) fn fault_key(message_id: &str) -> FaultKey {
+    use std::hash::{Hash, Hasher};
+    (!message_id.is_empty()).then(|| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        message_id.hash(&mut hasher);
+        hasher.finish()
+    })
+}
+
 /// Time an instance may take to set itself up (its start functions), when that is longer than a
 /// call's limit: paid once per instance, not per call.
 pub const INSTANTIATE_MAX: Duration = Duration::from_secs(1);
@@ -138,6 +157,8 @@ pub(crate) struct Plugin<P: WorldPre> {
     idle: Mutex<Idle<P::Bindings>>,
     freed: Condvar,
     consecutive_failures: AtomicU32,
+    /// The messages (by [`FaultKey`]) that failed in the current run of consecutive faults.
+    streak: Mutex<Vec<u64>>,
     quarantined: AtomicBool,
     calls: AtomicU64,
     failures: AtomicU64,
@@ -188,6 +209,7 @@ impl<P: WorldPre> Plugin<P> {
             idle: Mutex::new(Idle { instances: Vec::new(), live: 0 }),
             freed: Condvar::new(),
             consecutive_failures: AtomicU32::new(0),
+            streak: Mutex::new(Vec::new()),
             quarantined: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -281,13 +303,16 @@ impl<P: WorldPre> Plugin<P> {
         }
     }
 
-    /// Runs one call on an instance; a failed instance is dropped, and enough consecutive plugin
-    /// faults quarantine the plugin.
-    pub(crate) fn call<R>(
+    /// Runs one call on an instance and checks its answer (`check`); an instance whose call failed
+    /// is dropped, and enough consecutive plugin faults (a bad answer included) quarantine the
+    /// plugin. Faults on the same message (`key`) in one run count once.
+    pub(crate) fn call<R, T>(
         &self,
+        key: FaultKey,
         prepare: impl FnOnce(&mut PluginState),
         run: impl FnOnce(&mut Store<PluginState>, &P::Bindings) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
+        check: impl FnOnce(R) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
         if self.quarantined.load(Ordering::Acquire) {
             return Err(PluginError::Quarantined { failures: self.limits.failures_max });
         }
@@ -316,9 +341,11 @@ impl<P: WorldPre> Plugin<P> {
             self.freed.notify_one();
             out
         });
+        // A bad answer is a fault of the call like a trap (the instance itself is fine and stays).
+        let result = result.and_then(check);
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.call_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.settle(&result);
+        self.settle(&result, key);
         result
     }
 
@@ -327,23 +354,25 @@ impl<P: WorldPre> Plugin<P> {
     /// whole batch); a fault, or [`SLOW_CALLS_MAX`] calls in a row longer than [`INLINE_CALL_MAX`],
     /// send this plugin's calls to the low-priority workers for [`DEMOTION`], so a plugin that spins takes only the CPU
     /// the broker leaves over. At most as many calls run inline at once as there are workers.
-    pub(crate) fn call_on_worker<R>(
+    pub(crate) fn call_on_worker<R, T>(
         self: &Arc<Self>,
+        key: FaultKey,
         prepare: impl FnOnce(&mut PluginState) + Send + 'static,
         run: impl FnOnce(&mut Store<PluginState>, &P::Bindings) -> wasmtime::Result<R> + Send + 'static,
-    ) -> Result<R, PluginError>
+        check: impl FnOnce(R) -> Result<T, PluginError> + Send + 'static,
+    ) -> Result<T, PluginError>
     where
-        R: Send + 'static,
+        T: Send + 'static,
         P: 'static,
     {
-        let Some(workers) = &self.workers else { return self.call(prepare, run) };
+        let Some(workers) = &self.workers else { return self.call(key, prepare, run, check) };
         if self.quarantined.load(Ordering::Acquire) {
             // Answered here: no thread needs to wake for a refusal.
-            return self.call(prepare, run);
+            return self.call(key, prepare, run, check);
         }
         if self.try_inline(workers.count()) {
             let started = Instant::now();
-            let result = self.call(prepare, run);
+            let result = self.call(key, prepare, run, check);
             self.inline_running.fetch_sub(1, Ordering::AcqRel);
             self.judge(started.elapsed(), &result);
             return result;
@@ -352,7 +381,7 @@ impl<P: WorldPre> Plugin<P> {
         let plugin = self.clone();
         workers.run(move || {
             let started = Instant::now();
-            let result = plugin.call(prepare, run);
+            let result = plugin.call(key, prepare, run, check);
             plugin.judge(started.elapsed(), &result);
             result
         })
@@ -384,18 +413,37 @@ impl<P: WorldPre> Plugin<P> {
         }
     }
 
-    /// Records the outcome of a call for quarantine.
-    pub(crate) fn settle<R>(&self, result: &Result<R, PluginError>) {
+    /// Records the outcome of a call for quarantine: a success ends the run of consecutive faults; a
+    /// fault extends it, unless it is on a message (`key`) that already failed in this run.
+    fn settle<R>(&self, result: &Result<R, PluginError>, key: FaultKey) {
         match result {
-            Ok(_) => self.consecutive_failures.store(0, Ordering::Release),
+            Ok(_) => {
+                if self.consecutive_failures.swap(0, Ordering::AcqRel) != 0 {
+                    lock(&self.streak).clear();
+                }
+            }
             Err(err) if err.is_plugin_fault() => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+                let again = key.is_some_and(|key| {
+                    let mut streak = lock(&self.streak);
+                    if streak.contains(&key) {
+                        return true;
+                    }
+                    if streak.len() < STREAK_MESSAGES_MAX {
+                        streak.push(key);
+                    }
+                    false
+                });
+                let n = if again {
+                    self.consecutive_failures.load(Ordering::Acquire)
+                } else {
+                    self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1
+                };
                 static FAILED: Throttle = Throttle::per_second(10);
                 if let Some(suppressed) = FAILED.admit() {
-                    tracing::warn!(plugin = %self.name, %err, consecutive = n, suppressed, "plugin call failed");
+                    tracing::warn!(plugin = %self.name, %err, consecutive = n, same_message = again, suppressed, "plugin call failed");
                 }
-                if n >= self.limits.failures_max && !self.quarantined.swap(true, Ordering::AcqRel) {
+                if !again && n >= self.limits.failures_max && !self.quarantined.swap(true, Ordering::AcqRel) {
                     tracing::error!(plugin = %self.name, failures = n, "plugin quarantined: its binding's failure policy applies until it is replaced");
                     let hook = lock(&self.on_quarantine).clone();
                     if let Some(hook) = hook {

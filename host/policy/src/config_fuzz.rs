@@ -135,6 +135,7 @@ fn plugin_settings_and_dry_runs_from_any_json_parse_and_validate_or_fail_cleanly
         "last",
         "from_ms",
         "to_ms",
+        "binding",
     ];
     keys.extend(SPEC_KEYS);
     keys.extend(LIMIT_KEYS);

@@ -35,10 +35,15 @@ pub struct DryRunRequest {
     /// …up to this one (exclusive; now if absent). At most [`DRY_RUN_MAX`] messages either way.
     #[serde(default)]
     pub to_ms: Option<i64>,
+    /// Run with the parameters and limits of this existing binding (of the same kind); `params`
+    /// given here replace its parameters of the same name, `limits` given here replace its limits.
+    #[serde(default)]
+    pub binding: Option<String>,
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// The limits (default: the binding's, or the defaults without a binding).
     #[serde(default)]
-    pub limits: LimitsConfig,
+    pub limits: Option<LimitsConfig>,
 }
 
 /// One message a decision was taken for.
@@ -47,6 +52,8 @@ pub struct Example {
     pub log_offset: u64,
     pub message_id: String,
     pub keys: String,
+    /// The message's own properties (those its producer set; not the broker's, such as `UNIQ_KEY`).
+    pub properties: BTreeMap<String, String>,
     pub detail: Option<String>,
 }
 
@@ -71,16 +78,28 @@ impl DryRun {
         *self.decisions.entry(decision).or_default() += 1;
         let examples = self.examples.entry(decision).or_default();
         if examples.len() < EXAMPLES_MAX {
-            let (message_id, keys) = record
+            let (message_id, keys, user_properties) = record
                 .decode()
                 .map(|r| {
+                    let user_properties = properties::decode(r.properties)
+                        .map_while(Result::ok)
+                        .filter(|p| !properties::is_reserved(p.name))
+                        .map(|p| (p.name.to_owned(), p.value.to_owned()))
+                        .collect();
                     (
                         properties::get(r.properties, UNIQ_KEY).unwrap_or("").to_owned(),
                         properties::get(r.properties, KEYS).unwrap_or("").to_owned(),
+                        user_properties,
                     )
                 })
                 .unwrap_or_default();
-            examples.push(Example { log_offset: record.offset(), message_id, keys, detail });
+            examples.push(Example {
+                log_offset: record.offset(),
+                message_id,
+                keys,
+                properties: user_properties,
+                detail,
+            });
         }
     }
 }
@@ -112,13 +131,30 @@ impl Registry {
                         .into(),
                 )),
             };
-        let limits = request.limits.for_kind(kind);
+        // The binding whose parameters and limits the candidate takes, if one is named.
+        let binding = match &request.binding {
+            Some(name) => {
+                let binding = self.host().binding(name).ok_or_else(|| RegistryError::NoSuchBinding(name.clone()))?;
+                if binding.kind != kind {
+                    return Err(RegistryError::BadRequest(format!(
+                        "binding {name} is a {} binding; {plugin} version {version} is a {} plugin",
+                        binding.kind.name(),
+                        kind.name()
+                    )));
+                }
+                Some(binding)
+            }
+            None => None,
+        };
+        let (mut params, binding_limits) = binding.map(|b| (b.params, Some(b.limits))).unwrap_or_default();
+        params.extend(request.params);
+        let limits = request.limits.or(binding_limits).unwrap_or_default().for_kind(kind);
         limits.validate().map_err(|reason| RegistryError::BadRequest(format!("limits: {reason}")))?;
         let bytes = self.component(&info.digest).map_err(|e| RegistryError::Engine(e.into()))?;
         let engine = self.host().engine().map_err(|e| RegistryError::Engine(e.into()))?;
         let loaded = engine.load(&bytes).map_err(|e| RegistryError::Refused(e.into()))?;
         let mut config: Vec<(String, String)> =
-            request.params.into_iter().filter(|(k, _)| !k.starts_with(RESERVED_PARAM_PREFIX)).collect();
+            params.into_iter().filter(|(k, _)| !k.starts_with(RESERVED_PARAM_PREFIX)).collect();
         config.push(("ferrymq.plugin".into(), plugin.to_owned()));
         config.push(("ferrymq.version".into(), info.version.to_string()));
         let candidate = Candidate {

@@ -148,7 +148,7 @@ fn query(rng: &mut Rng) -> Option<String> {
 }
 
 /// Keys of every body the API parses: topics, groups, offset resets, activation, bindings, dry runs.
-const KEYS: [&str; 24] = [
+const KEYS: [&str; 25] = [
     "name",
     "type",
     "queues",
@@ -168,6 +168,7 @@ const KEYS: [&str; 24] = [
     "http_allowlist",
     "limits",
     "last",
+    "binding",
     "from_ms",
     "to_ms",
     "memory_bytes_max",

@@ -137,4 +137,72 @@ mod tests {
         assert_eq!(args.data_dir, Some(PathBuf::from("/tmp/x")));
         assert!(matches!(args.flush, Some(FlushArg::Sync)));
     }
+
+    /// The long help of `ferrymq <path…>`.
+    fn help(path: &[&str]) -> String {
+        let mut command = Cli::command();
+        command.build();
+        let mut sub = &mut command;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn only_the_plugin_subcommands_that_talk_to_a_broker_take_and_show_its_options() {
+        use crate::admin_cli::plugin::PluginCommand;
+        let plugin = |args: &[&str]| Cli::try_parse_from([&["ferrymq", "plugin"][..], args].concat());
+        // Before the subcommand, as scripts and tests have written it: still taken.
+        let cli = plugin(&["--admin-addr", "h:1", "--token", "t", "--json", "rollback", "b"]).expect("parses");
+        let Command::Plugin(args) = cli.command else { panic!("plugin") };
+        assert_eq!((args.before.admin_addr.as_deref(), args.before.token.as_deref()), (Some("h:1"), Some("t")));
+        assert!(args.before.json);
+        // After it.
+        let cli = plugin(&["bindings", "--admin-addr", "h:2", "--token", "u", "--json"]).expect("parses");
+        let Command::Plugin(args) = cli.command else { panic!("plugin") };
+        let PluginCommand::Bindings { remote } = args.command else { panic!("bindings") };
+        assert_eq!(
+            (remote.admin_addr.as_deref(), remote.token.as_deref(), remote.json),
+            (Some("h:2"), Some("u"), true)
+        );
+        assert!(plugin(&["keygen", "--out", "k", "--admin-addr", "h:1"]).is_err(), "keygen talks to no broker");
+        assert!(plugin(&["sign", "x.wasm", "--key", "k", "--token", "t"]).is_err(), "neither does sign");
+        assert!(plugin(&["test", "x.wasm", "--json"]).is_ok(), "plugin test has a --json of its own");
+
+        for local in ["keygen", "sign", "new", "build", "test"] {
+            let help = help(&["plugin", local]);
+            assert!(!help.contains("--admin-addr") && !help.contains("--token"), "plugin {local}: {help}");
+        }
+        assert!(!help(&["plugin", "keygen"]).contains("--json"));
+        for remote in ["push", "list", "bindings", "bind", "unbind", "activate", "rollback", "dry-run", "delete"] {
+            let help = help(&["plugin", remote]);
+            for option in ["--admin-addr", "FERRYMQ_ADMIN", "--token", "FERRYMQ_TOKEN", "--json"] {
+                assert!(help.contains(option), "plugin {remote} shows {option}: {help}");
+            }
+        }
+        assert!(!help(&["plugin"]).contains("--admin-addr <"), "the options belong to the subcommands");
+        // `admin` still takes them anywhere: every one of its subcommands talks to a broker.
+        assert!(Cli::try_parse_from(["ferrymq", "admin", "topic", "list", "--admin-addr", "h:1", "--json"]).is_ok());
+    }
+
+    #[test]
+    fn admin_audit_alone_lists_entries() {
+        use crate::admin_cli::{AdminCommand, AuditArgs, AuditCommand};
+        let audit = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["ferrymq", "admin", "audit"][..], args].concat()).expect("parses");
+            let Command::Admin(admin) = cli.command else { panic!("admin") };
+            let AdminCommand::Audit(audit) = admin.command else { panic!("audit") };
+            audit
+        };
+        let AuditArgs { command: None, list } = audit(&[]) else { panic!("no subcommand") };
+        assert_eq!((list.from, list.limit), (0, 100));
+        let AuditArgs { command: None, list } = audit(&["--from", "5"]) else { panic!("no subcommand") };
+        assert_eq!(list.from, 5);
+        let AuditArgs { command: Some(AuditCommand::List(list)), .. } = audit(&["list", "--limit", "7"]) else {
+            panic!("list")
+        };
+        assert_eq!(list.limit, 7);
+        assert!(matches!(audit(&["verify"]).command, Some(AuditCommand::Verify { file: None })));
+    }
 }

@@ -141,6 +141,47 @@ fn a_plugin_that_never_returns_is_stopped_at_its_time_limit_then_quarantined() {
 }
 
 #[test]
+fn a_message_a_route_fails_on_counts_once_toward_quarantine_however_often_it_is_retried() {
+    let engine = engine();
+    let limits = PluginLimits { failures_max: 3, ..PluginLimits::default() };
+    let loaded = engine.load(&wasm("route_trap")).expect("load");
+    let trap = RoutePlugin::new(&engine, "trap", &loaded, limits.clone(), Grant::default()).expect("bind");
+    let poison = message(b"", b"x");
+    for _ in 0..5 {
+        assert!(matches!(trap.route_message(&poison, "ID-1"), Err(PluginError::Trap { .. })));
+    }
+    let stats = trap.stats();
+    assert_eq!((stats.calls, stats.failures, stats.quarantined), (5, 5, false), "one message, retried");
+    assert!(matches!(trap.route_message(&poison, "ID-2"), Err(PluginError::Trap { .. })));
+    assert!(matches!(trap.route_message(&poison, "ID-1"), Err(PluginError::Trap { .. })), "ID-1 again");
+    assert!(!trap.stats().quarantined, "two messages failed in a row");
+    assert!(matches!(trap.route_message(&poison, "ID-3"), Err(PluginError::Trap { .. })));
+    assert!(trap.stats().quarantined, "the third message failing in a row quarantines it");
+    assert_eq!(trap.route_message(&poison, "ID-4"), Err(PluginError::Quarantined { failures: 3 }));
+
+    // Without a message id (as the gateway calls it) every failed call counts.
+    let unkeyed = RoutePlugin::new(&engine, "trap", &loaded, limits, Grant::default()).expect("bind");
+    for _ in 0..3 {
+        assert!(matches!(unkeyed.route(&poison), Err(PluginError::Trap { .. })));
+    }
+    assert_eq!(unkeyed.route(&poison), Err(PluginError::Quarantined { failures: 3 }));
+}
+
+#[test]
+fn bad_answers_count_toward_quarantine_like_traps() {
+    let engine = engine();
+    let limits = PluginLimits { call_ms_max: 2_000, failures_max: 2, ..PluginLimits::default() };
+    let oversized = filter(&engine, "oversized_output", limits, &[]);
+    let messages = [message(b"", b"")];
+    for _ in 0..2 {
+        assert!(matches!(oversized.filter(&messages, no_bodies()), Err(PluginError::BadOutput(_))));
+    }
+    assert_eq!(oversized.filter(&messages, no_bodies()), Err(PluginError::Quarantined { failures: 2 }));
+    let stats = oversized.stats();
+    assert_eq!((stats.calls, stats.failures, stats.quarantined), (2, 2, true));
+}
+
+#[test]
 fn memory_bombs_traps_and_oversized_answers_fail_the_call_not_the_host() {
     let engine = engine();
     let messages = [message(b"", b"")];

@@ -1,13 +1,13 @@
 //! What a binding is: where it came from, the versions it keeps, and the immutable set of every
 //! binding that the hooks read (swapped whole on each change).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferrymq_plugin::{FilterPlugin, RoutePlugin, TxCheckPlugin};
+use ferrymq_plugin::{FilterPlugin, PluginStats, RoutePlugin, TxCheckPlugin};
 
-use crate::config::{FailurePolicy, PluginKind, Shape};
+use crate::config::{FailurePolicy, LimitsConfig, PluginKind, Shape};
 
 /// Where a binding came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -39,6 +39,10 @@ pub struct BindingInfo {
     pub position: u64,
     /// Filters: the versions kept for older messages, oldest first, as (version, position).
     pub history: Vec<(Option<u32>, u64)>,
+    /// The parameters the plugin reads (without the ones the broker sets, `ferrymq.…`).
+    pub params: BTreeMap<String, String>,
+    /// The limits as the binding sets them.
+    pub limits: LimitsConfig,
 }
 
 /// One version of a binding's plugin and the log position from which it decides.
@@ -53,12 +57,70 @@ pub(super) struct Version<P> {
 pub(super) struct Bound<P> {
     pub(super) info: BindingInfo,
     pub(super) versions: Vec<Version<P>>,
+    /// The counters of this binding's versions that are no longer in `versions` (replaced by an
+    /// activation or a rollback, or trimmed from a filter's history): a binding's counters add up
+    /// over its version swaps.
+    pub(super) retired: PluginStats,
+}
+
+/// A bound plugin of any world, for its counters.
+pub(super) trait Counted {
+    fn stats(&self) -> PluginStats;
+}
+
+impl Counted for FilterPlugin {
+    fn stats(&self) -> PluginStats {
+        FilterPlugin::stats(self)
+    }
+}
+
+impl Counted for RoutePlugin {
+    fn stats(&self) -> PluginStats {
+        RoutePlugin::stats(self)
+    }
+}
+
+impl Counted for TxCheckPlugin {
+    fn stats(&self) -> PluginStats {
+        TxCheckPlugin::stats(self)
+    }
+}
+
+/// `total` with the counters of `more` added (the states, quarantine and workers, are `total`'s).
+pub(super) fn add_counts(total: PluginStats, more: PluginStats) -> PluginStats {
+    PluginStats {
+        calls: total.calls + more.calls,
+        failures: total.failures + more.failures,
+        call_ns_total: total.call_ns_total + more.call_ns_total,
+        log_lines_dropped: total.log_lines_dropped + more.log_lines_dropped,
+        worker_calls: total.worker_calls + more.worker_calls,
+        ..total
+    }
 }
 
 impl<P> Bound<P> {
     pub(super) fn active(&self) -> &P {
         // Never empty: built with one version and only ever grown or trimmed from the front.
         &self.versions[self.versions.len() - 1].plugin
+    }
+}
+
+impl<P: Counted> Bound<P> {
+    /// The binding's counters: those of every version it ran since it was bound, with the active
+    /// version's state (quarantined, on the workers).
+    pub(super) fn stats(&self) -> PluginStats {
+        let active = self.active().stats();
+        let earlier = self.versions[..self.versions.len() - 1].iter().map(|v| v.plugin.stats());
+        let counts = earlier.fold(add_counts(self.retired, active), add_counts);
+        PluginStats { quarantined: active.quarantined, on_workers: active.on_workers, ..counts }
+    }
+
+    /// The counters a successor carries over when it keeps the last `kept` of these versions: the
+    /// retired ones and those of every version it lets go.
+    pub(super) fn carried(&self, kept: usize) -> PluginStats {
+        let dropped = self.versions.len().saturating_sub(kept);
+        let counts = self.versions[..dropped].iter().map(|v| v.plugin.stats()).fold(self.retired, add_counts);
+        PluginStats { quarantined: false, on_workers: false, ..counts }
     }
 }
 

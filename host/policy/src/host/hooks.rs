@@ -152,16 +152,21 @@ fn route_once(plugin: &RoutePlugin, message: &Outgoing) -> Result<RouteOutcome, 
     properties::encode(message.user_properties.iter().map(|(k, v)| (k.as_str(), v.as_str())), &mut props)
         .map_err(|e| PluginError::BadOutput(format!("the message's properties cannot be encoded: {e}")))?;
     let keys = message.keys.join(" ");
-    plugin.route(&PluginMessage {
-        topic: &message.topic,
-        tag: message.tag.as_deref().unwrap_or(""),
-        keys: &keys,
-        properties: &props,
-        body: Some(&message.body),
-        born_ms: message.born_timestamp_ms,
-        store_ms: 0,
-        attempt: 0,
-    })
+    // By message id: a producer retrying a message the plugin fails on counts once toward quarantine.
+    let message_id = &message.message_id;
+    plugin.route_message(
+        &PluginMessage {
+            topic: &message.topic,
+            tag: message.tag.as_deref().unwrap_or(""),
+            keys: &keys,
+            properties: &props,
+            body: Some(&message.body),
+            born_ms: message.born_timestamp_ms,
+            store_ms: 0,
+            attempt: 0,
+        },
+        message_id,
+    )
 }
 
 fn on_route_failure(info: &BindingInfo, message: &Outgoing, err: &PluginError) -> RouteVerdict {

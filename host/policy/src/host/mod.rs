@@ -182,13 +182,28 @@ impl PluginHost {
             digest: loaded.digest.clone(),
             position: install.position,
             history: Vec::new(),
+            params: install
+                .shape
+                .params
+                .iter()
+                .filter(|(k, _)| !k.starts_with(RESERVED_PARAM_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            limits: install.shape.limits.clone(),
         };
         Ok(Prepared { info, plugin, keep_history: install.keep_history })
     }
 
     /// Swaps a prepared plugin in, deciding from `position`; replaces the binding of the same name.
     /// Readers switch atomically: a call already running finishes on the version it started with.
+    /// A new version of the same binding (`keep_history`) carries its counters on.
     pub fn commit(&self, prepared: Prepared, position: u64) -> BindingInfo {
+        self.commit_logged(prepared, position, true)
+    }
+
+    /// [`PluginHost::commit`], logging `plugin bound` at INFO when `announce`, at DEBUG otherwise
+    /// (the earlier versions of a filter restored at start).
+    pub(crate) fn commit_logged(&self, prepared: Prepared, position: u64, announce: bool) -> BindingInfo {
         let _changing = ferrymq_proto::sync::lock(&self.changing);
         let Prepared { mut info, plugin, keep_history } = prepared;
         info.position = position;
@@ -205,9 +220,11 @@ impl PluginHost {
             Built::Filter(plugin) => {
                 let group = info.group.clone().unwrap_or_default();
                 let mut versions: Vec<Version<FilterPlugin>> = Vec::new();
+                let mut retired = PluginStats::default();
                 if let Some(old) = current.filters.get(&info.topic).and_then(|g| g.get(&group)).filter(|_| keep) {
                     old.active().release_idle();
                     let skip = old.versions.len().saturating_sub(history_max - 1);
+                    retired = old.carried(old.versions.len() - skip);
                     versions.extend(old.versions.iter().skip(skip).map(|v| Version {
                         plugin: v.plugin.clone(),
                         version: v.version,
@@ -216,23 +233,32 @@ impl PluginHost {
                 }
                 versions.push(Version { plugin, version, position });
                 info.history = versions.iter().map(|v| (v.version, v.position)).collect();
-                let bound = Arc::new(Bound { info: info.clone(), versions });
+                let bound = Arc::new(Bound { info: info.clone(), versions, retired });
                 set.filters.entry(info.topic.clone()).or_default().insert(group, bound);
             }
             Built::Route(plugin) => {
+                let retired = current.routes.get(&info.topic).filter(|_| keep).map(|old| old.carried(0));
                 let versions = vec![Version { plugin, version, position }];
-                set.routes.insert(info.topic.clone(), Arc::new(Bound { info: info.clone(), versions }));
+                let bound = Bound { info: info.clone(), versions, retired: retired.unwrap_or_default() };
+                set.routes.insert(info.topic.clone(), Arc::new(bound));
             }
             Built::TxCheck(plugin) => {
+                let retired = current.tx_checks.get(&info.topic).filter(|_| keep).map(|old| old.carried(0));
                 let versions = vec![Version { plugin, version, position }];
-                set.tx_checks.insert(info.topic.clone(), Arc::new(Bound { info: info.clone(), versions }));
+                let bound = Bound { info: info.clone(), versions, retired: retired.unwrap_or_default() };
+                set.tx_checks.insert(info.topic.clone(), Arc::new(bound));
             }
         }
         *ferrymq_proto::sync::write(&self.set) = Arc::new(set);
-        tracing::info!(binding = %info.name, kind = info.kind.name(), topic = %info.topic,
-            group = info.group.as_deref().unwrap_or(""), plugin = info.plugin.as_deref().unwrap_or(""),
-            version = info.version.map(|v| v.to_string()).unwrap_or_default(), digest = %info.digest,
-            position, "plugin bound");
+        let version = info.version.map(|v| v.to_string()).unwrap_or_default();
+        let (group, plugin) = (info.group.as_deref().unwrap_or(""), info.plugin.as_deref().unwrap_or(""));
+        if announce {
+            tracing::info!(binding = %info.name, kind = info.kind.name(), topic = %info.topic, group, plugin,
+                version, digest = %info.digest, position, "plugin bound");
+        } else {
+            tracing::debug!(binding = %info.name, kind = info.kind.name(), topic = %info.topic, group, plugin,
+                version, digest = %info.digest, position, "plugin bound (an earlier version kept for older messages)");
+        }
         info
     }
 
@@ -265,16 +291,19 @@ impl PluginHost {
         self.current().infos().find(|b| b.name == name).cloned()
     }
 
-    /// Every binding with the active version's counters, by name.
+    /// Every binding with its counters, by name. The counters add up over the binding's version
+    /// swaps (activations and rollbacks) and the versions a filter keeps for older messages; they
+    /// start at zero when the binding is bound or replaced (`PUT`) and when the broker starts.
+    /// `quarantined` and `on_workers` are the active version's.
     pub fn bindings(&self) -> Vec<(BindingInfo, PluginStats)> {
         let set = self.current();
         let mut out: Vec<(BindingInfo, PluginStats)> = set
             .filters
             .values()
             .flat_map(HashMap::values)
-            .map(|b| (b.info.clone(), b.active().stats()))
-            .chain(set.routes.values().map(|b| (b.info.clone(), b.active().stats())))
-            .chain(set.tx_checks.values().map(|b| (b.info.clone(), b.active().stats())))
+            .map(|b| (b.info.clone(), b.stats()))
+            .chain(set.routes.values().map(|b| (b.info.clone(), b.stats())))
+            .chain(set.tx_checks.values().map(|b| (b.info.clone(), b.stats())))
             .collect();
         out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         out

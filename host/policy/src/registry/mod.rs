@@ -43,6 +43,8 @@ pub enum RegistryError {
     NoSuchVersion { plugin: String, version: u32 },
     #[error("no binding named {0}")]
     NoSuchBinding(String),
+    #[error("no topic named {0}: create it first (`ferrymq admin topic create {0}`)")]
+    NoSuchTopic(String),
     #[error("{plugin} version {version} is a {world} plugin and cannot be bound as a {kind}")]
     WrongWorld { plugin: String, version: u32, world: String, kind: &'static str },
     #[error("binding {binding} runs {plugin} version {version}; activate another version or unbind it first")]
@@ -78,7 +80,7 @@ impl RegistryError {
     /// What kind of failure this is, for a caller that answers with a status.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::NoSuchVersion { .. } | Self::NoSuchBinding(_) => ErrorClass::NotFound,
+            Self::NoSuchVersion { .. } | Self::NoSuchBinding(_) | Self::NoSuchTopic(_) => ErrorClass::NotFound,
             Self::VersionInUse { .. }
             | Self::FromConfigFile(_)
             | Self::NoEarlierVersion(_)
@@ -344,12 +346,14 @@ impl Registry {
             PluginKind::Route | PluginKind::TxCheck => 1,
         };
         let skip = binding.history.len().saturating_sub(kept);
+        let last = (binding.history.len() - skip).saturating_sub(1);
         let mut spec = binding.spec.clone();
         for (i, activation) in binding.history.iter().skip(skip).enumerate() {
             spec.version = activation.version;
             match self.prepare(state, &spec, i > 0) {
                 Ok(prepared) => {
-                    self.host.commit(prepared, activation.position);
+                    // One `plugin bound` line at INFO per binding, for the version that decides now.
+                    self.host.commit_logged(prepared, activation.position, i == last);
                 }
                 Err(err) if activation.version != binding.spec.version => {
                     tracing::warn!(binding = %spec.name, version = activation.version, err = %format!("{err:#}"),
@@ -485,6 +489,12 @@ impl Registry {
     /// divides the messages it decides from those its predecessor decided.
     pub fn bind(&self, spec: BindingSpec) -> Result<BindingInfo> {
         spec.check().map_err(RegistryError::BadBinding)?;
+        // A binding to a topic that does not exist would never run (or run on a topic made later for
+        // something else): refused. Bindings in the configuration file are not checked this way:
+        // they are bound before the topics they name are created.
+        if self.broker.metadata().topic(&spec.rules.topic).is_none() {
+            return Err(RegistryError::NoSuchTopic(spec.rules.topic.clone()));
+        }
         if let Some(existing) = self.host.binding(&spec.name).filter(|b| b.source == Source::Config) {
             return Err(RegistryError::FromConfigFile(existing.name));
         }

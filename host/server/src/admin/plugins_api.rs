@@ -176,6 +176,13 @@ pub fn route(call: &Call<'_>, state: &AdminState, who: &Principal) -> Option<Ans
             if !who.owns_topic(&request.topic) {
                 return Some(forbidden(who, format_args!("dry-run on topic {}", request.topic)));
             }
+            // A binding's parameters are for those who may change it: its topic's department.
+            if let Some(binding) = request.binding.as_deref()
+                && let Some(bound) = state.plugins.binding(binding)
+                && !who.owns_topic(&bound.topic)
+            {
+                return Some(forbidden(who, format_args!("dry-run with the parameters of binding {binding}")));
+            }
             let Ok(version) = version.parse() else {
                 return Some(error(StatusCode::NOT_FOUND, format!("plugin {name} has no version {version}")));
             };

@@ -10,7 +10,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use ferrymq_http::client as http;
 use serde_json::{Value, json};
 
-/// Which broker to talk to, as whom, and how to print its answers (`ferrymq admin` and `ferrymq plugin`).
+/// Which broker `ferrymq admin` talks to, as whom, and how it prints the answers (before or after
+/// the subcommand: every `admin` subcommand talks to a broker).
 #[derive(Debug, Args)]
 pub struct Endpoint {
     /// The broker's admin endpoint.
@@ -52,9 +53,8 @@ pub enum AdminCommand {
     /// Transactions awaiting an outcome, and those discarded after too many checks.
     #[command(subcommand)]
     Tx(TxCommand),
-    /// The hash-chained log of admin actions and plugin quarantines.
-    #[command(subcommand)]
-    Audit(AuditCommand),
+    /// The hash-chained log of admin actions and plugin quarantines (`audit` alone lists entries).
+    Audit(AuditArgs),
     /// Broker sets, their masters and slaves, and each slave's replication lag in bytes and seconds
     /// (from the broker at --admin-addr, or from a name server with --namesrv).
     Cluster {
@@ -64,16 +64,31 @@ pub enum AdminCommand {
     },
 }
 
+/// `ferrymq admin audit [list|verify]`: without a subcommand, `list`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    #[command(flatten)]
+    pub list: AuditList,
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Args)]
+pub struct AuditList {
+    /// First entry (sequence number).
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    /// Most entries to list.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Audit entries, oldest first.
-    List {
-        /// First entry (sequence number).
-        #[arg(long, default_value_t = 0)]
-        from: u64,
-        #[arg(long, default_value_t = 100)]
-        limit: u64,
-    },
+    /// Audit entries, oldest first (the default).
+    List(AuditList),
     /// Check the chain: every entry's hash and link to the one before. Reads the broker's log, or a
     /// saved JSON array of entries (`ferrymq admin audit list --json`) with --file.
     Verify {
@@ -229,12 +244,12 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     // SAFETY: restoring the default disposition of a signal has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let (method, path, body, columns): (&str, String, Option<Value>, &[&str]) = match &args.command {
-        AdminCommand::Audit(AuditCommand::Verify { file }) => {
+        AdminCommand::Audit(AuditArgs { command: Some(AuditCommand::Verify { file }), .. }) => {
             return audit_verify(&args, file.as_deref());
         }
-        AdminCommand::Audit(AuditCommand::List { from, limit }) => (
+        AdminCommand::Audit(AuditArgs { command: Some(AuditCommand::List(list)), .. } | AuditArgs { list, .. }) => (
             "GET",
-            format!("/v1/audit?from={from}&limit={limit}"),
+            format!("/v1/audit?from={}&limit={}", list.from, list.limit),
             None,
             &["seq", "time_ms", "principal", "action", "result"],
         ),

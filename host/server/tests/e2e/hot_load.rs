@@ -407,3 +407,126 @@ fn signed_uploads_only_roles_enforced_registry_restored_and_audit_chain_verified
     assert!(!ok && out.contains("BROKEN") && out.contains("entry 2"), "{out}");
     node.stop();
 }
+
+/// A department engineer's round: a binding to a missing topic refused, dry runs printed as tables
+/// with and without a binding's parameters, counters that survive version swaps, `admin audit`
+/// listing entries, and one `plugin bound` line per binding after a restart.
+#[test]
+fn dry_runs_read_as_tables_with_a_bindings_params_and_counters_outlive_version_swaps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let node = Node::start_for_clients(&data);
+    node.admin(&["topic", "create", "tax-inbox", "--type", "normal", "--queues", "2"]);
+    let addr = node.admin.to_string();
+    let run = |args: &[&str]| crate::support::run(&[&["plugin"][..], args, &["--admin-addr", &addr]].concat());
+    let inbox = std::fs::read(component("enterprise_inbox")).expect("read");
+    for v in 1..=3 {
+        let file = dir.path().join(format!("inbox-{v}.wasm"));
+        std::fs::write(&file, relabelled(&inbox, &format!("v{v}"))).expect("write");
+        // The broker's options after the subcommand, as its help shows them.
+        let (code, out, err) = run(&["push", file.to_str().expect("utf-8"), "--name", "tax/inbox", "--json"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["version"], v);
+    }
+
+    let bind = |topic: &str| {
+        run(&[
+            "bind",
+            "inbox-e1",
+            "--kind",
+            "filter",
+            "--topic",
+            topic,
+            "--group",
+            "e1",
+            "--plugin",
+            "tax/inbox",
+            "--plugin-version",
+            "1",
+            "--param",
+            "enterprise_ids=E1",
+        ])
+    };
+    let (code, out, err) = bind("tax-elsewhere");
+    assert!(code != 0 && err.contains("HTTP 404") && err.contains("tax-elsewhere"), "{out}{err}");
+    let body =
+        json!({ "kind": "filter", "topic": "tax-elsewhere", "group": "e1", "plugin": "tax/inbox", "version": 1 });
+    let (status, refused) = call(node.admin, "PUT", "/v1/bindings/inbox-e1", body.to_string().as_bytes(), &[]);
+    assert_eq!(status, 404, "{refused}");
+    assert!(refused["error"].as_str().is_some_and(|e| e.contains("no topic named tax-elsewhere")), "{refused}");
+    let (code, out, err) = bind("tax-inbox");
+    assert_eq!(code, 0, "{out}{err}");
+
+    Client::Rust.produce(node.grpc, "tax-inbox", 2, &["--property", "enterpriseId=E1", "--keys", "case-e1"]);
+    Client::Rust.produce(node.grpc, "tax-inbox", 1, &["--property", "enterpriseId=E2", "--keys", "case-e2"]);
+
+    // Without parameters: a warning, and the inbox withholds everything.
+    let (code, out, err) = run(&["dry-run", "tax/inbox", "1", "--topic", "tax-inbox"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("the plugin sees no parameters") && err.contains("--binding"), "{err}");
+    let row = |out: &str, first: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(first))
+            .unwrap_or_else(|| panic!("no row {first:?} in:\n{out}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(row(&out, "withhold")[..2], ["withhold", "3"], "{out}");
+    // With the binding's: one row per decision, and the examples with id, keys and properties.
+    let (code, out, err) = run(&["dry-run", "tax/inbox", "1", "--topic", "tax-inbox", "--binding", "inbox-e1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(!out.contains('{'), "no raw JSON in the table view:\n{out}");
+    assert!(out.contains("DECISION") && out.contains("MESSAGE_ID") && out.contains("PROPERTIES"), "{out}");
+    let deliver = out.lines().filter(|l| l.starts_with("deliver")).collect::<Vec<_>>();
+    assert_eq!(deliver.len(), 3, "the count and two examples:\n{out}");
+    assert_eq!(row(&out, "deliver")[..2], ["deliver", "2"], "{out}");
+    assert!(deliver[1..].iter().all(|l| l.contains("case-e1") && l.contains("enterpriseId=E1")), "{out}");
+    let withheld = out.lines().filter(|l| l.starts_with("withhold")).collect::<Vec<_>>();
+    assert!(withheld.len() == 2 && withheld[1].contains("case-e2"), "{out}");
+    // A parameter given beside the binding wins over its own.
+    let args = ["dry-run", "tax/inbox", "1", "--topic", "tax-inbox", "--binding", "inbox-e1"];
+    let (code, out, err) = run(&[&args[..], &["--param", "enterprise_ids=E2", "--json"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let dry: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((dry["decisions"]["deliver"].as_u64(), dry["decisions"]["withhold"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(dry["examples"]["deliver"][0]["properties"], json!({ "enterpriseId": "E2" }), "{dry}");
+
+    // The filter runs for its group; its counters outlive activations and rollbacks.
+    let got = Client::Rust.simple(node.grpc, "e1", "tax-inbox", 2, 30, &[]);
+    assert_eq!(got.bodies().len(), 2);
+    let calls = |node: &Node| {
+        let (status, binding) = call(node.admin, "GET", "/v1/bindings/inbox-e1", b"", &[]);
+        assert_eq!(status, 200, "{binding}");
+        binding["calls"].as_u64().expect("calls")
+    };
+    let before = calls(&node);
+    assert!(before >= 1);
+    for step in [&["activate", "inbox-e1", "2"][..], &["activate", "inbox-e1", "3"], &["rollback", "inbox-e1"]] {
+        let (code, out, err) = run(step);
+        assert_eq!(code, 0, "{step:?}: {out}{err}");
+        assert!(calls(&node) >= before, "the calls so far stay after {step:?}");
+    }
+    let metric = node.metric("ferrymq_plugin_calls_total{plugin=\"inbox-e1\",kind=\"filter\"}");
+    assert!(metric >= before as f64, "{metric} < {before}");
+
+    // `admin audit` alone lists the entries.
+    let (code, out, err) = crate::support::run(&["admin", "--admin-addr", &addr, "--json", "audit"]);
+    assert_eq!(code, 0, "{err}");
+    let entries: Vec<Value> = serde_json::from_str(&out).expect("json");
+    assert!(entries.iter().any(|e| e["action"].as_str().is_some_and(|a| a.contains("bindings/inbox-e1"))), "{out}");
+
+    // After a restart the binding is bound once in the log, however many versions it keeps.
+    node.stop();
+    let mut node = Node::start_for_clients(&data);
+    node.wait_for_log("plugin registry loaded", Duration::from_secs(10));
+    let (_, binding) = call(node.admin, "GET", "/v1/bindings/inbox-e1", b"", &[]);
+    assert_eq!(binding["history"].as_array().map(Vec::len), Some(4), "{binding}");
+    let bound: Vec<&String> =
+        node.log_lines.iter().filter(|l| l.contains("plugin bound") && l.contains("binding=inbox-e1")).collect();
+    assert_eq!(bound.len(), 1, "{bound:#?}");
+    let active = bound[0].contains("version=\"2\"") || bound[0].contains("version=2 ");
+    assert!(bound[0].contains("INFO") && active, "the active version: {}", bound[0]);
+    node.stop();
+}
