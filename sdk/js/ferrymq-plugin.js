@@ -23,6 +23,8 @@ export class MalformedBatch extends Error {}
 // UTF-8 to string: the component's JavaScript engine (QuickJS) has no TextDecoder.
 function utf8(bytes) {
   if (typeof TextDecoder !== "undefined") return new TextDecoder().decode(bytes);
+  const ascii = latin1(bytes);
+  if (!/[\x80-\xff]/.test(ascii)) return ascii;
   let out = "";
   for (let i = 0; i < bytes.length; ) {
     const b = bytes[i];
@@ -52,35 +54,86 @@ function utf8(bytes) {
   return out;
 }
 
-/** One message of a batch; text fields are decoded when read. */
+// Bytes as a string of one character a byte, by the engine's own code (chunked: argument lists
+// are bounded).
+function latin1(bytes) {
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    out += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192));
+  }
+  return out;
+}
+
+// string to UTF-8 (the engine has no TextEncoder either).
+function utf8Bytes(text) {
+  if (typeof TextEncoder !== "undefined") return new TextEncoder().encode(text);
+  const out = [];
+  for (const ch of text) {
+    const cp = ch.codePointAt(0);
+    if (cp < 0x80) out.push(cp);
+    else if (cp < 0x800) out.push(0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
+    else if (cp < 0x10000) out.push(0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+    else out.push(0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+  }
+  return Uint8Array.from(out);
+}
+
+// Property names as searched for (`name\x01`), encoded once.
+const KEYS = new Map();
+
+/** One message of a batch: fields are found and decoded on first use. */
 export class Message {
-  constructor(index, buf, start, end, fetch) {
-    const view = new DataView(buf.buffer, buf.byteOffset + start, end - start);
-    if (end - start < 24) throw new MalformedBatch(`message ${index} is shorter than its fixed fields`);
+  constructor(index, buf, view, start, end, fetch) {
     this.index = index;
-    this.flags = view.getUint32(0, true);
-    this.bornMs = Number(view.getBigInt64(4, true));
-    this.storeMs = Number(view.getBigInt64(12, true));
-    this.attempt = view.getUint32(20, true);
-    let at = start + 24;
-    this._spans = [];
-    for (const width of [2, 2, 2, 4, 4]) {
-      // topic, tag, keys, properties, body
-      if (at + width > end) throw new MalformedBatch(`message ${index} ends inside its fields`);
-      const lenView = new DataView(buf.buffer, buf.byteOffset + at, width);
-      const n = width === 2 ? lenView.getUint16(0, true) : lenView.getUint32(0, true);
-      at += width;
-      if (at + n > end) throw new MalformedBatch(`message ${index} has a field longer than the message`);
-      this._spans.push([at, at + n]);
-      at += n;
-    }
     this._buf = buf;
+    this._view = view;
+    this._start = start;
+    this._end = end;
     this._fetch = fetch;
+    this._spans = null;
     this._props = null;
   }
 
+  _fixed(offset, read) {
+    if (this._start + 24 > this._end) throw new MalformedBatch(`message ${this.index} is shorter than its fixed fields`);
+    return read(this._start + offset);
+  }
+  get flags() {
+    return this._fixed(0, (at) => this._view.getUint32(at, true));
+  }
+  get bornMs() {
+    return this._fixed(4, (at) => Number(this._view.getBigInt64(at, true)));
+  }
+  get storeMs() {
+    return this._fixed(12, (at) => Number(this._view.getBigInt64(at, true)));
+  }
+  /** 1 on first delivery (filters); 0 for messages not stored yet (route, tx-check). */
+  get attempt() {
+    return this._fixed(20, (at) => this._view.getUint32(at, true));
+  }
+
+  // [topic, tag, keys, properties, body] as [start, end) offsets into the batch.
+  _layout() {
+    if (this._spans === null) {
+      const view = this._view;
+      const end = this._end;
+      let at = this._start + 24;
+      const spans = [];
+      for (const width of [2, 2, 2, 4, 4]) {
+        if (at + width > end) throw new MalformedBatch(`message ${this.index} ends inside its fields`);
+        const n = width === 2 ? view.getUint16(at, true) : view.getUint32(at, true);
+        at += width;
+        if (at + n > end) throw new MalformedBatch(`message ${this.index} has a field longer than the message`);
+        spans.push([at, at + n]);
+        at += n;
+      }
+      this._spans = spans;
+    }
+    return this._spans;
+  }
+
   _bytes(field) {
-    const [lo, hi] = this._spans[field];
+    const [lo, hi] = this._layout()[field];
     return this._buf.subarray(lo, hi);
   }
 
@@ -111,10 +164,27 @@ export class Message {
     return this._props;
   }
 
-  /** A property by name, or null. */
+  /** A property by name, or null: found where a property starts, by its whole name, without
+   * decoding the others. */
   property(name) {
-    const props = this.properties;
-    return Object.prototype.hasOwnProperty.call(props, name) ? props[name] : null;
+    if (this._props !== null) {
+      return Object.prototype.hasOwnProperty.call(this._props, name) ? this._props[name] : null;
+    }
+    let key = KEYS.get(name);
+    if (key === undefined) {
+      key = latin1(utf8Bytes(`${name}\x01`));
+      KEYS.set(name, key);
+    }
+    // The engine's own string search over the properties read byte for byte (one character a
+    // byte); only the value found is decoded as UTF-8.
+    const [lo, hi] = this._layout()[3];
+    const text = latin1(this._buf.subarray(lo, hi));
+    let at = text.startsWith(key) ? 0 : text.indexOf(`\x02${key}`);
+    if (at < 0) return null;
+    if (at > 0 || !text.startsWith(key)) at += 1;
+    const start = at + key.length;
+    const stop = text.indexOf("\x02", start);
+    return utf8(this._buf.subarray(lo + start, stop < 0 ? hi : lo + stop));
   }
 
   /** The body (Uint8Array); fetched from the broker on first use when the batch left it out. */
@@ -130,18 +200,20 @@ export class Message {
   }
 }
 
-/** The messages of a batch, in order; throws MalformedBatch on a buffer that does not follow it. */
+/** The messages of a batch, in order; throws MalformedBatch when the buffer does not follow the
+ * encoding (a message's own fields are checked when first read). */
 export function parse(buf, fetch = null) {
   if (buf.length < 4) throw new MalformedBatch("a batch starts with a 4-byte count");
-  const count = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0, true);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const count = view.getUint32(0, true);
   const messages = [];
   let at = 4;
   for (let index = 0; index < count; index++) {
     if (at + 4 > buf.length) throw new MalformedBatch(`the batch ends before message ${index} of ${count}`);
-    const n = new DataView(buf.buffer, buf.byteOffset + at, 4).getUint32(0, true);
+    const n = view.getUint32(at, true);
     at += 4;
     if (at + n > buf.length) throw new MalformedBatch(`message ${index} is longer than the batch`);
-    messages.push(new Message(index, buf, at, at + n, fetch));
+    messages.push(new Message(index, buf, view, at, at + n, fetch));
     at += n;
   }
   return messages;

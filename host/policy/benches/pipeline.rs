@@ -7,12 +7,14 @@
 //!   is the filter's cost on the consumer path.
 //!
 //! Throughput is in messages per second. The component comes from `plugins/` (built by
-//! `ferrymq-test-components`).
+//! `ferrymq-test-components`). `FERRYMQ_BENCH_FILTERS=name=path.wasm,…` adds a run for each of
+//! those enterprise-inbox components (`scripts/bench_plugins.sh` passes the Python, JavaScript and C
+//! ones).
 
 // Setup that fails should stop a benchmark loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,7 +34,7 @@ use ferrymq_test_components::component;
 const MESSAGES: usize = 1024;
 const BODY_BYTES: usize = 256;
 
-fn open(dir: &Path, filtered: bool) -> (Arc<Store>, Broker, Option<Arc<PluginHost>>) {
+fn open(dir: &Path, filter: Option<PathBuf>) -> (Arc<Store>, Broker, Option<Arc<PluginHost>>) {
     let mut options = StoreOptions::new(dir.join("store"));
     options.config.segment_bytes = 256 << 20;
     let store = Arc::new(Store::open(options).expect("store"));
@@ -41,10 +43,10 @@ fn open(dir: &Path, filtered: bool) -> (Arc<Store>, Broker, Option<Arc<PluginHos
         .metadata()
         .create_topic(TopicConfig { name: "inbox".into(), message_type: TopicType::Normal, queues: 4 })
         .expect("topic");
-    let host = filtered.then(|| {
+    let host = filter.map(|component| {
         let binding = BindingConfig {
             name: Some("inbox".into()),
-            component: component("enterprise_inbox"),
+            component,
             rules: BindingRules {
                 kind: PluginKind::Filter,
                 topic: "inbox".into(),
@@ -115,16 +117,22 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline/send_receive_ack");
     group.throughput(Throughput::Elements(MESSAGES as u64));
     group.sample_size(20);
-    for (name, filtered) in [("no_filter", false), ("enterprise_inbox", true)] {
+    let mut runs =
+        vec![("no_filter".to_owned(), None), ("enterprise_inbox".to_owned(), Some(component("enterprise_inbox")))];
+    for entry in std::env::var("FERRYMQ_BENCH_FILTERS").unwrap_or_default().split(',').filter(|e| !e.is_empty()) {
+        let (name, path) = entry.split_once('=').expect("FERRYMQ_BENCH_FILTERS is name=path.wasm,…");
+        runs.push((format!("enterprise_inbox_{name}"), Some(PathBuf::from(path))));
+    }
+    for (name, filter) in runs {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, broker, _host) = open(dir.path(), filtered);
+        let (store, broker, _host) = open(dir.path(), filter);
         let readers = broker
             .metadata()
             .put_group(GroupConfig { name: "readers".into(), ..GroupConfig::default() })
             .expect("group");
         let filter = Filter::all();
         let mut next = 0;
-        group.bench_function(name, |b| {
+        group.bench_function(&name, |b| {
             b.iter(|| {
                 round(&store, &broker, &readers, &filter, next);
                 next += MESSAGES;

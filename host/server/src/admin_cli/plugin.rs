@@ -107,7 +107,8 @@ fn kebab<T: std::fmt::Debug>(v: T) -> String {
     out
 }
 
-fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+/// `name=value` arguments (`--param`), by name; a later one replaces an earlier of the same name.
+pub(crate) fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     items
         .iter()
         .map(|p| {

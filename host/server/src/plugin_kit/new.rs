@@ -89,11 +89,6 @@ fn template(world: WorldArg) -> Template {
     }
 }
 
-/// The decisions a new project of `world` prints on its own samples (for tests of the templates).
-pub fn expected_decisions(world: WorldArg) -> &'static [&'static str] {
-    template(world).expected
-}
-
 pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     check_name(&args.name)?;
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
@@ -221,6 +216,7 @@ fn readme(m: &Manifest, t: &Template) -> String {
     };
     let params: String = m.params.iter().map(|(k, v)| format!(" --param {k}={v}")).collect();
     let group = if m.world == WorldArg::Filter { " --group <group>" } else { "" };
+    let topic_type = if m.world == WorldArg::TxCheck { " --type transaction" } else { "" };
     let expected: String = t.expected.iter().enumerate().map(|(i, d)| format!("| {} | {d} |\n", i + 1)).collect();
     format!(
         "# {name}\n\n\
@@ -237,6 +233,7 @@ fn readme(m: &Manifest, t: &Template) -> String {
          | line | decision |\n|---|---|\n{expected}{unit_tests}\n\
          ## On a broker\n\n\
          ```sh\n\
+         ferrymq admin topic create <topic>{topic_type}                      # unless it exists: bind needs it\n\
          ferrymq plugin push {name}.wasm --name <department>/{name}          # prints the version, e.g. 1\n\
          ferrymq plugin bind <binding> --kind {world} --topic <topic>{group} \\\n    --plugin <department>/{name} --plugin-version 1{params}\n\
          ferrymq plugin bindings                                             # calls and failures per binding\n\
@@ -250,4 +247,20 @@ fn readme(m: &Manifest, t: &Template) -> String {
         lang = lang_name(m.lang),
         summary = t.summary,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of decisions has a row for each sample message, and every template's
+    /// samples parse.
+    #[test]
+    fn each_template_names_a_decision_for_each_of_its_samples() {
+        for world in [WorldArg::Filter, WorldArg::Route, WorldArg::TxCheck] {
+            let t = template(world);
+            let samples = super::super::samples::parse(t.messages).expect("the template's samples parse");
+            assert_eq!(samples.len(), t.expected.len(), "{}", world.name());
+        }
+    }
 }

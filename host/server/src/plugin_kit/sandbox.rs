@@ -161,10 +161,7 @@ fn cache_dir() -> Option<PathBuf> {
 /// The project's declared parameters, overridden and extended by `--param`.
 fn params(declared: &BTreeMap<String, String>, given: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     let mut params = declared.clone();
-    for p in given {
-        let (k, v) = p.split_once('=').with_context(|| format!("--param {p:?} is not name=value"))?;
-        params.insert(k.to_owned(), v.to_owned());
-    }
+    params.extend(crate::admin_cli::plugin::pairs(given)?);
     Ok(params.into_iter().collect())
 }
 
