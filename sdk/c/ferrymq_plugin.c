@@ -154,6 +154,15 @@ static size_t params_len;
 static bool params_read;
 
 bool ferrymq_param(const char *name, ferrymq_bytes *value) {
+  /* Policies ask for the same parameter for every message, usually by a string literal: the last
+   * answer is kept by the name's address (parameters do not change for an instance). */
+  static const char *last_name;
+  static ferrymq_bytes last_value;
+  static bool last_found;
+  if (name == last_name) {
+    *value = last_value;
+    return last_found;
+  }
   if (!params_read) {
     uint32_t ret[2];
     ferrymq_host_config(ret);
@@ -166,9 +175,11 @@ bool ferrymq_param(const char *name, ferrymq_bytes *value) {
     if (ferrymq_eq(n, name)) {
       value->ptr = (const uint8_t *)(uintptr_t)params[i].value;
       value->len = params[i].value_len;
+      last_name = name, last_value = *value, last_found = true;
       return true;
     }
   }
+  last_name = name, last_found = false;
   return false;
 }
 

@@ -115,19 +115,24 @@ static inline bool ferrymq_eq(ferrymq_bytes s, const char *text) {
   return s.len == n && (n == 0 || memcmp(s.ptr, text, n) == 0);
 }
 
-/* A property by name (user properties and the broker's own, such as UNIQ_KEY). */
+/* A property by name (user properties and the broker's own, such as UNIQ_KEY): each property's
+ * name is compared in place, and only the value found is measured. Plain loops rather than libc
+ * calls, so that the compiler inlines and vectorizes them. */
 static inline bool ferrymq_property(const ferrymq_message *m, const char *name, ferrymq_bytes *value) {
   size_t n = strlen(name);
   const uint8_t *at = m->properties.ptr, *end = m->properties.ptr + m->properties.len;
   while (at < end) {
-    const uint8_t *item_end = memchr(at, 0x02, (size_t)(end - at));
-    if (!item_end) item_end = end;
-    if ((size_t)(item_end - at) > n && memcmp(at, name, n) == 0 && at[n] == 0x01) {
-      value->ptr = at + n + 1;
-      value->len = (size_t)(item_end - value->ptr);
+    size_t i = 0;
+    while (i < n && at + i < end && at[i] == (uint8_t)name[i]) i++;
+    if (i == n && at + n < end && at[n] == 0x01) {
+      const uint8_t *v = at + n + 1, *stop = v;
+      while (stop < end && *stop != 0x02) stop++;
+      value->ptr = v;
+      value->len = (size_t)(stop - v);
       return true;
     }
-    at = item_end + 1;
+    while (at < end && *at != 0x02) at++;
+    at++;
   }
   return false;
 }
@@ -135,16 +140,21 @@ static inline bool ferrymq_property(const ferrymq_message *m, const char *name, 
 /* Whether the comma-separated `list` holds `item` (items trimmed of spaces). */
 static inline bool ferrymq_list_contains(ferrymq_bytes list, ferrymq_bytes item) {
   const uint8_t *at = list.ptr, *end = list.ptr + list.len;
-  while (at <= end) {
-    const uint8_t *comma = memchr(at, ',', (size_t)(end - at));
-    const uint8_t *stop = comma ? comma : end, *lo = at, *hi = stop;
+  if (item.len == 0) return false;
+  for (;;) {
+    const uint8_t *stop = at;
+    while (stop < end && *stop != ',') stop++;
+    const uint8_t *lo = at, *hi = stop;
     while (lo < hi && *lo == ' ') lo++;
     while (hi > lo && hi[-1] == ' ') hi--;
-    if ((size_t)(hi - lo) == item.len && item.len > 0 && memcmp(lo, item.ptr, item.len) == 0) return true;
-    if (!comma) break;
-    at = comma + 1;
+    if ((size_t)(hi - lo) == item.len) {
+      size_t i = 0;
+      while (i < item.len && lo[i] == item.ptr[i]) i++;
+      if (i == item.len) return true;
+    }
+    if (stop == end) return false;
+    at = stop + 1;
   }
-  return false;
 }
 
 /* Provided by ferrymq_plugin.c. */
