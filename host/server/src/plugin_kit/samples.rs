@@ -128,15 +128,10 @@ fn sample(line: usize, text: &str) -> anyhow::Result<Sample> {
         bail!("key {bad:?} is empty or holds a space (keys are separated by spaces on the wire)");
     }
     let mut properties = Vec::new();
-    for (name, value) in &parsed.properties {
-        if name.is_empty() || [name, value].iter().any(|s| s.contains(['\x01', '\x02'])) {
-            bail!("property {name:?}: names are non-empty and neither names nor values hold \\u0001 or \\u0002");
-        }
-        properties.extend_from_slice(name.as_bytes());
-        properties.push(0x01);
-        properties.extend_from_slice(value.as_bytes());
-        properties.push(0x02);
-    }
+    ferrymq_proto::properties::encode(
+        parsed.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &mut properties,
+    )?;
     for (what, len) in [("topic", parsed.topic.len()), ("tag", parsed.tag.as_deref().map_or(0, str::len))] {
         if len > u16::MAX as usize {
             bail!("the {what} is {len} bytes; at most {}", u16::MAX);
@@ -178,6 +173,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named_with_their_number_and_reason() {
+        let too_many = "{\"topic\":\"t\"}\n".repeat(MESSAGES_MAX + 1);
         for (text, expected) in [
             ("{\"topic\":\"t\"}\n{\"topc\":\"t\"}", "line 2"),
             ("{\"topic\":\"\"}", "topic is empty"),
@@ -187,6 +183,7 @@ mod tests {
             ("{\"topic\":\"t\",\"properties\":{\"a\\u0001\":\"x\"}}", "property"),
             ("not json", "line 1"),
             ("", "no messages"),
+            (too_many.as_str(), "more than 100000 messages"),
         ] {
             let err = format!("{:#}", parse(text).expect_err(text));
             assert!(err.contains(expected), "{text}: {err}");

@@ -257,11 +257,9 @@ fn print(samples: &[Sample], decisions: &[Decision], as_json: bool) -> anyhow::R
         .iter()
         .zip(decisions)
         .map(|(s, d)| {
-            let properties: Vec<String> = s
-                .properties
-                .split(|&b| b == 0x02)
-                .filter(|p| !p.is_empty())
-                .map(|p| String::from_utf8_lossy(p).replace('\x01', "="))
+            let properties: Vec<String> = ferrymq_proto::properties::decode(&s.properties)
+                .map_while(Result::ok)
+                .map(|p| format!("{}={}", p.name, p.value))
                 .collect();
             json!({
                 "line": s.line,

@@ -53,8 +53,10 @@ pub fn project_plugin(project: &str) -> PathBuf {
         return path.clone();
     }
     let name = project.rsplit('/').next().expect("a name");
-    let copy = tempfile::tempdir().expect("tempdir").keep().join(name);
+    // Built in a copy under target/ (replaced on each run), not in the source tree.
+    let copy = root().join("target/plugin-projects").join(project);
     let source = root().join("plugins").join(project);
+    let _ = std::fs::remove_dir_all(&copy);
     std::fs::create_dir_all(&copy).expect("create the copy");
     for entry in std::fs::read_dir(&source).expect("read the project") {
         let entry = entry.expect("entry");
