@@ -231,9 +231,18 @@ async fn handle(request: Request<Incoming>, state: &AdminState, body_timeout: Du
     } else {
         (BODY_BYTES_MAX, "admin request bodies other than plugin uploads")
     };
-    let (parts, body) = match ferrymq_http::read_body(request, limit, limit_name, body_timeout).await {
-        Ok(read) => read,
-        Err(answer) => return answer,
+    // An upload from a caller the tokens do not know is refused whatever it carries: answer without
+    // reading (let alone buffering) up to a component's worth of its bytes.
+    let unknown_uploader = upload
+        && state.tokens.enabled()
+        && state.tokens.authenticate(request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok())).is_err();
+    let (parts, body) = if unknown_uploader {
+        (request.into_parts().0, Bytes::new())
+    } else {
+        match ferrymq_http::read_body(request, limit, limit_name, body_timeout).await {
+            Ok(read) => read,
+            Err(answer) => return answer,
+        }
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let call = Call {

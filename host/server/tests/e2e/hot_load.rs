@@ -248,6 +248,21 @@ fn signed_uploads_only_roles_enforced_registry_restored_and_audit_chain_verified
     );
     assert_eq!(call(node.admin, "POST", "/v1/topics", body.as_bytes(), &[]).0, 401);
     assert_eq!(call(node.admin, "POST", "/v1/topics", body.as_bytes(), &admin).0, 201);
+    // A caller without a known token who declares a component of 60 MiB is refused at once, before
+    // it sends (and the broker buffers) any of it.
+    for authorization in ["", "Authorization: Bearer not-a-token-0000\r\n"] {
+        let mut stream = TcpStream::connect(node.admin).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let head = format!(
+            "POST /v1/plugins/tax/inbox/versions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/wasm\r\n\
+             {authorization}Content-Length: {}\r\n\r\n",
+            60 << 20
+        );
+        std::io::Write::write_all(&mut stream, head.as_bytes()).expect("send head");
+        let mut answer = [0u8; 12];
+        std::io::Read::read_exact(&mut stream, &mut answer).expect("an answer without the body");
+        assert_eq!(&answer, b"HTTP/1.1 401", "{authorization:?}");
+    }
 
     let file = component("enterprise_inbox");
     let bytes = std::fs::read(&file).expect("read");
